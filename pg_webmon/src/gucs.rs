@@ -1,0 +1,170 @@
+//! Settings (`pg_webmon.*`). All but `database` take effect on reload (SIGHUP), no restart.
+
+use crate::error::ApiError;
+use pgrx::prelude::*;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use std::ffi::{CStr, CString};
+
+pub const PARTITION_INTERVAL_NAME: &str = "pg_webmon.partition_interval";
+pub const RETENTION_NAME: &str = "pg_webmon.retention";
+
+/// Database the scheduler connects to (like pg_cron's `cron.database_name`). Restart to change.
+static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Milliseconds between scheduler ticks.
+static SCHEDULER_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(200);
+/// How far ahead of its slot a check is queued, so probes can start it on time.
+static LOOKAHEAD_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// Most checks queued in one tick.
+static MAX_JOBS_PER_TICK: GucSetting<i32> = GucSetting::<i32>::new(50_000);
+/// Leases a job may expire before it is recorded as `lost`.
+static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// Seconds between partition maintenance runs of the scheduler.
+static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Span of one partition of webmon.metrics / webmon.errors (at least 1 hour, no months).
+static PARTITION_INTERVAL: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"1 day"));
+/// Partitions made ahead of the current one.
+static PARTITION_PREMAKE: GucSetting<i32> = GucSetting::<i32>::new(7);
+/// How long results are kept; older partitions are dropped.
+static RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"30 days"));
+
+pub fn init() {
+    GucRegistry::define_string_guc(
+        c"pg_webmon.database",
+        c"Database in which the pg_webmon scheduler runs.",
+        c"Create the extension in this database. Changing it needs a restart.",
+        &DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.scheduler_interval",
+        c"Time between scheduler ticks.",
+        c"Each tick queues due checks, requeues expired leases and, now and then, maintains partitions.",
+        &SCHEDULER_INTERVAL_MS,
+        10,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.lookahead",
+        c"How far ahead of its slot a check is queued.",
+        c"Probes claim checks this far ahead and start each at its slot.",
+        &LOOKAHEAD_MS,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.max_jobs_per_tick",
+        c"Most checks queued in one scheduler tick.",
+        c"",
+        &MAX_JOBS_PER_TICK,
+        1,
+        10_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.max_attempts",
+        c"Expired leases after which a check is recorded as lost.",
+        c"",
+        &MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.maintenance_interval",
+        c"Time between partition maintenance runs of the scheduler.",
+        c"",
+        &MAINTENANCE_INTERVAL_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"pg_webmon.partition_interval",
+        c"Span of one partition of webmon.metrics and webmon.errors.",
+        c"An interval of at least 1 hour without months, e.g. '1 day' or '6 hours'.",
+        &PARTITION_INTERVAL,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.partition_premake",
+        c"Partitions made ahead of the current one.",
+        c"",
+        &PARTITION_PREMAKE,
+        0,
+        1000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"pg_webmon.retention",
+        c"How long results are kept.",
+        c"Partitions whose whole range is older than this are dropped by run_maintenance().",
+        &RETENTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+fn string(setting: &GucSetting<Option<CString>>, default: &CStr) -> String {
+    setting
+        .get()
+        .unwrap_or_else(|| default.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn database() -> String {
+    string(&DATABASE, c"postgres")
+}
+pub fn scheduler_interval_ms() -> u64 {
+    u64::try_from(SCHEDULER_INTERVAL_MS.get()).unwrap_or(200)
+}
+pub fn lookahead_ms() -> i32 {
+    LOOKAHEAD_MS.get()
+}
+pub fn max_jobs_per_tick() -> i32 {
+    MAX_JOBS_PER_TICK.get()
+}
+pub fn max_attempts() -> i32 {
+    MAX_ATTEMPTS.get()
+}
+pub fn maintenance_interval_s() -> u64 {
+    u64::try_from(MAINTENANCE_INTERVAL_S.get()).unwrap_or(300)
+}
+pub fn partition_interval() -> String {
+    string(&PARTITION_INTERVAL, c"1 day")
+}
+pub fn partition_premake() -> i32 {
+    PARTITION_PREMAKE.get()
+}
+pub fn retention() -> String {
+    string(&RETENTION, c"30 days")
+}
+
+/// Length of an interval-valued setting in microseconds; months are refused because
+/// their length varies.
+pub fn interval_micros(name: &str, value: &str) -> Result<i64, ApiError> {
+    let bad = |reason: &str| ApiError::Setting(format!("invalid {name} \"{value}\": {reason}"));
+    let parsed = Spi::get_one_with_args::<Interval>("SELECT $1::interval", &[value.into()])?
+        .ok_or_else(|| bad("not an interval"))?;
+    if parsed.months() != 0 {
+        return Err(bad("months are not allowed, use days"));
+    }
+    let micros = i64::from(parsed.days()) * 86_400_000_000 + parsed.micros();
+    if micros <= 0 {
+        return Err(bad("it must be positive"));
+    }
+    Ok(micros)
+}

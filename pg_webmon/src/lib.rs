@@ -1,0 +1,48 @@
+//! pg_webmon: web availability monitoring inside PostgreSQL. Thin glue: settings, the
+//! scheduler background worker and a few SQL functions; the schema is in `sql/`.
+
+use pgrx::prelude::*;
+
+mod api;
+mod error;
+mod gucs;
+mod import;
+mod partitions;
+mod scheduler;
+mod slots;
+mod validate;
+
+::pgrx::pg_module_magic!();
+
+extension_sql_file!("../../sql/schema.sql", name = "schema");
+extension_sql_file!(
+    "../../sql/partitions.sql",
+    name = "partitions",
+    requires = ["schema"]
+);
+extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        scheduler::register();
+    }
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+/// Used by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pg_webmon'",
+            "pg_webmon.database = 'pgrx_tests'",
+            "pg_webmon.scheduler_interval = '100ms'",
+        ]
+    }
+}

@@ -1,0 +1,569 @@
+//! `#[pg_test]`s: SQL functions, triggers and the scheduler worker in a real server
+//! (`cargo pgrx test pg15`). Each test runs in a transaction that is rolled back; what the
+//! background worker must see is committed through `dblink` and cleaned up afterwards.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    extension_sql!(
+        r#"
+    -- Runs a statement; returns 'accepted' or 'SQLSTATE message' without aborting the test.
+    CREATE FUNCTION tests.outcome(statement text) RETURNS text LANGUAGE plpgsql AS $$
+    BEGIN
+        EXECUTE statement;
+        RETURN 'accepted';
+    EXCEPTION WHEN OTHERS THEN
+        RETURN SQLSTATE || ' ' || SQLERRM;
+    END $$;
+    
+    -- Commits a statement on a separate connection so the scheduler worker sees it.
+    CREATE FUNCTION tests.committed(statement text) RETURNS void LANGUAGE plpgsql AS $$
+    BEGIN
+        CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public;
+        PERFORM public.dblink_exec(tests.loopback(), statement);
+    END $$;
+    
+    CREATE FUNCTION tests.loopback() RETURNS text LANGUAGE sql AS $$
+        SELECT format('dbname=%s port=%s host=%s', current_database(), current_setting('port'),
+                      split_part(current_setting('unix_socket_directories'), ',', 1))
+    $$;
+    
+    -- Polls `condition` (a boolean query) every 50 ms until true or `seconds` pass.
+    CREATE FUNCTION tests.wait_for(condition text, seconds float8) RETURNS boolean LANGUAGE plpgsql AS $$
+    DECLARE
+        deadline timestamptz := clock_timestamp() + make_interval(secs => seconds);
+        ok boolean;
+    BEGIN
+        LOOP
+            PERFORM pg_stat_clear_snapshot();
+            EXECUTE condition INTO ok;
+            IF ok THEN RETURN true; END IF;
+            IF clock_timestamp() > deadline THEN RETURN false; END IF;
+            PERFORM pg_sleep(0.05);
+        END LOOP;
+    END $$;
+    
+    -- Waits until the scheduler is connected (its first start fails before pgrx_tests exists).
+    CREATE FUNCTION tests.scheduler_running() RETURNS boolean LANGUAGE sql AS $$
+        SELECT tests.wait_for($q$SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                                               WHERE backend_type = 'pg_webmon scheduler'
+                                                 AND datname = current_database())$q$, 30)
+    $$;
+    "#,
+        name = "test_helpers",
+    );
+
+    fn one<T: FromDatum + IntoDatum>(sql: &str) -> T {
+        match Spi::get_one::<T>(sql) {
+            Ok(Some(value)) => value,
+            Ok(None) => panic!("{sql}: NULL"),
+            Err(e) => panic!("{sql}: {e}"),
+        }
+    }
+
+    fn outcome(statement: &str) -> String {
+        Spi::get_one_with_args::<String>("SELECT tests.outcome($1)", &[statement.into()])
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    fn committed(statement: &str) {
+        Spi::run_with_args("SELECT tests.committed($1)", &[statement.into()])
+            .expect("committed statement");
+    }
+
+    fn wait_for(condition: &str, seconds: f64) -> bool {
+        one::<bool>(&format!(
+            "SELECT tests.wait_for($q${condition}$q$, {seconds})"
+        ))
+    }
+
+    #[pg_test]
+    fn a_valid_monitor_gets_the_documented_defaults() {
+        Spi::run("INSERT INTO webmon.monitors (url) VALUES ('https://example.com/health')")
+            .unwrap();
+        assert!(one::<bool>(
+            "SELECT method = 'GET' AND headers = '{}' AND check_interval = '1 minute' AND timeout IS NULL
+                    AND expected_status = '[200,400)' AND follow_redirects AND enabled
+                    AND next_check_at <= now() AND regions IS NULL
+             FROM webmon.monitors WHERE url = 'https://example.com/health'"
+        ));
+        // Lower-case methods are normalised, not refused.
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, method) VALUES ('http://127.0.0.1:1/x', 'post')",
+        )
+        .unwrap();
+        assert_eq!(
+            one::<String>("SELECT method FROM webmon.monitors WHERE url = 'http://127.0.0.1:1/x'"),
+            "POST"
+        );
+    }
+
+    #[pg_test]
+    fn every_invalid_value_is_refused_with_its_sqlstate_and_nothing_is_stored() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("url => 'ftp://example.com'", "22023", "only http and https"),
+            ("url => 'http://'", "22023", "http://"),
+            ("url => 'not a url'", "22023", "not a url"),
+            (
+                "url => 'mailto:a@example.com'",
+                "22023",
+                "mailto:a@example.com",
+            ),
+            ("regex => '(unclosed'", "2201B", "(unclosed"),
+            (r"regex => '\w{5000}'", "2201B", "size limit"),
+            (
+                "check_interval => '500 milliseconds'",
+                "22023",
+                "check_interval",
+            ),
+            ("check_interval => '0'", "22023", "check_interval"),
+            ("timeout => '0'", "22023", "timeout"),
+            ("timeout => '-1 second'", "22023", "timeout"),
+            ("timeout => '6 minutes'", "22023", "timeout"),
+            ("headers => '[\"a\"]'", "22023", "JSON object"),
+            ("headers => '{\"X-N\": 1}'", "22023", "X-N"),
+            ("headers => '{\"bad name\": \"x\"}'", "22023", "bad name"),
+            ("headers => '{\"X-A\": \"a\\nb\"}'", "22023", "X-A"),
+            ("method => 'FETCH'", "22023", "FETCH"),
+            ("expected_status => 'empty'", "22023", "expected_status"),
+        ];
+        for (assignment, sqlstate, mentions) in cases {
+            let (column, value) = assignment.split_once(" => ").unwrap();
+            let url = if column == "url" {
+                value
+            } else {
+                "'https://example.com'"
+            };
+            let insert = if column == "url" {
+                format!("INSERT INTO webmon.monitors (url) VALUES ({url})")
+            } else {
+                format!("INSERT INTO webmon.monitors (url, {column}) VALUES ({url}, {value})")
+            };
+            let result = outcome(&insert);
+            assert!(result.starts_with(sqlstate), "{insert}: {result}");
+            assert!(
+                result.contains(mentions),
+                "{insert}: {result} should mention {mentions}"
+            );
+        }
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 0);
+
+        // UPDATE is validated the same way and leaves the row unchanged.
+        Spi::run("INSERT INTO webmon.monitors (url) VALUES ('https://example.com/ok')").unwrap();
+        for update in [
+            "UPDATE webmon.monitors SET url = 'gopher://x'",
+            "UPDATE webmon.monitors SET regex = '['",
+            "UPDATE webmon.monitors SET check_interval = '10 ms'",
+            "UPDATE webmon.monitors SET headers = '\"x\"'",
+        ] {
+            assert!(!outcome(update).starts_with("accepted"), "{update}");
+        }
+        assert!(one::<bool>(
+            "SELECT url = 'https://example.com/ok' AND regex IS NULL AND check_interval = '1 minute' FROM webmon.monitors"
+        ));
+    }
+
+    #[pg_test]
+    fn the_scheduler_enqueues_a_due_monitor_once_and_keeps_its_grid() {
+        assert!(
+            one::<bool>("SELECT tests.scheduler_running()"),
+            "scheduler worker never connected"
+        );
+        committed("INSERT INTO webmon.monitors (url, check_interval) VALUES ('http://127.0.0.1:9/sched', '1 hour')");
+        let id =
+            one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/sched'");
+        assert!(
+            wait_for(
+                &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {id})"),
+                2.0
+            ),
+            "no job within 2 s"
+        );
+        // No drift: the next slot is exactly one interval after the job's slot.
+        assert!(one::<bool>(&format!(
+            "SELECT m.next_check_at = j.scheduled_at + interval '1 hour' FROM webmon.monitors m
+             JOIN webmon.jobs j ON j.monitor_id = m.id WHERE m.id = {id}"
+        )));
+        // Due again while its job is pending: still one job after several ticks.
+        committed(&format!("UPDATE webmon.monitors SET next_check_at = now() - interval '1 second' WHERE id = {id}"));
+        let ticks_seen = wait_for("SELECT false", 0.6);
+        assert!(!ticks_seen);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.jobs WHERE monitor_id = {id}"
+            )),
+            1
+        );
+
+        // Far behind (10 intervals): one job for the latest slot, the next slot in the future.
+        committed(
+            "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
+             VALUES ('http://127.0.0.1:9/behind', '1 minute', now() - interval '10 minutes 30 seconds')",
+        );
+        let behind =
+            one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/behind'");
+        assert!(wait_for(
+            &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {behind})"),
+            2.0
+        ));
+        assert!(one::<bool>(&format!(
+            "SELECT j.scheduled_at > now() - interval '1 minute' AND j.scheduled_at <= now()
+                    AND m.next_check_at = j.scheduled_at + interval '1 minute' AND m.next_check_at > now()
+                    AND extract(epoch FROM m.created_at - j.scheduled_at)::numeric % 60 BETWEEN 29 AND 31
+             FROM webmon.monitors m JOIN webmon.jobs j ON j.monitor_id = m.id WHERE m.id = {behind}"
+        )));
+        committed(&format!(
+            "DELETE FROM webmon.monitors WHERE id IN ({id}, {behind})"
+        ));
+    }
+
+    /// Disabled monitors in their own region with jobs far in the past, so only this test's
+    /// probes claim them and the scheduler leaves them alone.
+    fn queue_jobs(region: &str, count: i32) {
+        committed(&format!(
+            "WITH m AS (
+                 INSERT INTO webmon.monitors (url, enabled, regions)
+                 SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, false, ARRAY['{region}']
+                 FROM generate_series(1, {count}) g RETURNING id)
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM m"
+        ));
+    }
+
+    fn drop_region(region: &str) {
+        committed(&format!(
+            "DELETE FROM webmon.monitors WHERE regions = ARRAY['{region}']"
+        ));
+    }
+
+    #[pg_test]
+    fn two_concurrent_claimers_never_get_the_same_job() {
+        queue_jobs("claim-race", 10);
+        committed("SELECT webmon.register_probe('race-a', 'claim-race'), webmon.register_probe('race-b', 'claim-race')");
+        let claim = |conn: &str, probe: &str| {
+            format!(
+                "SELECT array_agg(job_id ORDER BY job_id) FROM public.dblink('{conn}',
+                     $c$SELECT job_id FROM webmon.claim_checks('{probe}', 5, '1 hour')$c$) AS t(job_id bigint)"
+            )
+        };
+        Spi::run("SELECT public.dblink_connect('a', tests.loopback()), public.dblink_connect('b', tests.loopback())").unwrap();
+        // Both transactions stay open, so A's row locks are held while B claims.
+        Spi::run("SELECT public.dblink_exec('a', 'BEGIN'), public.dblink_exec('b', 'BEGIN')")
+            .unwrap();
+        let a = one::<Vec<i64>>(&claim("a", "race-a"));
+        let b = one::<Vec<i64>>(&claim("b", "race-b"));
+        Spi::run("SELECT public.dblink_exec('a', 'COMMIT'), public.dblink_exec('b', 'COMMIT')")
+            .unwrap();
+        Spi::run("SELECT public.dblink_disconnect('a'), public.dblink_disconnect('b')").unwrap();
+        assert_eq!(a.len(), 5);
+        assert_eq!(b.len(), 5);
+        assert!(
+            a.iter().all(|job| !b.contains(job)),
+            "{a:?} and {b:?} overlap"
+        );
+        drop_region("claim-race");
+    }
+
+    #[pg_test]
+    fn an_expired_lease_is_requeued_then_recorded_as_lost_after_max_attempts() {
+        assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        queue_jobs("lease", 2);
+        committed("SELECT webmon.register_probe('lease-probe', 'lease')");
+        committed(
+            "WITH ids AS (SELECT j.id, row_number() OVER (ORDER BY j.id) AS n FROM webmon.jobs j
+                          JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.regions = ARRAY['lease'])
+             UPDATE webmon.jobs j SET leased_by = webmon.probe_id('lease-probe'),
+                    lease_expires_at = now() - interval '1 second',
+                    attempts = CASE WHEN ids.n = 1 THEN 1 ELSE 3 END
+             FROM ids WHERE ids.id = j.id",
+        );
+        let first = "(SELECT min(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
+        let second = "(SELECT max(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
+        assert!(
+            wait_for(&format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {first} AND leased_by IS NULL)"), 3.0),
+            "expired lease was not requeued"
+        );
+        assert!(
+            wait_for(
+                &format!(
+                    "SELECT NOT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {second})
+                        AND EXISTS (SELECT 1 FROM webmon.errors WHERE monitor_id = {second} AND error_kind = 'lost')"
+                ),
+                3.0
+            ),
+            "job past max_attempts was not recorded as lost"
+        );
+        committed(&format!(
+            "DELETE FROM webmon.errors WHERE monitor_id IN ({first}, {second})"
+        ));
+        drop_region("lease");
+    }
+
+    #[pg_test]
+    fn complete_checks_stores_only_results_for_jobs_this_probe_still_leases() {
+        Spi::run("SELECT webmon.register_probe('p-a', 'complete'), webmon.register_probe('p-b', 'complete')").unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/c', false, '{complete}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c'",
+        )
+        .unwrap();
+        let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-b', 10, '1 hour')");
+        let complete = |probe: &str| {
+            one::<i32>(&format!(
+                "SELECT webmon.complete_checks('{probe}', ARRAY[{job}]::bigint[], ARRAY[now()], ARRAY[12.5]::real[],
+                     ARRAY[200]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[])"
+            ))
+        };
+        assert_eq!(complete("p-a"), 0, "another probe's result was accepted");
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c')"), 0);
+        assert_eq!(complete("p-b"), 1);
+        // A retried batch (e.g. after a lost COMMIT acknowledgement) stores nothing twice.
+        assert_eq!(complete("p-b"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c')"), 1);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.jobs WHERE id = {job}"
+            )),
+            0
+        );
+    }
+
+    #[pg_test]
+    fn release_checks_hands_jobs_back() {
+        Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/r', false, '{release}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/r'",
+        )
+        .unwrap();
+        let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-r', 10, '1 hour')");
+        assert_eq!(
+            one::<i32>(&format!(
+                "SELECT webmon.release_checks('p-r', ARRAY[{job}]::bigint[])"
+            )),
+            1
+        );
+        assert!(one::<bool>(&format!(
+            "SELECT leased_by IS NULL AND attempts = 0 FROM webmon.jobs WHERE id = {job}"
+        )));
+    }
+
+    #[pg_test]
+    fn claim_respects_regions() {
+        Spi::run("SELECT webmon.register_probe('eu-probe', 'eu'), webmon.register_probe('us-probe', 'us')").unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/eu', false, '{eu}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/eu'",
+        )
+        .unwrap();
+        let eu_job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/eu')";
+        assert!(!one::<bool>(&format!("SELECT {eu_job} IN (SELECT job_id FROM webmon.claim_checks('us-probe', 1000, '1 hour'))")));
+        assert!(one::<bool>(&format!("SELECT {eu_job} IN (SELECT job_id FROM webmon.claim_checks('eu-probe', 1000, '1 hour'))")));
+    }
+
+    #[pg_test]
+    fn a_probe_role_can_claim_and_complete_but_not_touch_tables() {
+        Spi::run(
+            "CREATE ROLE webmon_test_probe LOGIN; SELECT webmon.grant_probe('webmon_test_probe')",
+        )
+        .unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/role', false, '{role}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role'",
+        )
+        .unwrap();
+        Spi::run("SET ROLE webmon_test_probe").unwrap();
+        assert_eq!(
+            outcome("SELECT webmon.register_probe('role-probe', 'role')"),
+            "accepted"
+        );
+        let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('role-probe', 10, '1 hour')");
+        let done = one::<i32>(&format!(
+            "SELECT webmon.complete_checks('role-probe', ARRAY[{job}]::bigint[], ARRAY[now()], ARRAY[NULL]::real[],
+                 ARRAY[NULL]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[], ARRAY['connect'], ARRAY['refused'])"
+        ));
+        assert_eq!(done, 1);
+        for statement in [
+            "SELECT 1 FROM webmon.monitors",
+            "SELECT 1 FROM webmon.jobs",
+            "SELECT 1 FROM webmon.metrics",
+            "SELECT 1 FROM webmon.errors",
+            "SELECT 1 FROM webmon.probes",
+            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/x')",
+            "UPDATE webmon.jobs SET attempts = 0",
+            "DELETE FROM webmon.metrics",
+            "SELECT webmon.run_maintenance()",
+        ] {
+            assert!(
+                outcome(statement).starts_with("42501"),
+                "{statement} was allowed"
+            );
+        }
+        assert_eq!(
+            outcome("SELECT count(*) FROM webmon.monitor_status"),
+            "accepted"
+        );
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.errors WHERE error_kind = 'connect' AND error = 'refused'"), 1);
+    }
+
+    #[pg_test]
+    fn partitions_cover_today_to_premake_and_old_ones_are_dropped() {
+        Spi::run("SELECT webmon.run_maintenance()").unwrap();
+        for parent in ["webmon.metrics", "webmon.errors"] {
+            // Default premake 7: today plus 7 days, contiguous, daily.
+            assert!(one::<bool>(&format!(
+                "SELECT min(range_start) = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+                        AND max(range_end) = (date_trunc('day', now() AT TIME ZONE 'UTC') + interval '8 days') AT TIME ZONE 'UTC'
+                        AND count(*) = 8 AND bool_and(range_end - range_start = interval '1 day')
+                 FROM webmon.partitions WHERE parent = '{parent}'::regclass AND range_end > now()"
+            )));
+        }
+        // A row with no partition goes to the default partition, and moves when one is made.
+        Spi::run(
+            "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)
+             VALUES (now() + interval '40 days', 1, 1, 200)",
+        )
+        .unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics_default"), 1);
+        Spi::run(
+            "SELECT webmon.create_partition('webmon.metrics', date_trunc('day', now() + interval '40 days'),
+                                            date_trunc('day', now() + interval '41 days'))",
+        )
+        .unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics_default"), 0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE request_timestamp > now() + interval '39 days'"), 1);
+
+        // Past retention (default 30 days): dropped by the next run.
+        let old = one::<String>(
+            "SELECT webmon.create_partition('webmon.errors', date_trunc('day', now() - interval '60 days'),
+                                            date_trunc('day', now() - interval '59 days'))",
+        );
+        assert!(one::<bool>(&format!(
+            "SELECT to_regclass('webmon.{old}') IS NOT NULL"
+        )));
+        let dropped = one::<i64>("SELECT dropped FROM webmon.run_maintenance()");
+        assert!(dropped >= 1);
+        assert!(one::<bool>(&format!(
+            "SELECT to_regclass('webmon.{old}') IS NULL"
+        )));
+    }
+
+    #[pg_test]
+    fn import_monitors_takes_the_old_config_and_refuses_bad_variants() {
+        let sample = r#"[
+            {"url": "https://example.com", "interval": 10},
+            {"url": "https://example.com/api/items", "interval": 60, "regex": "Not Found", "timeout": 5000}
+        ]"#;
+        assert_eq!(
+            one::<i64>(&format!("SELECT webmon.import_monitors('{sample}')")),
+            2
+        );
+        assert_eq!(
+            one::<i64>(&format!("SELECT webmon.import_monitors('{sample}')")),
+            0
+        );
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 2);
+        assert!(one::<bool>(
+            "SELECT check_interval = '1 minute' AND timeout = '5 seconds' AND regex = 'Not Found'
+             FROM webmon.monitors WHERE url = 'https://example.com/api/items'"
+        ));
+        for (bad, index) in [
+            (r#"[{"interval": 10}]"#, "index 0"),
+            (
+                r#"[{"url": "https://a.example", "interval": 10}, {"url": "https://b.example"}]"#,
+                "index 1",
+            ),
+            (
+                r#"[{"url": "https://a.example", "interval": 10, "regex": "("}]"#,
+                "index 0",
+            ),
+            (
+                r#"[{"url": "https://a.example", "interval": 0}]"#,
+                "index 0",
+            ),
+            (
+                r#"[{"url": "https://a.example", "interval": "ten"}]"#,
+                "index 0",
+            ),
+            (
+                r#"[{"url": "https://a.example", "interval": 5, "timeout": -1}]"#,
+                "index 0",
+            ),
+            ("[]", "empty"),
+        ] {
+            let result = outcome(&format!("SELECT webmon.import_monitors('{bad}')"));
+            assert!(
+                result.starts_with("22023") && result.contains(index),
+                "{bad}: {result}"
+            );
+        }
+        // All or nothing: a bad entry after a good new one stores neither.
+        let result = outcome(
+            r#"SELECT webmon.import_monitors('[{"url": "https://new.example", "interval": 5}, {"url": 1, "interval": 5}]')"#,
+        );
+        assert!(result.contains("index 1"));
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 2);
+    }
+
+    #[pg_test]
+    fn status_and_uptime_follow_the_definition_of_up() {
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, regex, enabled) VALUES ('http://127.0.0.1:9/s1', 'ok', false), ('http://127.0.0.1:9/s2', NULL, false);",
+        )
+        .unwrap();
+        let s1 = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/s1'");
+        let s2 = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/s2'");
+        Spi::run(&format!(
+            "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, regex_matched)
+             VALUES (now() - interval '3 minutes', {s1}, 10, 200, true),
+                    (now() - interval '2 minutes', {s1}, 20, 200, false),
+                    (now() - interval '1 minute',  {s1}, 30, 500, true),
+                    (now() - interval '3 minutes', {s2}, 40, 200, NULL);
+             INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+             VALUES (now() - interval '1 minute', {s2}, 'timeout', 'timed out after 5000 ms');"
+        ))
+        .unwrap();
+        // s1: last is a 500 (down); s2: last is an error (down).
+        assert!(one::<bool>(&format!(
+            "SELECT NOT up AND last_status_code = 500 FROM webmon.monitor_status WHERE monitor_id = {s1}"
+        )));
+        assert!(one::<bool>(&format!(
+            "SELECT NOT up AND last_error_kind = 'timeout' FROM webmon.monitor_status WHERE monitor_id = {s2}"
+        )));
+        // s1: 3 checks, 2 failures (regex miss, 500); s2: 2 checks, 1 failure (no response).
+        assert!(one::<bool>(&format!(
+            "SELECT checks = 3 AND failures = 2 AND uptime_pct = 33.333 AND p50_ms = 20
+             FROM webmon.uptime('1 hour') WHERE monitor_id = {s1}"
+        )));
+        assert!(one::<bool>(&format!(
+            "SELECT checks = 2 AND failures = 1 AND uptime_pct = 50 FROM webmon.uptime('1 hour') WHERE monitor_id = {s2}"
+        )));
+        // The first check ever: up.
+        Spi::run(&format!(
+            "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)
+             VALUES (now(), {s2}, 5, 204)"
+        ))
+        .unwrap();
+        assert!(one::<bool>(&format!(
+            "SELECT up FROM webmon.monitor_status WHERE monitor_id = {s2}"
+        )));
+    }
+
+    #[pg_test]
+    fn every_public_object_has_a_comment() {
+        let missing = one::<i64>(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'webmon' AND c.relkind IN ('r', 'p', 'v') AND c.relispartition = false
+               AND obj_description(c.oid, 'pg_class') IS NULL",
+        );
+        assert_eq!(missing, 0, "a table or view in webmon has no COMMENT");
+        let missing_functions = one::<i64>(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'webmon' AND obj_description(p.oid, 'pg_proc') IS NULL",
+        );
+        assert_eq!(missing_functions, 0, "a function in webmon has no COMMENT");
+    }
+}

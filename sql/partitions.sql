@@ -1,0 +1,70 @@
+-- Partition DDL for webmon.metrics and webmon.errors. webmon.run_maintenance() (Rust,
+-- partitions.rs) decides which ranges to make or drop and calls these under an advisory lock.
+-- Identifiers go through format('%I'); partition bounds cannot be bound parameters in DDL,
+-- so the server-computed timestamps are quoted with format('%L').
+
+CREATE FUNCTION webmon.create_partition(parent regclass, range_start timestamptz, range_end timestamptz)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parent_name text := (SELECT relname FROM pg_class WHERE oid = parent);
+    partition_name text := parent_name || '_p'
+        || to_char(range_start AT TIME ZONE 'UTC', 'YYYYMMDD')
+        || CASE WHEN (range_start AT TIME ZONE 'UTC')::time = '00:00' THEN ''
+                ELSE to_char(range_start AT TIME ZONE 'UTC', '"T"HH24MI') END;
+BEGIN
+    EXECUTE format('CREATE TABLE webmon.%I (LIKE webmon.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   partition_name, parent_name);
+    -- Rows that landed in the default partition for this range move into the new one,
+    -- so attaching it never fails and no row is lost.
+    EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
+                    INSERT INTO webmon.%I SELECT * FROM moved',
+                   parent_name || '_default', partition_name)
+        USING range_start, range_end;
+    EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
+                   parent_name, partition_name, range_start, range_end);
+    INSERT INTO webmon.partitions (parent, partition, range_start, range_end)
+    VALUES (parent, partition_name, range_start, range_end);
+    RETURN partition_name;
+END
+$$;
+COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
+    'pg_webmon: make one partition of webmon.metrics or webmon.errors, moving any rows of its range out of the default partition. Called by run_maintenance().';
+
+CREATE FUNCTION webmon.drop_partition(parent regclass, range_start timestamptz)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    partition_name text;
+BEGIN
+    DELETE FROM webmon.partitions p
+    WHERE p.parent = drop_partition.parent AND p.range_start = drop_partition.range_start
+    RETURNING p.partition INTO partition_name;
+    IF partition_name IS NOT NULL THEN
+        EXECUTE format('DROP TABLE IF EXISTS webmon.%I', partition_name);
+    END IF;
+    RETURN partition_name;
+END
+$$;
+COMMENT ON FUNCTION webmon.drop_partition(regclass, timestamptz) IS
+    'pg_webmon: drop one partition made by run_maintenance(). Called by run_maintenance() past pg_webmon.retention.';
+
+CREATE FUNCTION webmon.purge_default_partition(parent regclass, older_than timestamptz)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    EXECUTE format('DELETE FROM webmon.%I WHERE request_timestamp < $1',
+                   (SELECT relname FROM pg_class WHERE oid = parent) || '_default')
+        USING older_than;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_default_partition(regclass, timestamptz) IS
+    'pg_webmon: delete rows past retention from the default partition. Called by run_maintenance().';
+
+REVOKE ALL ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.drop_partition(regclass, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.purge_default_partition(regclass, timestamptz) FROM PUBLIC;

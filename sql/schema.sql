@@ -1,0 +1,461 @@
+-- pg_webmon schema: tables, views and SQL functions.
+-- Loaded by CREATE EXTENSION after the Rust functions exist (extension_sql_file!, finalize),
+-- so everything here may call them. The extension's schema is `webmon` (see the control file).
+
+-- ---------------------------------------------------------------------------------------------
+-- Monitors: what to check and how often. The only table users write.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE webmon.monitors (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    url              text        NOT NULL,
+    name             text,
+    method           text        NOT NULL DEFAULT 'GET',
+    headers          jsonb       NOT NULL DEFAULT '{}',
+    body             text,
+    check_interval   interval    NOT NULL DEFAULT '1 minute',
+    timeout          interval,
+    regex            text,
+    expected_status  int4range   NOT NULL DEFAULT '[200,400)',
+    follow_redirects boolean     NOT NULL DEFAULT true,
+    regions          text[],
+    enabled          boolean     NOT NULL DEFAULT true,
+    next_check_at    timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+-- The scheduler's scan: due, enabled monitors in slot order.
+CREATE INDEX monitors_due_idx ON webmon.monitors (next_check_at) WHERE enabled;
+
+COMMENT ON TABLE webmon.monitors IS
+    'pg_webmon: one row per monitored URL. INSERT to start monitoring, UPDATE to change, set enabled = false to pause, DELETE to stop. Every value is validated on INSERT and UPDATE.';
+COMMENT ON COLUMN webmon.monitors.url IS 'http:// or https:// URL with a host.';
+COMMENT ON COLUMN webmon.monitors.method IS 'HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.';
+COMMENT ON COLUMN webmon.monitors.headers IS 'Request headers: a JSON object of strings, e.g. {"Authorization": "Bearer x"}.';
+COMMENT ON COLUMN webmon.monitors.body IS 'Request body, sent as is (NULL: none).';
+COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, at least 1 second. Checks start on whole multiples of it from the first slot: no drift.';
+COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
+COMMENT ON COLUMN webmon.monitors.regex IS 'Rust regex searched (unanchored) in the response body; the check is up only if it matches. NULL: no search.';
+COMMENT ON COLUMN webmon.monitors.expected_status IS 'HTTP status codes that count as up. Default [200,400).';
+COMMENT ON COLUMN webmon.monitors.follow_redirects IS 'Follow up to 10 redirects (true) or report the redirect status itself (false).';
+COMMENT ON COLUMN webmon.monitors.regions IS 'Only probes registered with one of these regions check this monitor. NULL: any probe.';
+COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The next slot. Set it to now() to check right away.';
+
+-- Validation uses the same Rust crates (url, regex, http) as the probe.
+CREATE FUNCTION webmon.monitors_validate() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.method := upper(NEW.method);
+    PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
+                                    NEW.timeout, NEW.regex, isempty(NEW.expected_status));
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_validate() IS
+    'pg_webmon: trigger that refuses invalid monitors (SQLSTATE 22023, or 2201B for a bad regex).';
+
+CREATE TRIGGER monitors_validate
+    BEFORE INSERT OR UPDATE OF url, method, headers, check_interval, timeout, regex, expected_status
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
+
+-- ---------------------------------------------------------------------------------------------
+-- Probes and the job queue.
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE webmon.probes (
+    id           smallint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name         text        NOT NULL UNIQUE,
+    region       text,
+    version      text,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    last_seen_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE webmon.probes IS
+    'pg_webmon: registered probes (webmon-worker processes), kept up to date by webmon.register_probe().';
+
+CREATE TABLE webmon.jobs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    monitor_id       bigint      NOT NULL UNIQUE REFERENCES webmon.monitors (id) ON DELETE CASCADE,
+    scheduled_at     timestamptz NOT NULL,
+    attempts         int         NOT NULL DEFAULT 0,
+    leased_by        smallint,
+    lease_expires_at timestamptz
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
+-- Claimable jobs in slot order; leased jobs drop out of this index.
+CREATE INDEX jobs_claimable_idx ON webmon.jobs (scheduled_at) WHERE leased_by IS NULL;
+CREATE INDEX jobs_lease_idx ON webmon.jobs (lease_expires_at) WHERE leased_by IS NOT NULL;
+
+COMMENT ON TABLE webmon.jobs IS
+    'pg_webmon: the check queue. At most one job per monitor; probes lease jobs with webmon.claim_checks() and remove them with webmon.complete_checks().';
+COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The slot this check belongs to; a probe starts the request at this time.';
+COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this job; after pg_webmon.max_attempts expired leases it is recorded as lost.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Results: narrow rows, partitioned by request_timestamp (partitions made by run_maintenance).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE webmon.metrics (
+    request_timestamp timestamptz NOT NULL,
+    monitor_id        bigint      NOT NULL,
+    response_time_ms  real        NOT NULL,
+    http_status_code  smallint    NOT NULL,
+    probe_id          smallint,
+    regex_matched     boolean,
+    page_content      text
+) PARTITION BY RANGE (request_timestamp);
+CREATE INDEX metrics_monitor_time_idx ON webmon.metrics (monitor_id, request_timestamp);
+CREATE TABLE webmon.metrics_default PARTITION OF webmon.metrics DEFAULT;
+
+COMMENT ON TABLE webmon.metrics IS
+    'pg_webmon: one row per check that got an HTTP response (any status). Partitioned by request_timestamp.';
+COMMENT ON COLUMN webmon.metrics.request_timestamp IS 'When the request started.';
+COMMENT ON COLUMN webmon.metrics.response_time_ms IS 'Request start to body read (body capped), in milliseconds.';
+COMMENT ON COLUMN webmon.metrics.regex_matched IS 'Whether the monitor''s regex matched the body; NULL when the monitor has no regex.';
+COMMENT ON COLUMN webmon.metrics.page_content IS 'The text the regex matched (cut to 1000 characters); NULL when no match.';
+COMMENT ON TABLE webmon.metrics_default IS
+    'pg_webmon: catches results whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.';
+
+CREATE TABLE webmon.errors (
+    request_timestamp timestamptz NOT NULL,
+    monitor_id        bigint      NOT NULL,
+    error_kind        text        NOT NULL,
+    error             text        NOT NULL,
+    probe_id          smallint
+) PARTITION BY RANGE (request_timestamp);
+CREATE INDEX errors_monitor_time_idx ON webmon.errors (monitor_id, request_timestamp);
+CREATE TABLE webmon.errors_default PARTITION OF webmon.errors DEFAULT;
+
+COMMENT ON TABLE webmon.errors IS
+    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, other.';
+COMMENT ON TABLE webmon.errors_default IS
+    'pg_webmon: catches errors whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.';
+
+-- Bookkeeping of the partitions run_maintenance made: their ranges, so nothing is parsed back.
+CREATE TABLE webmon.partitions (
+    parent      regclass    NOT NULL,
+    partition   text        NOT NULL,
+    range_start timestamptz NOT NULL,
+    range_end   timestamptz NOT NULL,
+    PRIMARY KEY (parent, range_start)
+);
+COMMENT ON TABLE webmon.partitions IS
+    'pg_webmon: partitions of webmon.metrics and webmon.errors made by webmon.run_maintenance(), with their ranges.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Scheduler steps (called by the background worker every tick; users may call them too).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION webmon.enqueue_due_checks(lookahead interval DEFAULT '1 second', max_jobs int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    enqueued int;
+BEGIN
+    -- A monitor with a pending job is left alone until the job is done; its next slot is then
+    -- computed from now, so a slow site neither piles up jobs nor gets a burst of catch-ups.
+    WITH due AS (
+        SELECT m.id, m.next_check_at, m.check_interval
+        FROM webmon.monitors m
+        WHERE m.enabled
+          AND m.next_check_at <= now() + lookahead
+          AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id)
+        ORDER BY m.next_check_at
+        LIMIT max_jobs
+        FOR UPDATE OF m SKIP LOCKED
+    ), slots AS (
+        SELECT id, webmon.current_slot(next_check_at, check_interval, now()) AS slot, check_interval
+        FROM due
+    ), enqueued_jobs AS (
+        INSERT INTO webmon.jobs (monitor_id, scheduled_at)
+        SELECT id, slot FROM slots
+        ON CONFLICT (monitor_id) DO NOTHING
+        RETURNING monitor_id
+    ), advanced AS (
+        UPDATE webmon.monitors m SET next_check_at = s.slot + s.check_interval
+        FROM slots s WHERE m.id = s.id
+    )
+    SELECT count(*) INTO enqueued FROM enqueued_jobs;
+    IF enqueued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', enqueued::text);
+    END IF;
+    RETURN enqueued;
+END
+$$;
+COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending; advance its next_check_at by whole intervals; NOTIFY webmon_jobs. Returns the number queued.';
+
+CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    requeued int;
+BEGIN
+    WITH expired AS (
+        SELECT id, monitor_id, scheduled_at, attempts, leased_by
+        FROM webmon.jobs
+        WHERE leased_by IS NOT NULL AND lease_expires_at < now()
+        FOR UPDATE SKIP LOCKED
+    ), gave_up AS (
+        DELETE FROM webmon.jobs j USING expired e
+        WHERE j.id = e.id AND e.attempts >= max_attempts
+        RETURNING e.*
+    ), lost AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+        SELECT scheduled_at, monitor_id, 'lost',
+               format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by
+        FROM gave_up
+    ), back AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id AND e.attempts < max_attempts
+        RETURNING j.id
+    )
+    SELECT count(*) INTO requeued FROM back;
+    IF requeued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', requeued::text);
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int) IS
+    'pg_webmon: put jobs whose lease expired back in the queue; after max_attempts leases record them in webmon.errors as lost. Returns the number requeued.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Probe API. SECURITY DEFINER with a fixed search_path: a probe role needs EXECUTE only.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)
+RETURNS smallint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    probe_id smallint;
+BEGIN
+    IF probe IS NULL OR btrim(probe) = '' THEN
+        RAISE EXCEPTION 'invalid probe name: it must not be empty' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO webmon.probes AS p (name, region, version)
+    VALUES (probe, region, version)
+    ON CONFLICT (name) DO UPDATE
+        SET region = EXCLUDED.region,
+            version = coalesce(EXCLUDED.version, p.version),
+            last_seen_at = now()
+    RETURNING p.id INTO probe_id;
+    RETURN probe_id;
+END
+$$;
+COMMENT ON FUNCTION webmon.register_probe(text, text, text) IS
+    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id.';
+
+CREATE FUNCTION webmon.probe_id(probe text) RETURNS smallint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found smallint;
+BEGIN
+    SELECT id INTO found FROM webmon.probes WHERE name = probe;
+    IF found IS NULL THEN
+        RAISE EXCEPTION 'unknown probe "%"', probe USING ERRCODE = '22023',
+            HINT = 'Call webmon.register_probe() first.';
+    END IF;
+    RETURN found;
+END
+$$;
+COMMENT ON FUNCTION webmon.probe_id(text) IS 'pg_webmon: the id of a registered probe; error if unknown.';
+
+CREATE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEFAULT '1 minute',
+                                    lookahead interval DEFAULT '1 second')
+RETURNS TABLE (job_id bigint, monitor_id bigint, scheduled_at timestamptz, db_now timestamptz,
+               attempt int, url text, method text, headers jsonb, body text, timeout_ms int,
+               regex text, follow_redirects boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    claimer smallint := webmon.probe_id(probe);
+    claimer_region text;
+BEGIN
+    IF max_jobs IS NULL OR max_jobs < 1 THEN
+        RETURN;
+    END IF;
+    UPDATE webmon.probes SET last_seen_at = now() WHERE id = claimer RETURNING region INTO claimer_region;
+    RETURN QUERY
+    WITH picked AS (
+        SELECT j.id
+        FROM webmon.jobs j
+        JOIN webmon.monitors m ON m.id = j.monitor_id
+        WHERE j.leased_by IS NULL
+          AND j.scheduled_at <= now() + lookahead
+          AND (m.regions IS NULL OR claimer_region = ANY (m.regions))
+        ORDER BY j.scheduled_at
+        LIMIT max_jobs
+        FOR UPDATE OF j SKIP LOCKED
+    ), leased AS (
+        UPDATE webmon.jobs j
+        SET leased_by = claimer,
+            attempts = j.attempts + 1,
+            lease_expires_at = greatest(j.scheduled_at, now()) + lease
+        FROM picked WHERE j.id = picked.id
+        RETURNING j.id, j.monitor_id, j.scheduled_at, j.attempts
+    )
+    SELECT l.id, l.monitor_id, l.scheduled_at, now(), l.attempts, m.url, m.method, m.headers,
+           m.body, (extract(epoch FROM m.timeout) * 1000)::int, m.regex, m.follow_redirects
+    FROM leased l JOIN webmon.monitors m ON m.id = l.monitor_id
+    ORDER BY l.scheduled_at;
+END
+$$;
+COMMENT ON FUNCTION webmon.claim_checks(text, int, interval, interval) IS
+    'pg_webmon: lease up to max_jobs queued checks due within lookahead (FOR UPDATE SKIP LOCKED), for this probe''s region. The lease runs from the slot for the given interval.';
+
+CREATE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    completer smallint := webmon.probe_id(probe);
+    accepted int;
+BEGIN
+    -- Only jobs this probe still leases count; deleting them makes a retried batch a no-op.
+    WITH batch AS (
+        SELECT * FROM unnest(job_ids, request_timestamps, response_times_ms, http_status_codes,
+                             regex_matches, page_contents, error_kinds, error_messages)
+            AS b(job_id, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                 page_content, error_kind, error)
+    ), done AS (
+        DELETE FROM webmon.jobs j USING batch b
+        WHERE j.id = b.job_id AND j.leased_by = completer
+        RETURNING j.id, j.monitor_id
+    ), metric_rows AS (
+        INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
+                                    probe_id, regex_matched, page_content)
+        SELECT b.request_timestamp, d.monitor_id, b.response_time_ms, b.http_status_code,
+               completer, b.regex_matched, b.page_content
+        FROM done d JOIN batch b ON b.job_id = d.id
+        WHERE b.error_kind IS NULL
+    ), error_rows AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+        SELECT b.request_timestamp, d.monitor_id, b.error_kind, coalesce(b.error, ''), completer
+        FROM done d JOIN batch b ON b.job_id = d.id
+        WHERE b.error_kind IS NOT NULL
+    )
+    SELECT count(*) INTO accepted FROM done;
+    RETURN accepted;
+END
+$$;
+COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
+    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; returns how many.';
+
+CREATE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    releaser smallint := webmon.probe_id(probe);
+    released int;
+BEGIN
+    UPDATE webmon.jobs
+    SET leased_by = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+    WHERE id = ANY (job_ids) AND leased_by = releaser;
+    GET DIAGNOSTICS released = ROW_COUNT;
+    IF released > 0 THEN
+        PERFORM pg_notify('webmon_jobs', released::text);
+    END IF;
+    RETURN released;
+END
+$$;
+COMMENT ON FUNCTION webmon.release_checks(text, bigint[]) IS
+    'pg_webmon: hand back leased jobs that this probe did not start (on shutdown); they return to the queue at once.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Query in place.
+-- ---------------------------------------------------------------------------------------------
+CREATE VIEW webmon.monitor_status AS
+SELECT m.id AS monitor_id,
+       m.name,
+       m.url,
+       m.enabled,
+       last.request_timestamp AS last_checked_at,
+       CASE
+           WHEN last.request_timestamp IS NULL THEN NULL
+           WHEN last.error_kind IS NOT NULL THEN false
+           ELSE m.expected_status @> last.http_status_code::int AND coalesce(last.regex_matched, true)
+       END AS up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       m.next_check_at
+FROM webmon.monitors m
+LEFT JOIN LATERAL (
+    SELECT r.* FROM (
+        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
+                NULL::text AS error_kind, NULL::text AS error
+         FROM webmon.metrics mt WHERE mt.monitor_id = m.id
+         ORDER BY mt.request_timestamp DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error
+         FROM webmon.errors e WHERE e.monitor_id = m.id
+         ORDER BY e.request_timestamp DESC LIMIT 1)
+    ) r
+    ORDER BY r.request_timestamp DESC
+    LIMIT 1
+) last ON true;
+COMMENT ON VIEW webmon.monitor_status IS
+    'pg_webmon: the last result of each monitor: when, up or down, status code, response time, error. Up = got a response, status in expected_status, regex (if any) matched.';
+
+CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real)
+LANGUAGE sql STABLE AS $$
+    WITH responses AS (
+        SELECT mt.monitor_id,
+               count(*) AS checks,
+               count(*) FILTER (WHERE NOT (m.expected_status @> mt.http_status_code::int
+                                           AND coalesce(mt.regex_matched, true))) AS failures,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY mt.response_time_ms) AS pct
+        FROM webmon.metrics mt JOIN webmon.monitors m ON m.id = mt.monitor_id
+        WHERE mt.request_timestamp >= now() - since
+        GROUP BY mt.monitor_id
+    ), no_response AS (
+        SELECT e.monitor_id, count(*) AS checks
+        FROM webmon.errors e
+        WHERE e.request_timestamp >= now() - since
+        GROUP BY e.monitor_id
+    )
+    SELECT m.id, m.url,
+           coalesce(r.checks, 0) + coalesce(n.checks, 0),
+           coalesce(r.failures, 0) + coalesce(n.checks, 0),
+           round(100.0 * (coalesce(r.checks, 0) - coalesce(r.failures, 0))
+                 / nullif(coalesce(r.checks, 0) + coalesce(n.checks, 0), 0), 3),
+           r.pct[1]::real, r.pct[2]::real, r.pct[3]::real
+    FROM webmon.monitors m
+    LEFT JOIN responses r ON r.monitor_id = m.id
+    LEFT JOIN no_response n ON n.monitor_id = m.id
+    ORDER BY m.id
+$$;
+COMMENT ON FUNCTION webmon.uptime(interval) IS
+    'pg_webmon: per monitor over the last `since`: checks, failures (down or no response), uptime %, and p50/p95/p99 response time in ms of the checks that got a response.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges: the probe API is not for everyone.
+-- ---------------------------------------------------------------------------------------------
+REVOKE ALL ON FUNCTION webmon.register_probe(text, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.probe_id(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.enqueue_due_checks(interval, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int) FROM PUBLIC;
+
+CREATE FUNCTION webmon.grant_probe(role_name name) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.register_probe(text, text, text), '
+                   'webmon.claim_checks(text, int, interval, interval), '
+                   'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]), '
+                   'webmon.release_checks(text, bigint[]) TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.monitor_status TO %I', role_name);
+END
+$$;
+COMMENT ON FUNCTION webmon.grant_probe(name) IS
+    'pg_webmon: grant a role exactly what webmon-worker needs: the probe API functions and read access to webmon.monitor_status. It gets no direct access to any table.';
+
+-- pg_dump keeps what users wrote.
+SELECT pg_catalog.pg_extension_config_dump('webmon.monitors', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.monitors_id_seq', '');
