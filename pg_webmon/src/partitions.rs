@@ -37,7 +37,8 @@ pub fn ranges_to_create(now: i64, interval: i64, premake: i64, existing: &[Range
             cursor = covering.end;
             continue;
         }
-        let mut end = cursor + interval;
+        // Back on the grid after a range that was cut short.
+        let mut end = bucket_start(cursor, interval) + interval;
         if let Some(next) = existing
             .iter()
             .filter(|r| r.start > cursor && r.start < end)
