@@ -1,0 +1,138 @@
+//! Database connections: from `DATABASE_URL` or the old app's `DB_*` settings, with
+//! reconnect backoff. The probe only calls the extension's API functions.
+
+use crate::config::DatabaseArgs;
+use futures_util::StreamExt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("invalid DATABASE_URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("shutting down")]
+    Cancelled,
+}
+
+pub fn config(args: &DatabaseArgs) -> Result<Config, DbError> {
+    let mut config = match &args.database_url {
+        Some(url) => Config::from_str(url).map_err(DbError::Url)?,
+        None => {
+            let mut config = Config::new();
+            config
+                .host(&args.db_host)
+                .port(args.db_port)
+                .dbname(&args.database_name)
+                .user(&args.db_user_name);
+            if let Some(password) = &args.db_user_password {
+                config.password(password);
+            }
+            config
+        }
+    };
+    config
+        .application_name("webmon-worker")
+        .connect_timeout(Duration::from_secs(10));
+    Ok(config)
+}
+
+/// Connects once. `notify` (if any) is woken on every NOTIFY this connection receives.
+pub async fn connect(config: &Config, notify: Option<Arc<Notify>>) -> Result<Client, DbError> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(_)) => {
+                    if let Some(notify) = &notify {
+                        notify.notify_one();
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "database connection closed");
+                    break;
+                }
+            }
+        }
+    });
+    Ok(client)
+}
+
+/// Connects, retrying with exponential backoff (100 ms to 5 s) until it works or `cancel` fires.
+pub async fn connect_with_backoff(
+    config: &Config,
+    notify: Option<Arc<Notify>>,
+    cancel: &CancellationToken,
+    what: &str,
+) -> Result<Client, DbError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match connect(config, notify.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what}: cannot connect to the database");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(DbError::Cancelled),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = next_backoff(delay);
+            }
+        }
+    }
+}
+
+pub fn next_backoff(delay: Duration) -> Duration {
+    (delay * 2).min(Duration::from_secs(5))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> DatabaseArgs {
+        DatabaseArgs {
+            database_url: None,
+            db_host: "127.0.0.1".into(),
+            db_port: 6543,
+            database_name: "webmon".into(),
+            db_user_name: "probe".into(),
+            db_user_password: Some("secret".into()),
+        }
+    }
+
+    #[test]
+    fn old_app_variables_build_the_config() {
+        let config = config(&args()).unwrap();
+        assert_eq!(config.get_ports(), &[6543]);
+        assert_eq!(config.get_dbname(), Some("webmon"));
+        assert_eq!(config.get_user(), Some("probe"));
+        assert_eq!(config.get_password(), Some(&b"secret"[..]));
+    }
+
+    #[test]
+    fn database_url_wins_and_bad_urls_are_refused() {
+        let mut with_url = args();
+        with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other".into());
+        let config = config(&with_url).unwrap();
+        assert_eq!(config.get_ports(), &[7000]);
+        assert_eq!(config.get_dbname(), Some("other"));
+        with_url.database_url = Some("postgresql://u@127.0.0.1:notaport/x".into());
+        assert!(super::config(&with_url).is_err());
+    }
+
+    #[test]
+    fn backoff_doubles_to_a_ceiling() {
+        assert_eq!(
+            next_backoff(Duration::from_millis(100)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(next_backoff(Duration::from_secs(4)), Duration::from_secs(5));
+    }
+}

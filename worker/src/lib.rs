@@ -1,0 +1,13 @@
+//! webmon-worker, the pg_webmon probe. The pipeline reads top to bottom:
+//! `claim` (lease checks) → `probe` (HTTP and regex) → `sink` (batched writes); `run` wires
+//! them together with shutdown, `config` and `db` set them up.
+
+pub mod claim;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod demo_target;
+pub mod probe;
+pub mod run;
+pub mod sink;
+pub mod stats;

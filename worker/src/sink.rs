@@ -1,0 +1,245 @@
+//! Writers: collect results into batches (flush on size or time) and store each batch with
+//! one `webmon.complete_checks` call. A failed write keeps its batch and retries on a new
+//! connection; a retried batch cannot double rows, because the extension accepts a result
+//! only while its job is still leased by this probe and deletes the job in the same transaction.
+
+use crate::db;
+use crate::probe::{CheckResult, Outcome};
+use crate::stats::Stats;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{mpsc, Mutex};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Client, Config, Statement};
+use tokio_util::sync::CancellationToken;
+
+const COMPLETE_SQL: &str = "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const COMPLETE_TYPES: [Type; 9] = [
+    Type::TEXT,
+    Type::INT8_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::FLOAT4_ARRAY,
+    Type::INT2_ARRAY,
+    Type::BOOL_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::TEXT_ARRAY,
+];
+
+pub struct Writer {
+    pub id: usize,
+    pub config: Config,
+    pub probe: String,
+    pub results: Arc<Mutex<mpsc::Receiver<(CheckResult, Instant)>>>,
+    pub batch_size: usize,
+    pub flush_interval: Duration,
+    pub stats: Arc<Stats>,
+    /// Fired when shutdown can wait no longer for the database.
+    pub give_up: CancellationToken,
+}
+
+/// One batch as parallel arrays, the shape `webmon.complete_checks` takes.
+#[derive(Debug, Default, PartialEq)]
+pub struct Columns {
+    pub job_ids: Vec<i64>,
+    pub request_timestamps: Vec<SystemTime>,
+    pub response_times_ms: Vec<Option<f32>>,
+    pub status_codes: Vec<Option<i16>>,
+    pub regex_matches: Vec<Option<bool>>,
+    pub page_contents: Vec<Option<String>>,
+    pub error_kinds: Vec<Option<&'static str>>,
+    pub error_messages: Vec<Option<String>>,
+}
+
+impl Columns {
+    pub fn from_results(results: &[(CheckResult, Instant)]) -> Columns {
+        let mut columns = Columns::default();
+        for (result, _) in results {
+            columns.job_ids.push(result.job_id);
+            columns.request_timestamps.push(result.request_timestamp);
+            match &result.outcome {
+                Outcome::Response {
+                    status,
+                    response_time_ms,
+                    regex_matched,
+                    page_content,
+                } => {
+                    columns.response_times_ms.push(Some(*response_time_ms));
+                    columns
+                        .status_codes
+                        .push(Some(i16::try_from(*status).unwrap_or(i16::MAX)));
+                    columns.regex_matches.push(*regex_matched);
+                    columns.page_contents.push(page_content.clone());
+                    columns.error_kinds.push(None);
+                    columns.error_messages.push(None);
+                }
+                Outcome::NoResponse { kind, message } => {
+                    columns.response_times_ms.push(None);
+                    columns.status_codes.push(None);
+                    columns.regex_matches.push(None);
+                    columns.page_contents.push(None);
+                    columns.error_kinds.push(Some(kind.as_str()));
+                    columns.error_messages.push(Some(message.clone()));
+                }
+            }
+        }
+        columns
+    }
+}
+
+impl Writer {
+    /// Runs until the result channel is closed and drained.
+    pub async fn run(self) {
+        let mut connection: Option<(Client, Statement)> = None;
+        loop {
+            let batch = self.collect().await;
+            if batch.is_empty() {
+                return;
+            }
+            self.flush(&mut connection, &batch).await;
+        }
+    }
+
+    /// Waits for a first result, then collects until the batch is full or the flush
+    /// interval has passed. Empty means the channel is closed.
+    async fn collect(&self) -> Vec<(CheckResult, Instant)> {
+        let mut batch = Vec::with_capacity(self.batch_size);
+        let mut receiver = self.results.lock().await;
+        if receiver.recv_many(&mut batch, self.batch_size).await == 0 {
+            return batch;
+        }
+        let deadline = tokio::time::Instant::now() + self.flush_interval;
+        while batch.len() < self.batch_size {
+            let room = self.batch_size - batch.len();
+            tokio::select! {
+                received = receiver.recv_many(&mut batch, room) => if received == 0 { break },
+                _ = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+        batch
+    }
+
+    async fn flush(
+        &self,
+        connection: &mut Option<(Client, Statement)>,
+        batch: &[(CheckResult, Instant)],
+    ) {
+        let columns = Columns::from_results(batch);
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.write(connection, &columns).await {
+                Ok(accepted) => {
+                    let accepted = u64::try_from(accepted).unwrap_or(0);
+                    self.stats.written.fetch_add(accepted, Relaxed);
+                    let rejected = batch.len() as u64 - accepted.min(batch.len() as u64);
+                    if rejected > 0 {
+                        self.stats.rejected.fetch_add(rejected, Relaxed);
+                        tracing::warn!(writer = self.id, rejected, "results for jobs no longer leased by this probe were not stored (lease expired or monitor deleted)");
+                    }
+                    if let Some(oldest) = batch.iter().map(|(_, at)| *at).min() {
+                        self.stats.record_write_lag(oldest.elapsed());
+                    }
+                    return;
+                }
+                Err(e) => {
+                    *connection = None;
+                    tracing::warn!(writer = self.id, error = %e, results = batch.len(), retry_in_ms = delay.as_millis() as u64, "cannot write results; keeping them and retrying");
+                    tokio::select! {
+                        _ = self.give_up.cancelled() => {
+                            tracing::error!(writer = self.id, results = batch.len(), "shutting down with unwritten results; their jobs will be checked again after the lease expires");
+                            return;
+                        }
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = db::next_backoff(delay);
+                }
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        connection: &mut Option<(Client, Statement)>,
+        columns: &Columns,
+    ) -> Result<i32, db::DbError> {
+        if connection
+            .as_ref()
+            .is_none_or(|(client, _)| client.is_closed())
+        {
+            let client = db::connect(&self.config, None).await?;
+            let statement = client.prepare_typed(COMPLETE_SQL, &COMPLETE_TYPES).await?;
+            *connection = Some((client, statement));
+        }
+        let Some((client, statement)) = connection.as_ref() else {
+            return Err(db::DbError::Cancelled);
+        };
+        let row = client
+            .query_one(
+                statement,
+                &[
+                    &self.probe,
+                    &columns.job_ids,
+                    &columns.request_timestamps,
+                    &columns.response_times_ms,
+                    &columns.status_codes,
+                    &columns.regex_matches,
+                    &columns.page_contents,
+                    &columns.error_kinds,
+                    &columns.error_messages,
+                ],
+            )
+            .await?;
+        Ok(row.try_get::<_, Option<i32>>(0)?.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::ErrorKind;
+
+    #[test]
+    fn results_become_parallel_columns() {
+        let at = SystemTime::now();
+        let results = vec![
+            (
+                CheckResult {
+                    job_id: 1,
+                    request_timestamp: at,
+                    outcome: Outcome::Response {
+                        status: 404,
+                        response_time_ms: 12.5,
+                        regex_matched: Some(true),
+                        page_content: Some("Not Found".into()),
+                    },
+                },
+                Instant::now(),
+            ),
+            (
+                CheckResult {
+                    job_id: 2,
+                    request_timestamp: at,
+                    outcome: Outcome::NoResponse {
+                        kind: ErrorKind::Connect,
+                        message: "refused".into(),
+                    },
+                },
+                Instant::now(),
+            ),
+        ];
+        let columns = Columns::from_results(&results);
+        assert_eq!(columns.job_ids, vec![1, 2]);
+        assert_eq!(columns.status_codes, vec![Some(404), None]);
+        assert_eq!(columns.response_times_ms, vec![Some(12.5), None]);
+        assert_eq!(
+            columns.page_contents,
+            vec![Some("Not Found".to_string()), None]
+        );
+        assert_eq!(columns.error_kinds, vec![None, Some("connect")]);
+        assert_eq!(
+            columns.error_messages,
+            vec![None, Some("refused".to_string())]
+        );
+    }
+}
