@@ -1,0 +1,82 @@
+//! The real `webmon-worker` binary, started as a child process.
+
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::process::{Child, Command};
+
+/// The probe binary next to this test executable's target directory (`make test` builds it).
+pub fn binary() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WEBMON_WORKER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    // target/<profile>/deps/<test> → target/<profile>/webmon-worker
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("unexpected test binary location")?;
+    let binary = profile_dir.join("webmon-worker");
+    if !binary.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p webmon-worker, or make test)",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+pub struct Probe {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Probe {
+    /// Starts `webmon-worker` with these arguments and environment; output goes to `log`.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)], log: PathBuf) -> Result<Probe> {
+        Probe::spawn_in(&std::env::current_dir()?, args, env, log)
+    }
+
+    /// Like `spawn`, in working directory `dir` (where `.env.<ENV>` files are read).
+    pub fn spawn_in(
+        dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: PathBuf,
+    ) -> Result<Probe> {
+        let out = std::fs::File::create(&log)?;
+        let mut command = Command::new(binary()?);
+        command
+            .current_dir(dir)
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env("LOG_LEVEL", "info")
+            .env("WEBMON_SUMMARY_SECONDS", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .kill_on_drop(true);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Ok(Probe {
+            child: command.spawn()?,
+            log,
+        })
+    }
+
+    /// Sends a signal (SIGTERM, SIGINT) and waits for exit; returns the exit code.
+    pub async fn stop(&mut self, signal: i32, timeout: Duration) -> Result<i32> {
+        let pid = self.child.id().context("probe already exited")? as i32;
+        unsafe { libc::kill(pid, signal) };
+        let status = tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .context("probe did not exit in time")??;
+        Ok(status.code().unwrap_or(-1))
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

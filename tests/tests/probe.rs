@@ -1,0 +1,536 @@
+//! End to end: a real cluster with pg_webmon preloaded, the real `webmon-worker` binary,
+//! HTTP/TLS targets on 127.0.0.1. Assertions are on rows in webmon.metrics / webmon.errors.
+
+use std::time::{Duration, SystemTime};
+use tokio_postgres::Client;
+use webmon_tests::cluster::Cluster;
+use webmon_tests::probe::Probe;
+use webmon_tests::targets::{self, HttpTarget};
+use webmon_tests::wait_until;
+
+struct Setup {
+    cluster: Cluster,
+    target: HttpTarget,
+    db: Client,
+}
+
+async fn setup(name: &str) -> Setup {
+    let cluster = Cluster::start(name, &[]).await.expect("cluster");
+    cluster.wait_for_scheduler().await.expect("scheduler");
+    let target = targets::start_http().await.expect("target");
+    let db = cluster.client().await.expect("client");
+    Setup {
+        cluster,
+        target,
+        db,
+    }
+}
+
+impl Setup {
+    fn probe(&self, name: &str, extra: &[(&str, &str)]) -> Probe {
+        let url = self.cluster.url("postgres");
+        let mut env = vec![("DATABASE_URL", url.as_str()), ("WEBMON_PROBE_NAME", name)];
+        env.extend_from_slice(extra);
+        Probe::spawn(&[], &env, self.cluster.dir.join(format!("{name}.log")))
+            .expect("spawn webmon-worker")
+    }
+
+    async fn monitor(
+        &self,
+        url: &str,
+        interval: &str,
+        regex: Option<&str>,
+        timeout: Option<&str>,
+    ) -> i64 {
+        self.db
+            .query_one(
+                "INSERT INTO webmon.monitors (url, check_interval, regex, timeout) VALUES ($1, $2::text::interval, $3, $4::text::interval) RETURNING id",
+                &[&url, &interval, &regex, &timeout],
+            )
+            .await
+            .expect("insert monitor")
+            .get(0)
+    }
+
+    async fn count(&self, sql: &str, id: i64) -> i64 {
+        self.db.query_one(sql, &[&id]).await.expect(sql).get(0)
+    }
+
+    async fn wait_rows(&self, table: &str, id: i64, at_least: i64, timeout: Duration) -> bool {
+        let sql = format!("SELECT count(*) FROM webmon.{table} WHERE monitor_id = $1");
+        wait_until(timeout, || async { self.count(&sql, id).await >= at_least }).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_old_apps_scenarios_and_error_kinds() {
+    let s = setup("scenarios").await;
+    let tls = targets::start_self_signed_tls().await.unwrap();
+    let closed = webmon_tests::cluster::free_port().unwrap();
+    let ok = s.monitor(&s.target.url("/ok"), "1 hour", None, None).await;
+    let not_found = s
+        .monitor(
+            &s.target.url("/not-found"),
+            "1 hour",
+            Some("Not Found"),
+            None,
+        )
+        .await;
+    let refused = s
+        .monitor(&format!("http://127.0.0.1:{closed}/"), "1 hour", None, None)
+        .await;
+    let slow = s
+        .monitor(
+            &s.target.url("/delay/200"),
+            "1 hour",
+            None,
+            Some("50 milliseconds"),
+        )
+        .await;
+    let self_signed = s
+        .monitor(
+            &format!("https://127.0.0.1:{}/", tls.port()),
+            "1 hour",
+            None,
+            None,
+        )
+        .await;
+    let redirect_loop = s
+        .monitor(&s.target.url("/loop"), "1 hour", None, None)
+        .await;
+    let mut probe = s.probe("scenarios", &[]);
+
+    for (table, id) in [
+        ("metrics", ok),
+        ("metrics", not_found),
+        ("errors", refused),
+        ("errors", slow),
+        ("errors", self_signed),
+        ("errors", redirect_loop),
+    ] {
+        assert!(
+            s.wait_rows(table, id, 1, Duration::from_secs(15)).await,
+            "no {table} row for monitor {id}\n{}",
+            probe.output()
+        );
+    }
+    let row =
+        s.db.query_one(
+            "SELECT http_status_code, regex_matched FROM webmon.metrics WHERE monitor_id = $1",
+            &[&ok],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i16>(0), 200);
+    assert_eq!(row.get::<_, Option<bool>>(1), None);
+    let row = s
+        .db
+        .query_one("SELECT http_status_code, regex_matched, page_content FROM webmon.metrics WHERE monitor_id = $1", &[&not_found])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i16>(0), 404);
+    assert_eq!(row.get::<_, Option<bool>>(1), Some(true));
+    assert_eq!(
+        row.get::<_, Option<String>>(2).as_deref(),
+        Some("Not Found")
+    );
+    for (id, kind) in [
+        (refused, "connect"),
+        (slow, "timeout"),
+        (self_signed, "tls"),
+        (redirect_loop, "redirect"),
+    ] {
+        let row =
+            s.db.query_one(
+                "SELECT error_kind, error FROM webmon.errors WHERE monitor_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let message: String = row.get(1);
+        assert_eq!(row.get::<_, String>(0), kind, "monitor {id}: {message}");
+        assert!(!message.is_empty() && !message.contains('\n'));
+    }
+    // Nothing went to metrics for checks without a response.
+    for id in [refused, slow, self_signed, redirect_loop] {
+        assert_eq!(
+            s.count(
+                "SELECT count(*) FROM webmon.metrics WHERE monitor_id = $1",
+                id
+            )
+            .await,
+            0
+        );
+    }
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        0,
+        "{}",
+        probe.output()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_second_interval_watched_for_three_and_a_half_seconds_gives_four_checks() {
+    let s = setup("interval").await;
+    let mut probe = s.probe("interval", &[]);
+    // Let the probe connect and LISTEN first, so the watch starts at the insert.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.db.query_one("SELECT count(*) FROM webmon.probes", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    let inserted_at = SystemTime::now();
+    let id = s
+        .monitor(&s.target.url("/any/interval"), "1 second", None, None)
+        .await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let hits = s.target.hits.of("/any/interval");
+    let first = hits
+        .first()
+        .and_then(|at| at.duration_since(inserted_at).ok())
+        .unwrap_or(Duration::MAX);
+    assert_eq!(hits.len(), 4, "hits {hits:?}\n{}", probe.output());
+    assert!(
+        first < Duration::from_millis(600),
+        "first check {first:?} after the insert"
+    );
+    // Slots are one second apart (no drift): the 4th arrives ~3 s after the 1st.
+    let span = hits[3].duration_since(hits[0]).unwrap();
+    assert!(
+        span > Duration::from_millis(2900) && span < Duration::from_millis(3300),
+        "span {span:?}"
+    );
+    assert!(s.wait_rows("metrics", id, 4, Duration::from_secs(5)).await);
+    assert_eq!(
+        probe
+            .stop(libc::SIGINT, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_thousand_results_at_batch_size_one_thousand_are_stored_exactly_once() {
+    let s = setup("batch").await;
+    s.db.execute(
+        "INSERT INTO webmon.monitors (url, check_interval) SELECT $1 || g, '1 hour' FROM generate_series(1, 5000) g",
+        &[&s.target.url("/any/batch/")],
+    )
+    .await
+    .unwrap();
+    let mut probe = s.probe(
+        "batch",
+        &[
+            ("RESULT_AGGREGATOR_BATCH_SIZE", "1000"),
+            ("HTTP_WORKERS_NUMBER", "500"),
+        ],
+    );
+    let stored = wait_until(Duration::from_secs(60), || async {
+        s.db.query_one("SELECT count(*) FROM webmon.metrics", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) >= 5000)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(stored, "{}", probe.output());
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        0
+    );
+    let row = s
+        .db
+        .query_one("SELECT count(*), count(DISTINCT monitor_id), count(*) FILTER (WHERE http_status_code = 200) FROM webmon.metrics", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, i64>(0),
+            row.get::<_, i64>(1),
+            row.get::<_, i64>(2)
+        ),
+        (5000, 5000, 5000)
+    );
+    assert_eq!(s.target.hits.all().len(), 5000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_cap_is_cut_and_still_yields_a_result() {
+    let s = setup("cap").await;
+    // 2 MiB body whose only "TAIL" is at the very end, beyond a 64 KiB cap.
+    let beyond = s
+        .monitor(&s.target.url("/big/2097152"), "1 hour", Some("TAIL"), None)
+        .await;
+    let within = s
+        .monitor(&s.target.url("/big/1000"), "1 hour", Some("TAIL"), None)
+        .await;
+    let mut probe = s.probe("cap", &[("WEBMON_BODY_CAP_BYTES", "65536")]);
+    assert!(
+        s.wait_rows("metrics", beyond, 1, Duration::from_secs(15))
+            .await,
+        "{}",
+        probe.output()
+    );
+    assert!(
+        s.wait_rows("metrics", within, 1, Duration::from_secs(15))
+            .await
+    );
+    let db = &s.db;
+    let matched = |id: i64| async move {
+        db.query_one(
+            "SELECT http_status_code, regex_matched FROM webmon.metrics WHERE monitor_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+    };
+    let row = matched(beyond).await;
+    assert_eq!(
+        (row.get::<_, i16>(0), row.get::<_, Option<bool>>(1)),
+        (200, Some(false))
+    );
+    let row = matched(within).await;
+    assert_eq!(
+        (row.get::<_, i16>(0), row.get::<_, Option<bool>>(1)),
+        (200, Some(true))
+    );
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_or_releases_everything() {
+    let s = setup("shutdown").await;
+    // 200 slow checks due now and 200 due in 0.8 s (claimed ahead, waiting for their slot).
+    s.db.execute(
+        "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
+         SELECT $1 || g, '1 hour', now() + CASE WHEN g > 200 THEN interval '800 ms' ELSE interval '0' END
+         FROM generate_series(1, 400) g",
+        &[&s.target.url("/delay/1500?n=")],
+    )
+    .await
+    .unwrap();
+    let mut probe = s.probe("shutdown", &[]);
+    let leased = wait_until(Duration::from_secs(10), || async {
+        s.db.query_one(
+            "SELECT count(*) FROM webmon.jobs WHERE leased_by IS NOT NULL",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) >= 300)
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(leased, "{}", probe.output());
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        0,
+        "{}",
+        probe.output()
+    );
+    let row =
+        s.db.query_one(
+            "SELECT (SELECT count(*) FROM webmon.jobs WHERE leased_by IS NOT NULL),
+                    (SELECT count(*) FROM webmon.jobs),
+                    (SELECT count(*) FROM webmon.metrics)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (still_leased, queued, stored): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        still_leased,
+        0,
+        "a leased job was left behind\n{}",
+        probe.output()
+    );
+    // Every check that started was stored; every one that did not went back to the queue.
+    assert!(stored >= 150, "only {stored} results stored");
+    assert_eq!(stored + queued, 400, "stored {stored} + queued {queued}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_survive_a_database_restart_without_duplicates() {
+    let s = setup("restart").await;
+    s.db.execute(
+        "INSERT INTO webmon.monitors (url, check_interval) SELECT $1 || g, '1 hour' FROM generate_series(1, 50) g",
+        &[&s.target.url("/delay/2000?n=")],
+    )
+    .await
+    .unwrap();
+    let mut probe = s.probe("restart", &[]);
+    let db = &s.db;
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            db.query_one(
+                "SELECT count(*) FROM webmon.jobs WHERE leased_by IS NOT NULL",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 50)
+            .unwrap_or(false)
+        })
+        .await
+    );
+    // The database goes away while the 50 checks are in flight, and comes back later.
+    s.cluster.pg_ctl_stop().unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    s.cluster.pg_ctl_start().unwrap();
+    let db = s.cluster.client().await.unwrap();
+    let stored = wait_until(Duration::from_secs(30), || async {
+        db.query_one("SELECT count(*) FROM webmon.metrics", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) >= 50)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(stored, "{}", probe.output());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let row = db
+        .query_one(
+            "SELECT count(*), count(DISTINCT monitor_id) FROM webmon.metrics",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (50, 50),
+        "{}",
+        probe.output()
+    );
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(30))
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_role_with_only_grant_probe_works_and_env_files_are_honoured() {
+    let s = setup("role").await;
+    s.db.batch_execute("CREATE ROLE probe LOGIN; SELECT webmon.grant_probe('probe')")
+        .await
+        .unwrap();
+    let id = s.monitor(&s.target.url("/ok"), "1 hour", None, None).await;
+    // The old app's variables, from .env.<ENV> in the working directory.
+    let workdir = s.cluster.dir.join("app");
+    std::fs::create_dir_all(&workdir).unwrap();
+    std::fs::write(
+        workdir.join(".env.qa"),
+        format!("DB_HOST=127.0.0.1\nDB_PORT={}\nDATABASE_NAME=webmon\nDB_USER_NAME=probe\nHTTP_WORKERS_NUMBER=10\n", s.cluster.port),
+    )
+    .unwrap();
+    let log = s.cluster.dir.join("role.log");
+    let mut probe = Probe::spawn_in(
+        &workdir,
+        &[],
+        &[("ENV", "qa"), ("WEBMON_PROBE_NAME", "least-privilege")],
+        log,
+    )
+    .unwrap();
+    let stored = s.wait_rows("metrics", id, 1, Duration::from_secs(15)).await;
+    assert!(stored, "{}", probe.output());
+    let row = s.db.query_one("SELECT p.name FROM webmon.metrics m JOIN webmon.probes p ON p.id = m.probe_id WHERE m.monitor_id = $1", &[&id]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "least-privilege");
+    assert_eq!(
+        probe
+            .stop(libc::SIGTERM, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        0,
+        "{}",
+        probe.output()
+    );
+
+    // `status` works for the probe role (monitor_status only).
+    let status = std::process::Command::new(webmon_tests::probe::binary().unwrap())
+        .current_dir(&workdir)
+        .env_remove("DATABASE_URL")
+        .env("ENV", "qa")
+        .arg("status")
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(
+        table.contains("UP") && table.contains(&s.target.url("/ok")),
+        "{table}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn import_reads_the_old_apps_config_for_env() {
+    let s = setup("import").await;
+    let workdir = s.cluster.dir.join("import");
+    std::fs::create_dir_all(&workdir).unwrap();
+    std::fs::write(
+        workdir.join("urls.config.qa.json"),
+        r#"[
+            {"url": "https://example.com", "interval": 10},
+            {"url": "https://example.com/api/health", "interval": 30, "regex": "\"status\":\\s*\"ok\"", "timeout": 2000}
+        ]"#,
+    )
+    .unwrap();
+    std::fs::write(
+        workdir.join("bad.json"),
+        r#"[{"url": "https://example.com", "interval": -1}]"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(webmon_tests::probe::binary().unwrap())
+            .current_dir(&workdir)
+            .env("DATABASE_URL", s.cluster.url("postgres"))
+            .env("ENV", "qa")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let first = run(&["import"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("2 new monitors"));
+    let second = run(&["import"]);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("0 new monitors"));
+    let bad = run(&["import", "bad.json"]);
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("index 0"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let row = s
+        .db
+        .query_one("SELECT count(*), count(*) FILTER (WHERE timeout = '2 seconds' AND check_interval = '30 seconds') FROM webmon.monitors", &[])
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 1));
+}
