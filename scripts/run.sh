@@ -69,9 +69,9 @@ trap cleanup INT TERM EXIT
 
 "$WORKER" demo-target --listen "$DEMO_LISTEN" >"$RUN_DIR/demo.log" 2>&1 &
 DEMO_PID=$!
-export DATABASE_URL="host=127.0.0.1 port=$PORT user=postgres dbname=webmon"
-"$WORKER" import "$CONFIG"
-WEBMON_PROBE_NAME=${WEBMON_PROBE_NAME:-local} "$WORKER" run >"$RUN_DIR/probe.log" 2>&1 &
+DB="host=127.0.0.1 port=$PORT user=postgres dbname=webmon"
+"$WORKER" --database-url "$DB" import "$CONFIG"
+"$WORKER" --database-url "$DB" --probe-name "${WEBMON_PROBE_NAME:-local}" run >"$RUN_DIR/probe.log" 2>&1 &
 PROBE_PID=$!
 
 cat <<INFO
@@ -91,6 +91,6 @@ Ctrl-C stops the probe, the demo target and the cluster.
 INFO
 sleep 2
 # The live table; it ends on Ctrl-C (the trap stops everything).
-"$WORKER" status --watch 2 &
+"$WORKER" --database-url "$DB" status --watch 2 &
 STATUS_PID=$!
 wait "$STATUS_PID" || true

@@ -28,35 +28,39 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler started in database \"{database}\"");
 
     let mut last_maintenance: Option<Instant> = None;
-    let mut installed_logged = false;
+    let mut waiting_logged = false;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
-        report_activity("pg_webmon scheduler: tick");
-        let maintenance_due = last_maintenance
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s()));
-        match guarded_transaction(|| tick(maintenance_due)) {
-            Ok(TickOutcome::NotInstalled) => {
-                if !installed_logged {
+        report_activity("pg_webmon scheduler: queueing due checks");
+        match guarded_transaction(queue_checks) {
+            Ok(false) => {
+                if !waiting_logged {
                     log!(
                         "pg_webmon scheduler: extension not created in \"{database}\" yet; waiting"
                     );
-                    installed_logged = true;
+                    waiting_logged = true;
                 }
             }
-            Ok(TickOutcome::Ran) => {
-                installed_logged = false;
-                if maintenance_due {
+            Ok(true) => {
+                waiting_logged = false;
+                let due = last_maintenance.is_none_or(|at| {
+                    at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s())
+                });
+                if due {
+                    // Its own transaction: a failing maintenance never holds back the queue.
+                    report_activity("pg_webmon scheduler: partition maintenance");
+                    if let Err(message) = guarded_transaction(|| {
+                        Spi::run("SELECT webmon.run_maintenance()").map(|_| true)
+                    }) {
+                        warning!("pg_webmon scheduler: maintenance tick failed, retrying in pg_webmon.maintenance_interval: {message}");
+                    }
                     last_maintenance = Some(Instant::now());
                 }
             }
             Err(message) => {
-                warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}");
-                if maintenance_due {
-                    // Do not retry a failing maintenance every tick.
-                    last_maintenance = Some(Instant::now());
-                }
+                warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}")
             }
         }
         report_activity("pg_webmon scheduler: idle");
@@ -64,18 +68,14 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler stopped");
 }
 
-enum TickOutcome {
-    NotInstalled,
-    Ran,
-}
-
-fn tick(run_maintenance: bool) -> Result<TickOutcome, pgrx::spi::SpiError> {
+/// One tick of queue work; `false` when the extension is not created in this database.
+fn queue_checks() -> Result<bool, pgrx::spi::SpiError> {
     let installed = Spi::get_one::<bool>(
         "SELECT to_regprocedure('webmon.enqueue_due_checks(interval,integer)') IS NOT NULL",
     )?
     .unwrap_or(false);
     if !installed {
-        return Ok(TickOutcome::NotInstalled);
+        return Ok(false);
     }
     Spi::run_with_args(
         "SELECT webmon.requeue_expired_leases($1)",
@@ -88,11 +88,7 @@ fn tick(run_maintenance: bool) -> Result<TickOutcome, pgrx::spi::SpiError> {
             gucs::max_jobs_per_tick().into(),
         ],
     )?;
-    if run_maintenance {
-        report_activity("pg_webmon scheduler: partition maintenance");
-        Spi::run("SELECT webmon.run_maintenance()")?;
-    }
-    Ok(TickOutcome::Ran)
+    Ok(true)
 }
 
 /// Runs `body` in its own transaction. A Postgres ERROR inside it aborts the transaction

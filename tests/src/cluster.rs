@@ -58,8 +58,22 @@ pub fn free_port() -> Result<u16> {
 }
 
 impl Cluster {
-    /// Starts a cluster; `settings` are extra postgresql.conf lines.
+    /// Starts a cluster with database `webmon` and the extension created in it;
+    /// `settings` are extra postgresql.conf lines (later lines win).
     pub async fn start(name: &str, settings: &[&str]) -> Result<Cluster> {
+        let cluster = Cluster::start_empty(name, settings).await?;
+        let client = cluster.client().await?;
+        client
+            .batch_execute("CREATE EXTENSION pg_webmon")
+            .await
+            .context(
+            "CREATE EXTENSION pg_webmon failed: is the extension installed (cargo pgrx install)?",
+        )?;
+        Ok(cluster)
+    }
+
+    /// Like `start`, without creating the extension.
+    pub async fn start_empty(name: &str, settings: &[&str]) -> Result<Cluster> {
         let dir = std::env::temp_dir().join(format!(
             "webmon-e2e-{}-{}-{name}",
             std::process::id(),

@@ -1,0 +1,286 @@
+//! Database cost of the queue and of stored rows (figures for the README; not a test).
+//!
+//! 1. 10,000 due jobs, claimed in batches of 100 and completed in batches of 500 through the
+//!    real API: checks/s and database CPU µs per check (backend CPU from /proc).
+//! 2. Batch encoding of complete_checks: parallel arrays + unnest (what the API uses) vs
+//!    COPY into a temp table, at 100 and 1,000 rows, side by side.
+//! 3. Bytes on disk per webmon.metrics row after 1,000,000 rows (heap + indexes).
+//!
+//! Run: `cargo run --release -p webmon-tests --bin bench_queue` (as root or postgres-capable user).
+
+use anyhow::{Context, Result};
+use std::time::{Instant, SystemTime};
+use tokio_postgres::Client;
+use webmon_tests::cluster::Cluster;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cluster = Cluster::start(
+        "bench-queue",
+        &[
+            "shared_buffers = '512MB'",
+            "pg_webmon.scheduler_interval = '60s'",
+        ],
+    )
+    .await?;
+    let db = cluster.client().await?;
+    let rounds = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+
+    println!(
+        "## queue: 10,000 due jobs, claim 100 at a time, complete 500 at a time ({rounds} rounds)"
+    );
+    let mut rates = Vec::new();
+    let mut cpu_us = Vec::new();
+    for _ in 0..rounds {
+        let (rate, us) = claim_complete_round(&db, 10_000).await?;
+        rates.push(rate);
+        cpu_us.push(us);
+    }
+    println!(
+        "checks/s through claim→complete: median {:.0} (runs {:?})",
+        median(&rates),
+        rounded(&rates)
+    );
+    println!(
+        "database CPU per check: median {:.1} µs (runs {:?})",
+        median(&cpu_us),
+        rounded(&cpu_us)
+    );
+
+    println!("\n## complete_checks batch encoding, database CPU µs per row (median of {rounds})");
+    for batch in [100usize, 1000] {
+        let mut arrays = Vec::new();
+        let mut copy = Vec::new();
+        for _ in 0..rounds {
+            arrays.push(encoding_round(&db, batch, Encoding::Arrays).await?);
+            copy.push(encoding_round(&db, batch, Encoding::Copy).await?);
+        }
+        println!(
+            "batch {batch:>5}: arrays+unnest {:.1} µs/row, COPY+temp table {:.1} µs/row, COPY/arrays = {:.2}",
+            median(&arrays),
+            median(&copy),
+            median(&copy) / median(&arrays)
+        );
+    }
+
+    println!("\n## bytes per webmon.metrics row after 1,000,000 rows");
+    bytes_per_row(&db).await?;
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    sorted[sorted.len() / 2]
+}
+
+fn rounded(values: &[f64]) -> Vec<i64> {
+    values.iter().map(|v| v.round() as i64).collect()
+}
+
+/// CPU seconds (user + system) of one backend process.
+fn backend_cpu_seconds(pid: i32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / clock_ticks())
+}
+
+fn clock_ticks() -> f64 {
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
+async fn backend_pid(db: &Client) -> Result<i32> {
+    Ok(db.query_one("SELECT pg_backend_pid()", &[]).await?.get(0))
+}
+
+async fn reset_queue(db: &Client, jobs: i64) -> Result<()> {
+    db.batch_execute("TRUNCATE webmon.jobs, webmon.monitors RESTART IDENTITY CASCADE; TRUNCATE webmon.metrics, webmon.errors").await?;
+    db.execute(
+        "WITH m AS (INSERT INTO webmon.monitors (url, enabled) SELECT 'http://127.0.0.1:9/' || g, false FROM generate_series(1, $1) g RETURNING id)
+         INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() - interval '1 second' FROM m",
+        &[&jobs],
+    )
+    .await?;
+    db.batch_execute("VACUUM ANALYZE webmon.jobs; SELECT webmon.register_probe('bench')")
+        .await?;
+    Ok(())
+}
+
+async fn claim_complete_round(db: &Client, jobs: i64) -> Result<(f64, f64)> {
+    reset_queue(db, jobs).await?;
+    let claim = db
+        .prepare("SELECT job_id FROM webmon.claim_checks('bench', 100, '5 minutes', '1 second')")
+        .await?;
+    let complete = db
+        .prepare("SELECT webmon.complete_checks('bench', $1, $2, $3, $4, $5, $6, $7, $8)")
+        .await?;
+    let pid = backend_pid(db).await?;
+    let cpu_before = backend_cpu_seconds(pid)?;
+    let started = Instant::now();
+    let mut pending: Vec<i64> = Vec::new();
+    let mut done = 0i64;
+    loop {
+        let rows = db.query(&claim, &[]).await?;
+        let empty = rows.is_empty();
+        pending.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        if pending.len() >= 500 || (empty && !pending.is_empty()) {
+            let n = pending.len();
+            let now = vec![SystemTime::now(); n];
+            let times: Vec<Option<f32>> = vec![Some(42.0); n];
+            let status: Vec<Option<i16>> = vec![Some(200); n];
+            let none_bool: Vec<Option<bool>> = vec![None; n];
+            let none_text: Vec<Option<String>> = vec![None; n];
+            let accepted: i32 = db
+                .query_one(
+                    &complete,
+                    &[
+                        &pending, &now, &times, &status, &none_bool, &none_text, &none_text,
+                        &none_text,
+                    ],
+                )
+                .await?
+                .get(0);
+            done += i64::from(accepted);
+            pending.clear();
+        }
+        if empty {
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = backend_cpu_seconds(pid)? - cpu_before;
+    anyhow::ensure!(done == jobs, "completed {done} of {jobs}");
+    Ok((jobs as f64 / seconds, cpu * 1e6 / jobs as f64))
+}
+
+#[derive(Clone, Copy)]
+enum Encoding {
+    Arrays,
+    Copy,
+}
+
+/// Completes `batch` leased jobs 20 times with one encoding; returns backend CPU µs per row.
+async fn encoding_round(db: &Client, batch: usize, encoding: Encoding) -> Result<f64> {
+    let total = (batch * 20) as i64;
+    reset_queue(db, total).await?;
+    db.batch_execute(
+        "CREATE TEMP TABLE IF NOT EXISTS batch (job_id bigint, request_timestamp timestamptz, response_time_ms real,
+            http_status_code smallint, regex_matched boolean, page_content text, error_kind text, error text)",
+    )
+    .await?;
+    let ids: Vec<i64> = db
+        .query(
+            &format!(
+                "SELECT job_id FROM webmon.claim_checks('bench', {total}, '5 minutes', '1 second')"
+            ),
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let complete = db
+        .prepare("SELECT webmon.complete_checks('bench', $1, $2, $3, $4, $5, $6, $7, $8)")
+        .await?;
+    // The same statement as complete_checks, reading the batch from the temp table.
+    let complete_from_copy = db
+        .prepare(
+            "WITH done AS (
+                 DELETE FROM webmon.jobs j USING batch b WHERE j.id = b.job_id AND j.leased_by = webmon.probe_id('bench')
+                 RETURNING j.id, j.monitor_id
+             ), metric_rows AS (
+                 INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched, page_content)
+                 SELECT b.request_timestamp, d.monitor_id, b.response_time_ms, b.http_status_code, 1, b.regex_matched, b.page_content
+                 FROM done d JOIN batch b ON b.job_id = d.id WHERE b.error_kind IS NULL
+             )
+             SELECT count(*) FROM done",
+        )
+        .await?;
+    let pid = backend_pid(db).await?;
+    let before = backend_cpu_seconds(pid)?;
+    for chunk in ids.chunks(batch) {
+        match encoding {
+            Encoding::Arrays => {
+                let n = chunk.len();
+                let now = vec![SystemTime::now(); n];
+                let times: Vec<Option<f32>> = vec![Some(42.0); n];
+                let status: Vec<Option<i16>> = vec![Some(200); n];
+                let none_bool: Vec<Option<bool>> = vec![None; n];
+                let none_text: Vec<Option<String>> = vec![None; n];
+                db.query_one(
+                    &complete,
+                    &[
+                        &chunk.to_vec(),
+                        &now,
+                        &times,
+                        &status,
+                        &none_bool,
+                        &none_text,
+                        &none_text,
+                        &none_text,
+                    ],
+                )
+                .await?;
+            }
+            Encoding::Copy => {
+                use futures_util::SinkExt;
+                db.batch_execute("BEGIN; TRUNCATE batch").await?;
+                let sink = db.copy_in("COPY batch (job_id, request_timestamp, response_time_ms, http_status_code) FROM STDIN").await?;
+                let mut text = String::with_capacity(chunk.len() * 48);
+                for id in chunk {
+                    text.push_str(&format!("{id}\t2026-11-28 00:00:00+00\t42\t200\n"));
+                }
+                futures_util::pin_mut!(sink);
+                sink.send(bytes::Bytes::from(text)).await?;
+                sink.finish().await?;
+                db.query_one(&complete_from_copy, &[]).await?;
+                db.batch_execute("COMMIT").await?;
+            }
+        }
+    }
+    let cpu = backend_cpu_seconds(pid)? - before;
+    Ok(cpu * 1e6 / total as f64)
+}
+
+async fn bytes_per_row(db: &Client) -> Result<()> {
+    db.batch_execute("TRUNCATE webmon.metrics, webmon.errors")
+        .await?;
+    // 10,000 monitors checked every minute: rows arrive in time order, monitors interleaved.
+    db.batch_execute(
+        "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched, page_content)
+         SELECT date_trunc('day', now()) + (g / 10000) * interval '1 minute' + (g % 10000) * interval '6 ms',
+                1 + g % 10000, 20 + random() * 300, 200, 1, NULL, NULL
+         FROM generate_series(0, 999999) g;
+         VACUUM ANALYZE webmon.metrics;",
+    )
+    .await?;
+    let rows = db
+        .query(
+            "SELECT c.relname, count(*) OVER () AS parts, pg_relation_size(c.oid) AS heap, pg_indexes_size(c.oid) AS indexes,
+                    (SELECT count(*) FROM webmon.metrics) AS total_rows
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'webmon.metrics'::regclass AND pg_relation_size(c.oid) > 0",
+            &[],
+        )
+        .await?;
+    let mut heap = 0i64;
+    let mut indexes = 0i64;
+    let mut total = 0i64;
+    for row in &rows {
+        heap += row.get::<_, i64>("heap");
+        indexes += row.get::<_, i64>("indexes");
+        total = row.get("total_rows");
+    }
+    println!(
+        "{total} rows: heap {:.1} B/row + indexes {:.1} B/row = {:.1} B/row (tuple header 24 B + 4 B line pointer + data 25 B, aligned to 56 B)",
+        heap as f64 / total as f64,
+        indexes as f64 / total as f64,
+        (heap + indexes) as f64 / total as f64
+    );
+    Ok(())
+}
