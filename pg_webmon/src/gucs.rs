@@ -30,15 +30,19 @@ static PARTITION_PREMAKE: GucSetting<i32> = GucSetting::<i32>::new(7);
 static RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"30 days"));
 
-pub fn init() {
-    GucRegistry::define_string_guc(
-        c"pg_webmon.database",
-        c"Database in which the pg_webmon scheduler runs.",
-        c"Create the extension in this database. Changing it needs a restart.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+/// Defines the settings. `preloading`: loaded from shared_preload_libraries, the only
+/// time a restart-only setting (`pg_webmon.database`) may be defined.
+pub fn init(preloading: bool) {
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"pg_webmon.database",
+            c"Database in which the pg_webmon scheduler runs.",
+            c"Create the extension in this database. Changing it needs a restart.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"pg_webmon.scheduler_interval",
         c"Time between scheduler ticks.",

@@ -118,13 +118,6 @@ impl Cluster {
         admin
             .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
             .await?;
-        let client = cluster.client().await?;
-        client
-            .batch_execute("CREATE EXTENSION pg_webmon")
-            .await
-            .context(
-            "CREATE EXTENSION pg_webmon failed: is the extension installed (cargo pgrx install)?",
-        )?;
         Ok(cluster)
     }
 

@@ -57,11 +57,13 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     cluster.wait_for_scheduler().await.unwrap();
     let db = cluster.client().await.unwrap();
     // A setting changed at run time (no restart) is used: premake 7 → 10 after a reload.
-    db.batch_execute(
-        "ALTER SYSTEM SET pg_webmon.partition_premake = 10; ALTER SYSTEM SET pg_webmon.maintenance_interval = 1; SELECT pg_reload_conf();",
-    )
-    .await
-    .unwrap();
+    for statement in [
+        "ALTER SYSTEM SET pg_webmon.partition_premake = 10",
+        "ALTER SYSTEM SET pg_webmon.maintenance_interval = 1",
+        "SELECT pg_reload_conf()",
+    ] {
+        db.batch_execute(statement).await.unwrap();
+    }
     let premade = wait_until(Duration::from_secs(10), || async {
         db.query_one(
             "SELECT count(*) FROM webmon.partitions WHERE parent = 'webmon.metrics'::regclass",
@@ -79,11 +81,10 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     );
 
     // An error inside a tick (a bad setting) is a WARNING; the next ticks go on.
-    db.batch_execute(
-        "ALTER SYSTEM SET pg_webmon.partition_interval = '10 minutes'; SELECT pg_reload_conf();",
-    )
-    .await
-    .unwrap();
+    db.batch_execute("ALTER SYSTEM SET pg_webmon.partition_interval = '10 minutes'")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     let warned = wait_until(Duration::from_secs(10), || async {
         cluster.server_log().contains("tick failed")
     })
