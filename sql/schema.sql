@@ -72,19 +72,36 @@ COMMENT ON TABLE webmon.probes IS
 
 CREATE TABLE webmon.jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    monitor_id       bigint      NOT NULL UNIQUE REFERENCES webmon.monitors (id) ON DELETE CASCADE,
+    monitor_id       bigint      NOT NULL UNIQUE,
     scheduled_at     timestamptz NOT NULL,
+    regions          text[],
     attempts         int         NOT NULL DEFAULT 0,
     leased_by        smallint,
     lease_expires_at timestamptz
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
--- Claimable jobs in slot order; leased jobs drop out of this index.
+-- Claimable jobs in slot order; leased jobs drop out of this index. Few indexes on purpose:
+-- every claim rewrites the row, and each index costs an insert per claimed check. Expired
+-- leases are found by scanning this small table (only pending checks live here).
 CREATE INDEX jobs_claimable_idx ON webmon.jobs (scheduled_at) WHERE leased_by IS NULL;
-CREATE INDEX jobs_lease_idx ON webmon.jobs (lease_expires_at) WHERE leased_by IS NOT NULL;
+
+-- No foreign key to monitors (its check would cost every enqueued job); this trigger
+-- removes the job of a deleted monitor instead.
+CREATE FUNCTION webmon.monitors_delete_job() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
+    RETURN OLD;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_delete_job() IS
+    'pg_webmon: trigger that removes the pending job of a deleted monitor.';
+CREATE TRIGGER monitors_delete_job AFTER DELETE ON webmon.monitors
+    FOR EACH ROW EXECUTE FUNCTION webmon.monitors_delete_job();
 
 COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. At most one job per monitor; probes lease jobs with webmon.claim_checks() and remove them with webmon.complete_checks().';
 COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The slot this check belongs to; a probe starts the request at this time.';
+COMMENT ON COLUMN webmon.jobs.regions IS 'Copy of the monitor''s regions at queueing time, so claiming reads only this table.';
 COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this job; after pg_webmon.max_attempts expired leases it is recorded as lost.';
 
 -- ---------------------------------------------------------------------------------------------
@@ -149,7 +166,7 @@ BEGIN
     -- A monitor with a pending job is left alone until the job is done; its next slot is then
     -- computed from now, so a slow site neither piles up jobs nor gets a burst of catch-ups.
     WITH due AS (
-        SELECT m.id, m.next_check_at, m.check_interval
+        SELECT m.id, m.next_check_at, m.check_interval, m.regions
         FROM webmon.monitors m
         WHERE m.enabled
           AND m.next_check_at <= now() + lookahead
@@ -158,11 +175,11 @@ BEGIN
         LIMIT max_jobs
         FOR UPDATE OF m SKIP LOCKED
     ), slots AS (
-        SELECT id, webmon.current_slot(next_check_at, check_interval, now()) AS slot, check_interval
+        SELECT id, webmon.current_slot(next_check_at, check_interval, now()) AS slot, check_interval, regions
         FROM due
     ), enqueued_jobs AS (
-        INSERT INTO webmon.jobs (monitor_id, scheduled_at)
-        SELECT id, slot FROM slots
+        INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+        SELECT id, slot, regions FROM slots
         ON CONFLICT (monitor_id) DO NOTHING
         RETURNING monitor_id
     ), advanced AS (
@@ -268,23 +285,23 @@ BEGIN
         RETURN;
     END IF;
     UPDATE webmon.probes SET last_seen_at = now() WHERE id = claimer RETURNING region INTO claimer_region;
+    -- Reads the claimable-jobs index in slot order and stops after max_jobs; the update
+    -- finds the rows by primary key (= ANY), so a long queue is never scanned whole.
     RETURN QUERY
-    WITH picked AS (
-        SELECT j.id
-        FROM webmon.jobs j
-        JOIN webmon.monitors m ON m.id = j.monitor_id
-        WHERE j.leased_by IS NULL
-          AND j.scheduled_at <= now() + lookahead
-          AND (m.regions IS NULL OR claimer_region = ANY (m.regions))
-        ORDER BY j.scheduled_at
-        LIMIT max_jobs
-        FOR UPDATE OF j SKIP LOCKED
-    ), leased AS (
+    WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_by = claimer,
             attempts = j.attempts + 1,
             lease_expires_at = greatest(j.scheduled_at, now()) + lease
-        FROM picked WHERE j.id = picked.id
+        WHERE j.id = ANY (ARRAY(
+            SELECT c.id
+            FROM webmon.jobs c
+            WHERE c.leased_by IS NULL
+              AND c.scheduled_at <= now() + lookahead
+              AND (c.regions IS NULL OR claimer_region = ANY (c.regions))
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
         RETURNING j.id, j.monitor_id, j.scheduled_at, j.attempts
     )
     SELECT l.id, l.monitor_id, l.scheduled_at, now(), l.attempts, m.url, m.method, m.headers,
@@ -313,27 +330,27 @@ DECLARE
     accepted int;
 BEGIN
     -- Only jobs this probe still leases count; deleting them makes a retried batch a no-op.
-    WITH batch AS (
-        SELECT * FROM unnest(job_ids, request_timestamps, response_times_ms, http_status_codes,
-                             regex_matches, page_contents, error_kinds, error_messages)
+    -- RETURNING carries the batch columns, so no second join with the batch is needed.
+    WITH done AS (
+        DELETE FROM webmon.jobs j
+        USING unnest(job_ids, request_timestamps, response_times_ms, http_status_codes,
+                     regex_matches, page_contents, error_kinds, error_messages)
             AS b(job_id, request_timestamp, response_time_ms, http_status_code, regex_matched,
                  page_content, error_kind, error)
-    ), done AS (
-        DELETE FROM webmon.jobs j USING batch b
         WHERE j.id = b.job_id AND j.leased_by = completer
-        RETURNING j.id, j.monitor_id
+        RETURNING j.monitor_id, b.*
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content)
-        SELECT b.request_timestamp, d.monitor_id, b.response_time_ms, b.http_status_code,
-               completer, b.regex_matched, b.page_content
-        FROM done d JOIN batch b ON b.job_id = d.id
-        WHERE b.error_kind IS NULL
+        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
+               completer, d.regex_matched, d.page_content
+        FROM done d
+        WHERE d.error_kind IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
-        SELECT b.request_timestamp, d.monitor_id, b.error_kind, coalesce(b.error, ''), completer
-        FROM done d JOIN batch b ON b.job_id = d.id
-        WHERE b.error_kind IS NOT NULL
+        SELECT d.request_timestamp, d.monitor_id, d.error_kind, coalesce(d.error, ''), completer
+        FROM done d
+        WHERE d.error_kind IS NOT NULL
     )
     SELECT count(*) INTO accepted FROM done;
     RETURN accepted;

@@ -227,8 +227,8 @@ mod tests {
             "WITH m AS (
                  INSERT INTO webmon.monitors (url, enabled, regions)
                  SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, false, ARRAY['{region}']
-                 FROM generate_series(1, {count}) g RETURNING id)
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM m"
+                 FROM generate_series(1, {count}) g RETURNING id, regions)
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM m"
         ));
     }
 
@@ -306,7 +306,7 @@ mod tests {
         Spi::run("SELECT webmon.register_probe('p-a', 'complete'), webmon.register_probe('p-b', 'complete')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/c', false, '{complete}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c'",
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c'",
         )
         .unwrap();
         let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-b', 10, '1 hour')");
@@ -335,7 +335,7 @@ mod tests {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/r', false, '{release}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/r'",
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/r'",
         )
         .unwrap();
         let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-r', 10, '1 hour')");
@@ -355,7 +355,7 @@ mod tests {
         Spi::run("SELECT webmon.register_probe('eu-probe', 'eu'), webmon.register_probe('us-probe', 'us')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/eu', false, '{eu}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/eu'",
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/eu'",
         )
         .unwrap();
         let eu_job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/eu')";
@@ -369,7 +369,7 @@ mod tests {
         Spi::run("SELECT webmon.grant_probe('webmon_test_probe')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/role', false, '{role}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, '2000-01-01' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role'",
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role'",
         )
         .unwrap();
         // No direct access to any table of the extension, for any command.

@@ -81,17 +81,16 @@ fn rounded(values: &[f64]) -> Vec<i64> {
     values.iter().map(|v| v.round() as i64).collect()
 }
 
-/// CPU seconds (user + system) of one backend process.
+/// CPU seconds of one backend process, from /proc/<pid>/schedstat (nanoseconds on CPU;
+/// /proc/<pid>/stat counts in 10 ms ticks, too coarse for per-call figures).
 fn backend_cpu_seconds(pid: i32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-    Ok(ticks / clock_ticks())
-}
-
-fn clock_ticks() -> f64 {
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+    let schedstat = std::fs::read_to_string(format!("/proc/{pid}/schedstat"))?;
+    let nanos: f64 = schedstat
+        .split_whitespace()
+        .next()
+        .context("schedstat")?
+        .parse()?;
+    Ok(nanos / 1e9)
 }
 
 async fn backend_pid(db: &Client) -> Result<i32> {
@@ -101,12 +100,13 @@ async fn backend_pid(db: &Client) -> Result<i32> {
 async fn reset_queue(db: &Client, jobs: i64) -> Result<()> {
     db.batch_execute("TRUNCATE webmon.jobs, webmon.monitors RESTART IDENTITY CASCADE; TRUNCATE webmon.metrics, webmon.errors").await?;
     db.execute(
-        "WITH m AS (INSERT INTO webmon.monitors (url, enabled) SELECT 'http://127.0.0.1:9/' || g, false FROM generate_series(1, $1) g RETURNING id)
+        "WITH m AS (INSERT INTO webmon.monitors (url, enabled) SELECT 'http://127.0.0.1:9/' || g, false FROM generate_series(1, $1::bigint) g RETURNING id)
          INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() - interval '1 second' FROM m",
         &[&jobs],
     )
     .await?;
-    db.batch_execute("VACUUM ANALYZE webmon.jobs; SELECT webmon.register_probe('bench')")
+    db.batch_execute("VACUUM ANALYZE webmon.jobs").await?;
+    db.batch_execute("SELECT webmon.register_probe('bench')")
         .await?;
     Ok(())
 }
@@ -124,8 +124,11 @@ async fn claim_complete_round(db: &Client, jobs: i64) -> Result<(f64, f64)> {
     let started = Instant::now();
     let mut pending: Vec<i64> = Vec::new();
     let mut done = 0i64;
+    let mut claim_cpu = 0.0;
     loop {
+        let before_claim = backend_cpu_seconds(pid)?;
         let rows = db.query(&claim, &[]).await?;
+        claim_cpu += backend_cpu_seconds(pid)? - before_claim;
         let empty = rows.is_empty();
         pending.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
         if pending.len() >= 500 || (empty && !pending.is_empty()) {
@@ -155,6 +158,11 @@ async fn claim_complete_round(db: &Client, jobs: i64) -> Result<(f64, f64)> {
     let seconds = started.elapsed().as_secs_f64();
     let cpu = backend_cpu_seconds(pid)? - cpu_before;
     anyhow::ensure!(done == jobs, "completed {done} of {jobs}");
+    println!(
+        "  round: {:.1} µs/check claiming, {:.1} µs/check completing",
+        claim_cpu * 1e6 / jobs as f64,
+        (cpu - claim_cpu) * 1e6 / jobs as f64
+    );
     Ok((jobs as f64 / seconds, cpu * 1e6 / jobs as f64))
 }
 
@@ -170,7 +178,8 @@ async fn encoding_round(db: &Client, batch: usize, encoding: Encoding) -> Result
     reset_queue(db, total).await?;
     db.batch_execute(
         "CREATE TEMP TABLE IF NOT EXISTS batch (job_id bigint, request_timestamp timestamptz, response_time_ms real,
-            http_status_code smallint, regex_matched boolean, page_content text, error_kind text, error text)",
+            http_status_code smallint, regex_matched boolean, page_content text, error_kind text, error text)
+         ON COMMIT DELETE ROWS",
     )
     .await?;
     let ids: Vec<i64> = db
@@ -192,11 +201,11 @@ async fn encoding_round(db: &Client, batch: usize, encoding: Encoding) -> Result
         .prepare(
             "WITH done AS (
                  DELETE FROM webmon.jobs j USING batch b WHERE j.id = b.job_id AND j.leased_by = webmon.probe_id('bench')
-                 RETURNING j.id, j.monitor_id
+                 RETURNING j.monitor_id, b.*
              ), metric_rows AS (
                  INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched, page_content)
-                 SELECT b.request_timestamp, d.monitor_id, b.response_time_ms, b.http_status_code, 1, b.regex_matched, b.page_content
-                 FROM done d JOIN batch b ON b.job_id = d.id WHERE b.error_kind IS NULL
+                 SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code, 1, d.regex_matched, d.page_content
+                 FROM done d WHERE d.error_kind IS NULL
              )
              SELECT count(*) FROM done",
         )
@@ -229,7 +238,7 @@ async fn encoding_round(db: &Client, batch: usize, encoding: Encoding) -> Result
             }
             Encoding::Copy => {
                 use futures_util::SinkExt;
-                db.batch_execute("BEGIN; TRUNCATE batch").await?;
+                db.batch_execute("BEGIN").await?;
                 let sink = db.copy_in("COPY batch (job_id, request_timestamp, response_time_ms, http_status_code) FROM STDIN").await?;
                 let mut text = String::with_capacity(chunk.len() * 48);
                 for id in chunk {
@@ -255,10 +264,10 @@ async fn bytes_per_row(db: &Client) -> Result<()> {
         "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched, page_content)
          SELECT date_trunc('day', now()) + (g / 10000) * interval '1 minute' + (g % 10000) * interval '6 ms',
                 1 + g % 10000, 20 + random() * 300, 200, 1, NULL, NULL
-         FROM generate_series(0, 999999) g;
-         VACUUM ANALYZE webmon.metrics;",
+         FROM generate_series(0, 999999) g",
     )
     .await?;
+    db.batch_execute("VACUUM ANALYZE webmon.metrics").await?;
     let rows = db
         .query(
             "SELECT c.relname, count(*) OVER () AS parts, pg_relation_size(c.oid) AS heap, pg_indexes_size(c.oid) AS indexes,
