@@ -1,6 +1,6 @@
 //! The real `webmon-worker` binary, started as a child process.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,18 +12,14 @@ pub fn binary() -> Result<PathBuf> {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> → target/<profile>/webmon-worker
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .context("unexpected test binary location")?;
-    let binary = profile_dir.join("webmon-worker");
-    if !binary.exists() {
-        bail!(
-            "{} not found: build it first (cargo build -p webmon-worker, or make test)",
-            binary.display()
-        );
-    }
+    // Tests live in target/<profile>/deps/, binaries (the benchmark) in target/<profile>/.
+    let binary = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("webmon-worker"))
+        .find(|candidate| candidate.exists())
+        .with_context(|| format!("webmon-worker not found next to {}: build it first (cargo build -p webmon-worker, or make test)", exe.display()))?;
     Ok(binary)
 }
 
