@@ -351,6 +351,29 @@ mod tests {
     }
 
     #[pg_test]
+    fn deleting_a_monitor_removes_its_pending_job() {
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled) VALUES ('http://127.0.0.1:9/del', false);
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/del'",
+        )
+        .unwrap();
+        let id = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/del'");
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.jobs WHERE monitor_id = {id}"
+            )),
+            1
+        );
+        Spi::run(&format!("DELETE FROM webmon.monitors WHERE id = {id}")).unwrap();
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.jobs WHERE monitor_id = {id}"
+            )),
+            0
+        );
+    }
+
+    #[pg_test]
     fn claim_respects_regions() {
         Spi::run("SELECT webmon.register_probe('eu-probe', 'eu'), webmon.register_probe('us-probe', 'us')").unwrap();
         Spi::run(

@@ -72,6 +72,20 @@ impl Probe {
         Ok(status.code().unwrap_or(-1))
     }
 
+    /// Stops with `signal` and asserts a clean exit (code 0) within 30 s.
+    pub async fn stop_cleanly(&mut self, signal: i32) {
+        let code = self
+            .stop(signal, Duration::from_secs(30))
+            .await
+            .unwrap_or(-1);
+        assert_eq!(
+            code,
+            0,
+            "webmon-worker did not exit cleanly:\n{}",
+            self.output()
+        );
+    }
+
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -162,15 +162,7 @@ async fn the_old_apps_scenarios_and_error_kinds() {
             0
         );
     }
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(20))
-            .await
-            .unwrap(),
-        0,
-        "{}",
-        probe.output()
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -211,13 +203,7 @@ async fn a_one_second_interval_watched_for_three_and_a_half_seconds_gives_four_c
         );
     }
     assert!(s.wait_rows("metrics", id, 4, Duration::from_secs(5)).await);
-    assert_eq!(
-        probe
-            .stop(libc::SIGINT, Duration::from_secs(20))
-            .await
-            .unwrap(),
-        0
-    );
+    probe.stop_cleanly(libc::SIGINT).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -244,13 +230,7 @@ async fn five_thousand_results_at_batch_size_one_thousand_are_stored_exactly_onc
     })
     .await;
     assert!(stored, "{}", probe.output());
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        0
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
     let row = s
         .db
         .query_one("SELECT count(*), count(DISTINCT monitor_id), count(*) FILTER (WHERE http_status_code = 200) FROM webmon.metrics", &[])
@@ -307,13 +287,7 @@ async fn a_body_over_the_cap_is_cut_and_still_yields_a_result() {
         (row.get::<_, i16>(0), row.get::<_, Option<bool>>(1)),
         (200, Some(true))
     );
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(20))
-            .await
-            .unwrap(),
-        0
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -340,15 +314,7 @@ async fn graceful_shutdown_finishes_or_releases_everything() {
     })
     .await;
     assert!(leased, "{}", probe.output());
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        0,
-        "{}",
-        probe.output()
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
     let row =
         s.db.query_one(
             "SELECT (SELECT count(*) FROM webmon.jobs WHERE leased_by IS NOT NULL),
@@ -420,13 +386,7 @@ async fn results_survive_a_database_restart_without_duplicates() {
         "{}",
         probe.output()
     );
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        0
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -456,15 +416,7 @@ async fn a_probe_role_with_only_grant_probe_works_and_env_files_are_honoured() {
     assert!(stored, "{}", probe.output());
     let row = s.db.query_one("SELECT p.name FROM webmon.metrics m JOIN webmon.probes p ON p.id = m.probe_id WHERE m.monitor_id = $1", &[&id]).await.unwrap();
     assert_eq!(row.get::<_, String>(0), "least-privilege");
-    assert_eq!(
-        probe
-            .stop(libc::SIGTERM, Duration::from_secs(20))
-            .await
-            .unwrap(),
-        0,
-        "{}",
-        probe.output()
-    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 
     // `status` works for the probe role (monitor_status only).
     let status = std::process::Command::new(webmon_tests::probe::binary().unwrap())

@@ -332,58 +332,50 @@ mod tests {
 
     #[test]
     fn error_kinds() {
-        assert_eq!(
-            kind_of(true, false, false, false, "operation timed out"),
-            ErrorKind::Timeout
-        );
-        assert_eq!(
-            kind_of(false, true, false, false, "too many redirects"),
-            ErrorKind::Redirect
-        );
-        assert_eq!(
-            kind_of(
-                false,
-                false,
-                true,
-                false,
-                "client error (Connect): dns error: failed to lookup address information"
+        let cases = [
+            (
+                (true, false, false, false),
+                "operation timed out",
+                ErrorKind::Timeout,
             ),
-            ErrorKind::Dns
-        );
-        assert_eq!(
-            kind_of(
-                false,
-                false,
-                true,
-                false,
-                "client error (Connect): invalid peer certificate: UnknownIssuer"
+            (
+                (false, true, false, false),
+                "too many redirects",
+                ErrorKind::Redirect,
             ),
-            ErrorKind::Tls
-        );
-        assert_eq!(
-            kind_of(
-                false,
-                false,
-                true,
-                false,
-                "client error (Connect): tcp connect error: Connection refused (os error 111)"
+            (
+                (false, false, true, false),
+                "client error (Connect): dns error: failed to lookup address information",
+                ErrorKind::Dns,
             ),
-            ErrorKind::Connect
-        );
-        assert_eq!(
-            kind_of(
-                false,
-                false,
-                false,
-                true,
-                "error reading a body from connection"
+            (
+                (false, false, true, false),
+                "client error (Connect): invalid peer certificate: UnknownIssuer",
+                ErrorKind::Tls,
             ),
-            ErrorKind::Body
-        );
-        assert_eq!(
-            kind_of(false, false, false, false, "builder error"),
-            ErrorKind::Other
-        );
+            (
+                (false, false, true, false),
+                "client error (Connect): tcp connect error: Connection refused (os error 111)",
+                ErrorKind::Connect,
+            ),
+            (
+                (false, false, false, true),
+                "error reading a body from connection",
+                ErrorKind::Body,
+            ),
+            (
+                (false, false, false, false),
+                "builder error",
+                ErrorKind::Other,
+            ),
+        ];
+        for ((timeout, redirect, connect, body), message, expected) in cases {
+            assert_eq!(
+                kind_of(timeout, redirect, connect, body, message),
+                expected,
+                "{message}"
+            );
+        }
     }
 
     #[test]
