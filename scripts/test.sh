@@ -13,7 +13,11 @@ if [ "$(id -u)" -eq 0 ]; then
   install -d -o postgres -g postgres "$PGDATA_DIR"
   RUNAS=(--runas postgres --pgdata "$PGDATA_DIR")
 elif sudo -n true 2>/dev/null; then
+  # A normal user with sudo: pgrx installs into the system directories with sudo.
   SUDO="--sudo"
+  PGDATA_DIR="$HOME/.cache/pg_webmon-pgrx-test"
+  mkdir -p "$PGDATA_DIR"
+  RUNAS=(--runas "$(id -un)" --pgdata "$PGDATA_DIR")
 fi
 
 step() { echo; echo "==> $*"; }

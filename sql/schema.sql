@@ -157,34 +157,37 @@ COMMENT ON TABLE webmon.partitions IS
 -- ---------------------------------------------------------------------------------------------
 -- Scheduler steps (called by the background worker every tick; users may call them too).
 -- ---------------------------------------------------------------------------------------------
+-- enable_seqscan = off: the queue statements are designed to be index-driven; on a churning
+-- queue table the planner's row estimates lag behind and a sequential scan over dead rows
+-- would cost far more than the index path.
 CREATE FUNCTION webmon.enqueue_due_checks(lookahead interval DEFAULT '1 second', max_jobs int DEFAULT 100000)
 RETURNS int
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
     enqueued int;
 BEGIN
     -- A monitor with a pending job is left alone until the job is done; its next slot is then
     -- computed from now, so a slow site neither piles up jobs nor gets a burst of catch-ups.
+    -- Index-driven: due monitors come from monitors_due_idx and are updated by primary key
+    -- (= ANY), so the cost follows the number of due checks, not the number of monitors.
     WITH due AS (
-        SELECT m.id, m.next_check_at, m.check_interval, m.regions
-        FROM webmon.monitors m
-        WHERE m.enabled
-          AND m.next_check_at <= now() + lookahead
-          AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id)
-        ORDER BY m.next_check_at
-        LIMIT max_jobs
-        FOR UPDATE OF m SKIP LOCKED
-    ), slots AS (
-        SELECT id, webmon.current_slot(next_check_at, check_interval, now()) AS slot, check_interval, regions
-        FROM due
+        UPDATE webmon.monitors m
+        SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
+        WHERE m.id = ANY (ARRAY(
+            SELECT d.id
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now() + lookahead
+              AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+            ORDER BY d.next_check_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions
     ), enqueued_jobs AS (
         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-        SELECT id, slot, regions FROM slots
+        SELECT id, slot, regions FROM due
         ON CONFLICT (monitor_id) DO NOTHING
         RETURNING monitor_id
-    ), advanced AS (
-        UPDATE webmon.monitors m SET next_check_at = s.slot + s.check_interval
-        FROM slots s WHERE m.id = s.id
     )
     SELECT count(*) INTO enqueued FROM enqueued_jobs;
     IF enqueued > 0 THEN
@@ -276,7 +279,7 @@ CREATE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEF
 RETURNS TABLE (job_id bigint, monitor_id bigint, scheduled_at timestamptz, db_now timestamptz,
                attempt int, url text, method text, headers jsonb, body text, timeout_ms int,
                regex text, follow_redirects boolean)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
     claimer smallint := webmon.probe_id(probe);
     claimer_region text;
@@ -324,7 +327,7 @@ CREATE FUNCTION webmon.complete_checks(
     error_kinds text[],
     error_messages text[])
 RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
     completer smallint := webmon.probe_id(probe);
     accepted int;

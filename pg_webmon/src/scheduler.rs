@@ -28,13 +28,19 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler started in database \"{database}\"");
 
     let mut last_maintenance: Option<Instant> = None;
+    let mut last_requeue: Option<Instant> = None;
     let mut waiting_logged = false;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
         }
         report_activity("pg_webmon scheduler: queueing due checks");
-        match guarded_transaction(queue_checks) {
+        // Leases last seconds: looking for expired ones once a second is enough.
+        let requeue = last_requeue.is_none_or(|at| at.elapsed() >= REQUEUE_PERIOD);
+        if requeue {
+            last_requeue = Some(Instant::now());
+        }
+        match guarded_transaction(|| queue_checks(requeue)) {
             Ok(false) => {
                 if !waiting_logged {
                     log!(
@@ -68,8 +74,10 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler stopped");
 }
 
+const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
+
 /// One tick of queue work; `false` when the extension is not created in this database.
-fn queue_checks() -> Result<bool, pgrx::spi::SpiError> {
+fn queue_checks(requeue_expired: bool) -> Result<bool, pgrx::spi::SpiError> {
     let installed = Spi::get_one::<bool>(
         "SELECT to_regprocedure('webmon.enqueue_due_checks(interval,integer)') IS NOT NULL",
     )?
@@ -77,10 +85,12 @@ fn queue_checks() -> Result<bool, pgrx::spi::SpiError> {
     if !installed {
         return Ok(false);
     }
-    Spi::run_with_args(
-        "SELECT webmon.requeue_expired_leases($1)",
-        &[gucs::max_attempts().into()],
-    )?;
+    if requeue_expired {
+        Spi::run_with_args(
+            "SELECT webmon.requeue_expired_leases($1)",
+            &[gucs::max_attempts().into()],
+        )?;
+    }
     Spi::run_with_args(
         "SELECT webmon.enqueue_due_checks(make_interval(secs => $1 / 1000.0), $2)",
         &[

@@ -181,18 +181,18 @@ async fn stored_rows(db: &Client) -> Result<i64> {
 }
 
 async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<Outcome> {
-    let cluster = Cluster::start(
-        &format!("bench-{}", scenario.id),
-        &[
-            "fsync = on",
-            "synchronous_commit = on",
-            "full_page_writes = on",
-            "shared_buffers = '1GB'",
-            "max_wal_size = '8GB'",
-            "checkpoint_timeout = '30min'",
-        ],
-    )
-    .await?;
+    // Extra postgresql.conf lines (e.g. auto_explain while profiling), separated by ';'.
+    let extra = std::env::var("WEBMON_BENCH_PG_SETTINGS").unwrap_or_default();
+    let mut settings = vec![
+        "fsync = on",
+        "synchronous_commit = on",
+        "full_page_writes = on",
+        "shared_buffers = '1GB'",
+        "max_wal_size = '8GB'",
+        "checkpoint_timeout = '30min'",
+    ];
+    settings.extend(extra.split(';').map(str::trim).filter(|line| !line.is_empty()));
+    let cluster = Cluster::start(&format!("bench-{}", scenario.id), &settings).await?;
     cluster.wait_for_scheduler().await?;
     let db = cluster.client().await?;
     let (target, port) = start_target(Duration::from_millis(scenario.latency_ms)).await?;
