@@ -191,7 +191,12 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
         "max_wal_size = '8GB'",
         "checkpoint_timeout = '30min'",
     ];
-    settings.extend(extra.split(';').map(str::trim).filter(|line| !line.is_empty()));
+    settings.extend(
+        extra
+            .split(';')
+            .map(str::trim)
+            .filter(|line| !line.is_empty()),
+    );
     let cluster = Cluster::start(&format!("bench-{}", scenario.id), &settings).await?;
     cluster.wait_for_scheduler().await?;
     let db = cluster.client().await?;
