@@ -286,7 +286,7 @@ async fn bytes_per_row(db: &Client) -> Result<()> {
         total = row.get("total_rows");
     }
     println!(
-        "{total} rows: heap {:.1} B/row + indexes {:.1} B/row = {:.1} B/row (tuple header 24 B + 4 B line pointer + data 25 B, aligned to 56 B)",
+        "{total} rows: heap {:.1} B/row + indexes {:.1} B/row = {:.1} B/row",
         heap as f64 / total as f64,
         indexes as f64 / total as f64,
         (heap + indexes) as f64 / total as f64
