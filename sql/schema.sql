@@ -184,9 +184,10 @@ BEGIN
             FOR UPDATE SKIP LOCKED))
         RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions
     ), enqueued_jobs AS (
+        -- No ON CONFLICT: NOT EXISTS under the monitor's row lock already rules a second job
+        -- out, and speculative insertion would cost every job; the unique index still guards.
         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
         SELECT id, slot, regions FROM due
-        ON CONFLICT (monitor_id) DO NOTHING
         RETURNING monitor_id
     )
     SELECT count(*) INTO enqueued FROM enqueued_jobs;
