@@ -288,7 +288,8 @@ BEGIN
     IF max_jobs IS NULL OR max_jobs < 1 THEN
         RETURN;
     END IF;
-    UPDATE webmon.probes SET last_seen_at = now() WHERE id = claimer RETURNING region INTO claimer_region;
+    -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
+    SELECT region INTO claimer_region FROM webmon.probes WHERE id = claimer;
     -- Reads the claimable-jobs index in slot order and stops after max_jobs; the update
     -- finds the rows by primary key (= ANY), so a long queue is never scanned whole.
     RETURN QUERY

@@ -57,9 +57,9 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
                 if due {
                     // Its own transaction: a failing maintenance never holds back the queue.
                     report_activity("pg_webmon scheduler: partition maintenance");
-                    if let Err(message) = guarded_transaction(|| {
-                        Spi::run("SELECT webmon.run_maintenance()").map(|_| true)
-                    }) {
+                    if let Err(message) =
+                        guarded_transaction(|| Spi::run("SELECT webmon.run_maintenance()"))
+                    {
                         warning!("pg_webmon scheduler: maintenance tick failed, retrying in pg_webmon.maintenance_interval: {message}");
                     }
                     last_maintenance = Some(Instant::now());

@@ -18,6 +18,8 @@ pub enum DbError {
     Postgres(#[from] tokio_postgres::Error),
     #[error("shutting down")]
     Cancelled,
+    #[error("timed out")]
+    TimedOut,
 }
 
 pub fn config(args: &DatabaseArgs) -> Result<Config, DbError> {

@@ -16,6 +16,8 @@ use tokio_util::task::TaskTracker;
 
 /// How long writers may keep retrying a down database after the checks are done.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+/// How long releasing unstarted checks may take at shutdown.
+const RELEASE_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -130,20 +132,17 @@ async fn release(config: &tokio_postgres::Config, probe: &str, job_ids: &[i64]) 
     if job_ids.is_empty() {
         return;
     }
-    let give_up = CancellationToken::new();
-    let timer = give_up.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        timer.cancel();
-    });
-    let released = async {
-        let client = db::connect_with_backoff(config, None, &give_up, "release").await?;
+    // Best effort, bounded: without the database the jobs come back when their lease expires.
+    let released = tokio::time::timeout(RELEASE_DEADLINE, async {
+        let client =
+            db::connect_with_backoff(config, None, &CancellationToken::new(), "release").await?;
         let row = client
             .query_one("SELECT webmon.release_checks($1, $2)", &[&probe, &job_ids])
             .await?;
         Ok::<i32, db::DbError>(row.try_get(0)?)
-    }
-    .await;
+    })
+    .await
+    .unwrap_or(Err(db::DbError::TimedOut));
     match released {
         Ok(count) => tracing::info!(released = count, "released unstarted checks"),
         Err(e) => {

@@ -163,20 +163,18 @@ impl Writer {
         connection: &mut Option<(Client, Statement)>,
         columns: &Columns,
     ) -> Result<i32, db::DbError> {
-        if connection
-            .as_ref()
-            .is_none_or(|(client, _)| client.is_closed())
+        let (client, statement) = match connection.take().filter(|(client, _)| !client.is_closed())
         {
-            let client = db::connect(&self.config, None).await?;
-            let statement = client.prepare_typed(COMPLETE_SQL, &COMPLETE_TYPES).await?;
-            *connection = Some((client, statement));
-        }
-        let Some((client, statement)) = connection.as_ref() else {
-            return Err(db::DbError::Cancelled);
+            Some(open) => connection.insert(open),
+            None => {
+                let client = db::connect(&self.config, None).await?;
+                let statement = client.prepare_typed(COMPLETE_SQL, &COMPLETE_TYPES).await?;
+                connection.insert((client, statement))
+            }
         };
         let row = client
             .query_one(
-                statement,
+                &*statement,
                 &[
                     &self.probe,
                     &columns.job_ids,

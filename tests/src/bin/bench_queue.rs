@@ -132,22 +132,7 @@ async fn claim_complete_round(db: &Client, jobs: i64) -> Result<(f64, f64)> {
         let empty = rows.is_empty();
         pending.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
         if pending.len() >= 500 || (empty && !pending.is_empty()) {
-            let n = pending.len();
-            let now = vec![SystemTime::now(); n];
-            let times: Vec<Option<f32>> = vec![Some(42.0); n];
-            let status: Vec<Option<i16>> = vec![Some(200); n];
-            let none_bool: Vec<Option<bool>> = vec![None; n];
-            let none_text: Vec<Option<String>> = vec![None; n];
-            let accepted: i32 = db
-                .query_one(
-                    &complete,
-                    &[
-                        &pending, &now, &times, &status, &none_bool, &none_text, &none_text,
-                        &none_text,
-                    ],
-                )
-                .await?
-                .get(0);
+            let accepted = complete_ok(db, &complete, &pending).await?;
             done += i64::from(accepted);
             pending.clear();
         }
@@ -164,6 +149,30 @@ async fn claim_complete_round(db: &Client, jobs: i64) -> Result<(f64, f64)> {
         (cpu - claim_cpu) * 1e6 / jobs as f64
     );
     Ok((jobs as f64 / seconds, cpu * 1e6 / jobs as f64))
+}
+
+/// Completes `job_ids` through webmon.complete_checks as 200 responses; returns how many were accepted.
+async fn complete_ok(
+    db: &Client,
+    complete: &tokio_postgres::Statement,
+    job_ids: &[i64],
+) -> Result<i32> {
+    let n = job_ids.len();
+    let now = vec![SystemTime::now(); n];
+    let times: Vec<Option<f32>> = vec![Some(42.0); n];
+    let status: Vec<Option<i16>> = vec![Some(200); n];
+    let none_bool: Vec<Option<bool>> = vec![None; n];
+    let none_text: Vec<Option<String>> = vec![None; n];
+    let ids = job_ids.to_vec();
+    let row = db
+        .query_one(
+            complete,
+            &[
+                &ids, &now, &times, &status, &none_bool, &none_text, &none_text, &none_text,
+            ],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 #[derive(Clone, Copy)]
@@ -215,26 +224,7 @@ async fn encoding_round(db: &Client, batch: usize, encoding: Encoding) -> Result
     for chunk in ids.chunks(batch) {
         match encoding {
             Encoding::Arrays => {
-                let n = chunk.len();
-                let now = vec![SystemTime::now(); n];
-                let times: Vec<Option<f32>> = vec![Some(42.0); n];
-                let status: Vec<Option<i16>> = vec![Some(200); n];
-                let none_bool: Vec<Option<bool>> = vec![None; n];
-                let none_text: Vec<Option<String>> = vec![None; n];
-                db.query_one(
-                    &complete,
-                    &[
-                        &chunk.to_vec(),
-                        &now,
-                        &times,
-                        &status,
-                        &none_bool,
-                        &none_text,
-                        &none_text,
-                        &none_text,
-                    ],
-                )
-                .await?;
+                complete_ok(db, &complete, chunk).await?;
             }
             Encoding::Copy => {
                 use futures_util::SinkExt;
