@@ -1,6 +1,6 @@
 //! webmon-worker, the pg_webmon probe. The pipeline reads top to bottom:
 //! `claim` (lease checks) → `probe` (HTTP and regex) → `sink` (batched writes); `run` wires
-//! them together with shutdown, `config` and `db` set them up.
+//! them together with shutdown, `config`, `db` and `runtime` set them up.
 
 pub mod claim;
 pub mod commands;
@@ -9,5 +9,6 @@ pub mod db;
 pub mod demo_target;
 pub mod probe;
 pub mod run;
+pub mod runtime;
 pub mod sink;
 pub mod stats;

@@ -2,7 +2,7 @@ use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
 use webmon_worker::config::{self, Cli, Command};
-use webmon_worker::{commands, demo_target, run};
+use webmon_worker::{commands, demo_target, run, runtime};
 
 fn main() -> ExitCode {
     // .env.<ENV> first, so its values become defaults that real variables and flags override.
@@ -22,10 +22,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime::build(cli.threads) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("webmon-worker: cannot start the runtime: {e}");

@@ -44,6 +44,7 @@ struct Outcome {
     probe_cpu_s: f64,
     probe_peak_rss_mib: f64,
     db_cpu_s: f64,
+    db_cpu_by_role: Vec<(String, f64)>,
     bytes_per_row: Option<f64>,
     backlog_start: i64,
     backlog_end: i64,
@@ -118,8 +119,13 @@ fn parent_of(pid: i32) -> Option<i32> {
         .ok()
 }
 
-/// CPU seconds of the whole cluster: the postmaster with its exited children, plus live children.
-fn cluster_cpu_seconds(cluster: &Cluster) -> Result<f64> {
+/// CPU seconds of the whole cluster by role: the postmaster with its exited children
+/// (autovacuum workers come and go), and each live child labelled from `pg_stat_activity`
+/// (backend type; for the probe's connections, the API function they call).
+async fn cluster_cpu_by_role(
+    cluster: &Cluster,
+    db: &Client,
+) -> Result<std::collections::BTreeMap<String, f64>> {
     let pid_file = std::fs::read_to_string(cluster.data().join("postmaster.pid"))?;
     let postmaster: i32 = pid_file
         .lines()
@@ -127,15 +133,35 @@ fn cluster_cpu_seconds(cluster: &Cluster) -> Result<f64> {
         .context("postmaster.pid")?
         .trim()
         .parse()?;
-    let mut total = cpu_seconds(postmaster, true).unwrap_or(0.0);
+    let labels: std::collections::HashMap<i32, String> = db
+        .query(
+            "SELECT pid, CASE
+                 WHEN backend_type <> 'client backend' THEN backend_type
+                 WHEN query LIKE '%claim_checks%' THEN 'probe: claim'
+                 WHEN query LIKE '%complete_checks%' THEN 'probe: complete'
+                 WHEN application_name = 'webmon-worker' THEN 'probe: other'
+                 ELSE 'other clients' END
+             FROM pg_stat_activity",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut by_role = std::collections::BTreeMap::new();
+    by_role.insert(
+        "postmaster + exited children".to_string(),
+        cpu_seconds(postmaster, true).unwrap_or(0.0),
+    );
     for entry in std::fs::read_dir("/proc")?.flatten() {
         if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
             if parent_of(pid) == Some(postmaster) {
-                total += cpu_seconds(pid, false).unwrap_or(0.0);
+                let label = labels.get(&pid).cloned().unwrap_or_else(|| "other".into());
+                *by_role.entry(label).or_insert(0.0) += cpu_seconds(pid, false).unwrap_or(0.0);
             }
         }
     }
-    Ok(total)
+    Ok(by_role)
 }
 
 fn peak_rss_mib(pid: i32) -> f64 {
@@ -227,7 +253,16 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
 
     let log = cluster.dir.join("probe.log");
     let out = std::fs::File::create(&log)?;
-    let mut probe = tokio::process::Command::new(worker)
+    let mut command = tokio::process::Command::new(worker);
+    // Extra probe environment while experimenting, e.g. "HTTP_CHECK_DEFAULT_TIMEOUT=1000", ';'-separated.
+    for pair in std::env::var("WEBMON_BENCH_PROBE_ENV")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+    {
+        command.env(pair.0, pair.1);
+    }
+    let mut probe = command
         .env("DATABASE_URL", cluster.url("postgres"))
         .env("WEBMON_PROBE_NAME", "bench")
         .env("HTTP_WORKERS_NUMBER", scenario.max_in_flight.to_string())
@@ -246,7 +281,7 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     let started = Instant::now();
     let rows_before = stored_rows(&db).await?;
     let probe_cpu_before = cpu_seconds(probe_pid, false).unwrap_or(0.0);
-    let db_cpu_before = cluster_cpu_seconds(&cluster)?;
+    let db_cpu_before = cluster_cpu_by_role(&cluster, &db).await?;
     let mut outcome = Outcome {
         backlog_start: backlog(&db).await?,
         ..Outcome::default()
@@ -262,7 +297,12 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     let seconds = started.elapsed().as_secs_f64();
     let rows_after = stored_rows(&db).await?;
     outcome.probe_cpu_s = cpu_seconds(probe_pid, false).unwrap_or(0.0) - probe_cpu_before;
-    outcome.db_cpu_s = cluster_cpu_seconds(&cluster)? - db_cpu_before;
+    let db_cpu_after = cluster_cpu_by_role(&cluster, &db).await?;
+    for (role, seconds) in &db_cpu_after {
+        let used = seconds - db_cpu_before.get(role).copied().unwrap_or(0.0);
+        outcome.db_cpu_s += used;
+        outcome.db_cpu_by_role.push((role.clone(), used));
+    }
     outcome.probe_peak_rss_mib = peak_rss_mib(probe_pid);
     outcome.backlog_end = backlog(&db).await?;
     let measure_end = SystemTime::now();
@@ -404,6 +444,7 @@ async fn main() -> Result<()> {
 
     let mut results = Vec::new();
     let mut saturated = false;
+    let mut breakdowns = Vec::new();
     println!("| # | scenario | offered/s | stored/s | lateness p50 / p99 / p99.9 ms | probe CPU s | checks per probe CPU-s | DB CPU s | checks per DB CPU-s | DB µs/check | probe peak RSS MiB | B/row | backlog start/max/end | holds |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for scenario in scenarios(scale) {
@@ -426,6 +467,22 @@ async fn main() -> Result<()> {
         let measured_checks = outcome.stored_per_s * scenario.measure.as_secs_f64();
         let per_probe_cpu = measured_checks / outcome.probe_cpu_s.max(1e-9);
         let per_db_cpu = measured_checks / outcome.db_cpu_s.max(1e-9);
+        let by_role: Vec<(String, f64)> = outcome
+            .db_cpu_by_role
+            .iter()
+            .filter(|(_, seconds)| *seconds > 0.0)
+            .map(|(role, seconds)| (role.clone(), seconds * 1e6 / measured_checks.max(1.0)))
+            .collect();
+        breakdowns.push(format!(
+            "- {} {}: {}",
+            scenario.id,
+            scenario.name,
+            by_role
+                .iter()
+                .map(|(role, us)| format!("{role} {us:.1}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
         println!(
             "| {} | {} | {:.0} | {:.0} | {} / {} / {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {}/{}/{} | {} |",
             scenario.id,
@@ -459,7 +516,13 @@ async fn main() -> Result<()> {
             "probe_peak_rss_mib": outcome.probe_peak_rss_mib, "bytes_per_row": outcome.bytes_per_row,
             "backlog_start": outcome.backlog_start, "backlog_max": outcome.backlog_max,
             "backlog_end": outcome.backlog_end, "holds": outcome.held,
+            "db_cpu_us_per_check_by_role": by_role.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         }));
+    }
+    println!();
+    println!("Database CPU µs per stored check, by process role:");
+    for line in &breakdowns {
+        println!("{line}");
     }
     println!();
     println!("Reference figures (same 2-core machine class, 200 ms target, as given in the benchmark issue):");
