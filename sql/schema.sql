@@ -168,13 +168,14 @@ DECLARE
 BEGIN
     -- A monitor with a pending job is left alone until the job is done; its next slot is then
     -- computed from now, so a slow site neither piles up jobs nor gets a burst of catch-ups.
-    -- Index-driven: due monitors come from monitors_due_idx and are updated by primary key
-    -- (= ANY), so the cost follows the number of due checks, not the number of monitors.
+    -- Index-driven: due monitors come from monitors_due_idx and are updated by tuple id
+    -- (a TID scan: the rows are locked, so their ctid cannot change before the UPDATE), so the
+    -- cost follows the number of due checks, not the number of monitors.
     WITH due AS (
         UPDATE webmon.monitors m
         SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
-        WHERE m.id = ANY (ARRAY(
-            SELECT d.id
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
             FROM webmon.monitors d
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
@@ -291,15 +292,16 @@ BEGIN
     -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
     SELECT region INTO claimer_region FROM webmon.probes WHERE id = claimer;
     -- Reads the claimable-jobs index in slot order and stops after max_jobs; the update
-    -- finds the rows by primary key (= ANY), so a long queue is never scanned whole.
+    -- finds the locked rows by tuple id (a TID scan, no index descent per job), so a long
+    -- queue is never scanned whole.
     RETURN QUERY
     WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_by = claimer,
             attempts = j.attempts + 1,
             lease_expires_at = greatest(j.scheduled_at, now()) + lease
-        WHERE j.id = ANY (ARRAY(
-            SELECT c.id
+        WHERE j.ctid = ANY (ARRAY(
+            SELECT c.ctid
             FROM webmon.jobs c
             WHERE c.leased_by IS NULL
               AND c.scheduled_at <= now() + lookahead

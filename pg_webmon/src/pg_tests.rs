@@ -239,6 +239,28 @@ mod tests {
     }
 
     #[pg_test]
+    fn the_scheduler_reports_its_writes_so_autovacuum_sees_them() {
+        assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        let before = one::<i64>(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'webmon.monitors'::regclass",
+        );
+        committed(
+            "INSERT INTO webmon.monitors (url, check_interval)
+             SELECT 'http://127.0.0.1:9/stats/' || g, '1 hour' FROM generate_series(1, 200) g",
+        );
+        // 200 scheduler updates of monitors; other tests update a handful of rows at most.
+        let reported = wait_for(
+            &format!("SELECT n_tup_upd >= {before} + 200 FROM pg_stat_user_tables WHERE relid = 'webmon.monitors'::regclass"),
+            5.0,
+        );
+        committed("DELETE FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/stats/%'");
+        assert!(
+            reported,
+            "the scheduler's updates never reached the statistics"
+        );
+    }
+
+    #[pg_test]
     fn two_concurrent_claimers_never_get_the_same_job() {
         queue_jobs("claim-race", 10);
         committed("DO $d$ BEGIN PERFORM webmon.register_probe('race-a', 'claim-race'), webmon.register_probe('race-b', 'claim-race'); END $d$");

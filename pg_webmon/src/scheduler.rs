@@ -69,6 +69,10 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
                 warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}")
             }
         }
+        // A background worker must flush its table statistics itself (a backend does it when
+        // idle): without this, autovacuum never sees the dead rows of monitors and jobs that
+        // the scheduler leaves, and never vacuums them. Rate-limited inside (once a second).
+        unsafe { pg_sys::pgstat_report_stat(false) };
         report_activity("pg_webmon scheduler: idle");
     }
     log!("pg_webmon scheduler stopped");
