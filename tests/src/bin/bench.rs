@@ -3,7 +3,7 @@
 //! configurable latency, N monitors with their own URL paths, and the real `webmon-worker`
 //! (release build); measures from the outside and prints a table (and writes JSON).
 //!
-//!   cargo run --release -p webmon-tests --bin bench -- [--only 1,2,3,4,5] [--scale 0.2] [--json FILE]
+//!   cargo run --release -p webmon-tests --bin bench -- [--only 1,2,3,4,5] [--monitors N] [--scale 0.2] [--json FILE]
 //!
 //! Lateness is measured at the target: arrival time minus the slot the check belongs to
 //! (each monitor's slots are known: first slot + k × interval). CPU comes from /proc:
@@ -36,6 +36,8 @@ struct Scenario {
     max_in_flight: u64,
     /// All monitors share one slot (a burst), instead of being spread over the interval.
     burst: bool,
+    /// The probe's WEBMON_THREADS (1, the default, is the most efficient; 0: one per core).
+    probe_threads: u16,
 }
 
 #[derive(Debug, Default)]
@@ -256,22 +258,24 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     let log = cluster.dir.join("probe.log");
     let out = std::fs::File::create(&log)?;
     let mut command = tokio::process::Command::new(worker);
-    // Extra probe environment while experimenting, e.g. "HTTP_CHECK_DEFAULT_TIMEOUT=1000", ';'-separated.
-    for pair in std::env::var("WEBMON_BENCH_PROBE_ENV")
-        .unwrap_or_default()
-        .split(';')
-        .filter_map(|pair| pair.trim().split_once('='))
-    {
-        command.env(pair.0, pair.1);
-    }
-    let mut probe = command
+    command
         .env("DATABASE_URL", cluster.url("postgres"))
         .env("WEBMON_PROBE_NAME", "bench")
         .env("HTTP_WORKERS_NUMBER", scenario.max_in_flight.to_string())
         .env("RESULT_AGGREGATOR_BATCH_SIZE", "1000")
         .env("RESULT_AGGREGATORS_NUMBER", "2")
         .env("WEBMON_SUMMARY_SECONDS", "10")
-        .env("LOG_LEVEL", "info")
+        .env("WEBMON_THREADS", scenario.probe_threads.to_string())
+        .env("LOG_LEVEL", "info");
+    // Probe environment to experiment with, e.g. "WEBMON_THREADS=2;HTTP_CHECK_DEFAULT_TIMEOUT=1000".
+    for (key, value) in std::env::var("WEBMON_BENCH_PROBE_ENV")
+        .unwrap_or_default()
+        .split(';')
+        .filter_map(|pair| pair.trim().split_once('='))
+    {
+        command.env(key, value);
+    }
+    let mut probe = command
         .stdout(out.try_clone()?)
         .stderr(out)
         .kill_on_drop(true)
@@ -371,11 +375,14 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         measure: secs(120.0),
         max_in_flight: 2000,
         burst: false,
+        probe_threads: 1,
     }];
     for monitors in [20_000u64, 50_000, 100_000, 150_000] {
         all.push(Scenario {
             id: "2",
-            name: format!("saturation: {monitors} monitors @ 10 s, target 200 ms"),
+            name: format!(
+                "saturation: {monitors} monitors @ 10 s, target 200 ms, probe on all cores"
+            ),
             monitors,
             interval: Duration::from_secs(10),
             latency_ms: 200,
@@ -383,6 +390,8 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
             measure: secs(40.0),
             max_in_flight: 20_000,
             burst: false,
+            // Past ~6,000 checks/s one thread is the limit: use every core.
+            probe_threads: 0,
         });
     }
     all.push(Scenario {
@@ -395,6 +404,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         measure: secs(40.0),
         max_in_flight: 5000,
         burst: false,
+        probe_threads: 1,
     });
     all.push(Scenario {
         id: "4",
@@ -406,6 +416,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         measure: secs(20.0),
         max_in_flight: 2000,
         burst: true,
+        probe_threads: 1,
     });
     all.push(Scenario {
         id: "5",
@@ -417,6 +428,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         measure: secs(600.0),
         max_in_flight: 5000,
         burst: false,
+        probe_threads: 1,
     });
     all
 }
@@ -440,6 +452,8 @@ async fn main() -> Result<()> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(1.0);
+    // Only the scenario rows with this many monitors (e.g. one saturation step).
+    let monitors: Option<u64> = flag("--monitors").map(|v| v.parse()).transpose()?;
     let json_path = flag("--json").unwrap_or_else(|| "bench-results.json".into());
     raise_fd_limit();
     let worker = webmon_tests::probe::binary()?;
@@ -460,6 +474,9 @@ async fn main() -> Result<()> {
             continue;
         }
         if scenario.id == "2" && saturated {
+            continue;
+        }
+        if monitors.is_some_and(|m| m != scenario.monitors) {
             continue;
         }
         let outcome = match run_scenario(&scenario, &worker).await {
@@ -511,7 +528,7 @@ async fn main() -> Result<()> {
         );
         results.push(json!({
             "scenario": scenario.id, "name": scenario.name, "monitors": scenario.monitors,
-            "interval_s": scenario.interval.as_secs_f64(), "target_latency_ms": scenario.latency_ms,
+            "interval_s": scenario.interval.as_secs_f64(), "probe_threads": scenario.probe_threads, "target_latency_ms": scenario.latency_ms,
             "measure_s": scenario.measure.as_secs_f64(), "offered_per_s": outcome.offered_per_s,
             "stored_per_s": outcome.stored_per_s, "lateness_p50_ms": outcome.lateness_ms[0],
             "lateness_p99_ms": outcome.lateness_ms[1], "lateness_p999_ms": outcome.lateness_ms[2],
