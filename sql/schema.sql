@@ -166,8 +166,11 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off 
 DECLARE
     enqueued int;
 BEGIN
-    -- A monitor with a pending job is left alone until the job is done; its next slot is then
-    -- computed from now, so a slow site neither piles up jobs nor gets a burst of catch-ups.
+    -- One job per monitor: a monitor whose job is still pending gets no second one. Once its
+    -- slot has passed with the job still pending, the slot is skipped (next_check_at moves to
+    -- the next slot of its grid); inside the lookahead it waits. So a slow site or a backlog
+    -- neither piles up jobs nor makes every tick walk the same overdue monitors again (under
+    -- overload that walk cost 360 ms per tick and starved everything else).
     -- Index-driven: due monitors come from monitors_due_idx and are updated by tuple id
     -- (a TID scan: the rows are locked, so their ctid cannot change before the UPDATE), so the
     -- cost follows the number of due checks, not the number of monitors.
@@ -179,16 +182,18 @@ BEGIN
             FROM webmon.monitors d
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
-              AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+              AND (d.next_check_at <= now()
+                   OR NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id))
             ORDER BY d.next_check_at
             LIMIT max_jobs
             FOR UPDATE SKIP LOCKED))
-        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions
+        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions,
+                  NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id) AS free
     ), enqueued_jobs AS (
-        -- No ON CONFLICT: NOT EXISTS under the monitor's row lock already rules a second job
-        -- out, and speculative insertion would cost every job; the unique index still guards.
+        -- No ON CONFLICT: the job check under the monitor's row lock already rules a second
+        -- job out, and speculative insertion would cost every job; the unique index still guards.
         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-        SELECT id, slot, regions FROM due
+        SELECT id, slot, regions FROM due WHERE free
         RETURNING monitor_id
     )
     SELECT count(*) INTO enqueued FROM enqueued_jobs;
@@ -199,7 +204,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
-    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending; advance its next_check_at by whole intervals; NOTIFY webmon_jobs. Returns the number queued.';
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. Returns the number queued.';
 
 CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3)
 RETURNS int

@@ -197,6 +197,10 @@ mod tests {
             )),
             1
         );
+        // ... and its passed slot was skipped: the next one is on the grid, in the future.
+        assert!(one::<bool>(&format!(
+            "SELECT next_check_at > clock_timestamp() AND next_check_at <= clock_timestamp() + interval '1 hour' FROM webmon.monitors WHERE id = {id}"
+        )));
 
         // Far behind (10 intervals): one job for the latest slot, the next slot in the future.
         committed(

@@ -377,7 +377,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         burst: false,
         probe_threads: 1,
     }];
-    for monitors in [20_000u64, 50_000, 100_000, 150_000] {
+    for monitors in [20_000u64, 50_000, 70_000, 85_000, 100_000, 150_000] {
         all.push(Scenario {
             id: "2",
             name: format!(
