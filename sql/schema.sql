@@ -166,14 +166,26 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off 
 DECLARE
     enqueued int;
 BEGIN
-    -- One job per monitor: a monitor whose job is still pending gets no second one. Once its
-    -- slot has passed with the job still pending, the slot is skipped (next_check_at moves to
-    -- the next slot of its grid); inside the lookahead it waits. So a slow site or a backlog
-    -- neither piles up jobs nor makes every tick walk the same overdue monitors again (under
-    -- overload that walk cost 360 ms per tick and starved everything else).
-    -- Index-driven: due monitors come from monitors_due_idx and are updated by tuple id
-    -- (a TID scan: the rows are locked, so their ctid cannot change before the UPDATE), so the
-    -- cost follows the number of due checks, not the number of monitors.
+    -- One job per monitor. A monitor whose slot has passed while its job is still pending
+    -- skips that slot (next_check_at moves to the next slot of its grid), so a slow site or a
+    -- backlog neither piles up jobs nor makes every tick walk the same overdue monitors again
+    -- (under overload that walk cost 361 ms per tick and starved everything else). In normal
+    -- operation this statement finds nothing: due monitors were queued within the lookahead.
+    UPDATE webmon.monitors m
+    SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
+    WHERE m.ctid = ANY (ARRAY(
+        SELECT d.ctid
+        FROM webmon.monitors d
+        WHERE d.enabled
+          AND d.next_check_at <= now()
+          AND EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+        ORDER BY d.next_check_at
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED));
+    -- Queue the due monitors without a pending job. Index-driven: due monitors come from
+    -- monitors_due_idx and are updated by tuple id (a TID scan: the rows are locked, so their
+    -- ctid cannot change before the UPDATE), so the cost follows the number of due checks,
+    -- not the number of monitors.
     WITH due AS (
         UPDATE webmon.monitors m
         SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
@@ -182,18 +194,16 @@ BEGIN
             FROM webmon.monitors d
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
-              AND (d.next_check_at <= now()
-                   OR NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id))
+              AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
             ORDER BY d.next_check_at
             LIMIT max_jobs
             FOR UPDATE SKIP LOCKED))
-        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions,
-                  NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id) AS free
+        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions
     ), enqueued_jobs AS (
-        -- No ON CONFLICT: the job check under the monitor's row lock already rules a second
-        -- job out, and speculative insertion would cost every job; the unique index still guards.
+        -- No ON CONFLICT: NOT EXISTS under the monitor's row lock already rules a second job
+        -- out, and speculative insertion would cost every job; the unique index still guards.
         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-        SELECT id, slot, regions FROM due WHERE free
+        SELECT id, slot, regions FROM due
         RETURNING monitor_id
     )
     SELECT count(*) INTO enqueued FROM enqueued_jobs;
