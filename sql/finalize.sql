@@ -8,10 +8,30 @@ COMMENT ON FUNCTION webmon.run_maintenance() IS
     'pg_webmon: make partitions from the current one to pg_webmon.partition_premake ahead and drop those past pg_webmon.retention. Advisory-lock guarded; the scheduler runs it every pg_webmon.maintenance_interval.';
 COMMENT ON FUNCTION webmon.import_monitors(jsonb) IS
     'pg_webmon: import the old app''s urls.config.<env>.json array ({url, interval seconds, regex?, timeout ms?}), all or nothing; same url and regex updates instead of duplicating. Returns the number of new monitors.';
+COMMENT ON FUNCTION webmon.monitor_problem(interval, interval) IS
+    'pg_webmon: why a stored monitor cannot be scheduled (its interval or timeout breaks the rules), NULL when it can; the scheduler reports such monitors instead of queueing them.';
+COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot after the one a due monitor runs now (a day is 24 hours); an hour from now for an interval that cannot run. Never fails.';
+COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS
+    'pg_webmon: the slot that a next_check_at follows (next minus the interval, a day being 24 hours).';
+COMMENT ON FUNCTION webmon.timeout_ms(interval) IS
+    'pg_webmon: a monitor''s timeout in milliseconds for the probe; NULL (the probe''s default) when it has none or an invalid one.';
+COMMENT ON FUNCTION webmon.error_kinds() IS
+    'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
--- Partitions for today and the days ahead, right away.
-SELECT webmon.run_maintenance();
+-- error_kind holds one of the kinds the probe and the extension share (webmon-core); the
+-- constraint's list is built from that list, not typed here a second time.
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE webmon.errors ADD CONSTRAINT errors_error_kind_check CHECK (error_kind = ANY (%L::text[]))',
+                   webmon.error_kinds());
+END
+$$;
+
+-- No partition is made here: a table made while CREATE EXTENSION runs would belong to the
+-- extension (undroppable alone, its rows skipped by pg_dump). The scheduler makes them at its
+-- first tick, before it queues a check; `SELECT webmon.run_maintenance()` does it at once.
 
 DO $$
 BEGIN

@@ -56,6 +56,26 @@ CREATE TRIGGER monitors_validate
     BEFORE INSERT OR UPDATE OF url, method, headers, check_interval, timeout, regex, expected_status
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
 
+-- A changed check_interval, or a monitor enabled again, is next checked at most one (new)
+-- interval from now, not at the slot the old setting left (unless the UPDATE sets
+-- next_check_at itself).
+CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
+       AND (NEW.check_interval IS DISTINCT FROM OLD.check_interval
+            OR (NEW.enabled AND NOT OLD.enabled)) THEN
+        NEW.next_check_at := least(NEW.next_check_at, webmon.next_slot(now(), NEW.check_interval, now()));
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_reschedule() IS
+    'pg_webmon: trigger that brings the next check of a monitor to at most one interval from now when its check_interval changes or it is enabled again.';
+CREATE TRIGGER monitors_reschedule
+    BEFORE UPDATE OF check_interval, enabled ON webmon.monitors
+    FOR EACH ROW EXECUTE FUNCTION webmon.monitors_reschedule();
+
 -- ---------------------------------------------------------------------------------------------
 -- Probes and the job queue.
 -- ---------------------------------------------------------------------------------------------
@@ -98,6 +118,26 @@ COMMENT ON FUNCTION webmon.monitors_delete_job() IS
 CREATE TRIGGER monitors_delete_job AFTER DELETE ON webmon.monitors
     FOR EACH ROW EXECUTE FUNCTION webmon.monitors_delete_job();
 
+-- The queue follows the monitor: a paused monitor's job is dropped (not run), and a job
+-- waiting for a probe takes the monitor's new regions (it was queued with the old ones, and
+-- might match no probe at all).
+CREATE FUNCTION webmon.monitors_refresh_job() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT NEW.enabled THEN
+        DELETE FROM webmon.jobs WHERE monitor_id = NEW.id;
+    ELSIF NEW.regions IS DISTINCT FROM OLD.regions THEN
+        UPDATE webmon.jobs SET regions = NEW.regions
+        WHERE monitor_id = NEW.id AND leased_by IS NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_refresh_job() IS
+    'pg_webmon: trigger that drops the pending job of a disabled monitor and gives a waiting job the monitor''s new regions.';
+CREATE TRIGGER monitors_refresh_job AFTER UPDATE OF regions, enabled ON webmon.monitors
+    FOR EACH ROW EXECUTE FUNCTION webmon.monitors_refresh_job();
+
 COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. At most one job per monitor; probes lease jobs with webmon.claim_checks() and remove them with webmon.complete_checks().';
 COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The slot this check belongs to; a probe starts the request at this time.';
@@ -117,7 +157,6 @@ CREATE TABLE webmon.metrics (
     page_content      text
 ) PARTITION BY RANGE (request_timestamp);
 CREATE INDEX metrics_monitor_time_idx ON webmon.metrics (monitor_id, request_timestamp);
-CREATE TABLE webmon.metrics_default PARTITION OF webmon.metrics DEFAULT;
 
 COMMENT ON TABLE webmon.metrics IS
     'pg_webmon: one row per check that got an HTTP response (any status). Partitioned by request_timestamp.';
@@ -125,8 +164,6 @@ COMMENT ON COLUMN webmon.metrics.request_timestamp IS 'When the request started.
 COMMENT ON COLUMN webmon.metrics.response_time_ms IS 'Request start to body read (body capped), in milliseconds.';
 COMMENT ON COLUMN webmon.metrics.regex_matched IS 'Whether the monitor''s regex matched the body; NULL when the monitor has no regex.';
 COMMENT ON COLUMN webmon.metrics.page_content IS 'The text the regex matched (cut to 1000 characters); NULL when no match.';
-COMMENT ON TABLE webmon.metrics_default IS
-    'pg_webmon: catches results whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.';
 
 CREATE TABLE webmon.errors (
     request_timestamp timestamptz NOT NULL,
@@ -136,12 +173,9 @@ CREATE TABLE webmon.errors (
     probe_id          smallint
 ) PARTITION BY RANGE (request_timestamp);
 CREATE INDEX errors_monitor_time_idx ON webmon.errors (monitor_id, request_timestamp);
-CREATE TABLE webmon.errors_default PARTITION OF webmon.errors DEFAULT;
 
 COMMENT ON TABLE webmon.errors IS
-    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, other.';
-COMMENT ON TABLE webmon.errors_default IS
-    'pg_webmon: catches errors whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.';
+    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, no_probe, other (see webmon.error_kinds()).';
 
 -- Bookkeeping of the partitions run_maintenance made: their ranges, so nothing is parsed back.
 CREATE TABLE webmon.partitions (
@@ -166,13 +200,32 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off 
 DECLARE
     enqueued int;
 BEGIN
+    -- A monitor whose stored interval or timeout the checks cannot run with (written with
+    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
+    -- row saying why, once an hour, and the tick goes on for every other monitor.
+    WITH poisoned AS (
+        UPDATE webmon.monitors m
+        SET next_check_at = now() + interval '1 hour'
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now() + lookahead
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
+            ORDER BY d.next_check_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT now(), id, 'other', problem FROM poisoned;
     -- One job per monitor. A monitor whose slot has passed while its job is still pending
     -- skips that slot (next_check_at moves to the next slot of its grid), so a slow site or a
     -- backlog neither piles up jobs nor makes every tick walk the same overdue monitors again
     -- (under overload that walk cost 361 ms per tick and starved everything else). In normal
     -- operation this statement finds nothing: due monitors were queued within the lookahead.
     UPDATE webmon.monitors m
-    SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
+    SET next_check_at = webmon.next_slot(m.next_check_at, m.check_interval, now())
     WHERE m.ctid = ANY (ARRAY(
         SELECT d.ctid
         FROM webmon.monitors d
@@ -185,20 +238,22 @@ BEGIN
     -- Queue the due monitors without a pending job. Index-driven: due monitors come from
     -- monitors_due_idx and are updated by tuple id (a TID scan: the rows are locked, so their
     -- ctid cannot change before the UPDATE), so the cost follows the number of due checks,
-    -- not the number of monitors.
+    -- not the number of monitors. Slot arithmetic is webmon.next_slot (a day is 24 hours;
+    -- it cannot fail on any stored value).
     WITH due AS (
         UPDATE webmon.monitors m
-        SET next_check_at = webmon.current_slot(m.next_check_at, m.check_interval, now()) + m.check_interval
+        SET next_check_at = webmon.next_slot(m.next_check_at, m.check_interval, now())
         WHERE m.ctid = ANY (ARRAY(
             SELECT d.ctid
             FROM webmon.monitors d
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
               AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NULL
             ORDER BY d.next_check_at
             LIMIT max_jobs
             FOR UPDATE SKIP LOCKED))
-        RETURNING m.id, m.next_check_at - m.check_interval AS slot, m.regions
+        RETURNING m.id, webmon.slot_before(m.next_check_at, m.check_interval) AS slot, m.regions
     ), enqueued_jobs AS (
         -- No ON CONFLICT: NOT EXISTS under the monitor's row lock already rules a second job
         -- out, and speculative insertion would cost every job; the unique index still guards.
@@ -214,14 +269,34 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
-    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. Returns the number queued.';
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. A monitor whose stored interval or timeout cannot run is reported in webmon.errors (kind other) once an hour instead. Returns the number queued.';
 
-CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3)
+CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
+                                               unclaimed_timeout interval DEFAULT '2 minutes')
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     requeued int;
 BEGIN
+    -- A check no probe claimed in time (no live probe in its regions, or all busy) leaves
+    -- the queue as a `no_probe` error: the user sees it, and the monitor's next slot runs.
+    WITH unclaimed AS (
+        DELETE FROM webmon.jobs j
+        WHERE j.ctid = ANY (ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.leased_by IS NULL AND c.scheduled_at < now() - unclaimed_timeout
+            ORDER BY c.scheduled_at
+            LIMIT 100000
+            FOR UPDATE SKIP LOCKED))
+        RETURNING j.monitor_id, j.scheduled_at, j.regions
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT scheduled_at, monitor_id, 'no_probe',
+           CASE WHEN regions IS NULL
+                THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                ELSE format('no probe claimed this check within %s (regions %s)', unclaimed_timeout, regions)
+           END
+    FROM unclaimed;
     WITH expired AS (
         SELECT id, monitor_id, scheduled_at, attempts, leased_by
         FROM webmon.jobs
@@ -248,8 +323,8 @@ BEGIN
     RETURN requeued;
 END
 $$;
-COMMENT ON FUNCTION webmon.requeue_expired_leases(int) IS
-    'pg_webmon: put jobs whose lease expired back in the queue; after max_attempts leases record them in webmon.errors as lost. Returns the number requeued.';
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int, interval) IS
+    'pg_webmon: record checks that no probe claimed within unclaimed_timeout as no_probe; put jobs whose lease expired back in the queue, and after max_attempts leases record them in webmon.errors as lost. Returns the number requeued.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Probe API. SECURITY DEFINER with a fixed search_path: a probe role needs EXECUTE only.
@@ -263,18 +338,31 @@ BEGIN
     IF probe IS NULL OR btrim(probe) = '' THEN
         RAISE EXCEPTION 'invalid probe name: it must not be empty' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO webmon.probes AS p (name, region, version)
-    VALUES (probe, region, version)
-    ON CONFLICT (name) DO UPDATE
-        SET region = EXCLUDED.region,
-            version = coalesce(EXCLUDED.version, p.version),
+    -- A heartbeat is an UPDATE: INSERT … ON CONFLICT would draw an id from the sequence on
+    -- every call, and the smallint ids ran out after ~91 hours of heartbeats.
+    LOOP
+        UPDATE webmon.probes AS p
+        SET region = register_probe.region,
+            version = coalesce(register_probe.version, p.version),
             last_seen_at = now()
-    RETURNING p.id INTO probe_id;
-    RETURN probe_id;
+        WHERE p.name = probe
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
+        INSERT INTO webmon.probes AS p (name, region, version)
+        VALUES (probe, region, version)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
+        -- Registered concurrently under the same name: update that row.
+    END LOOP;
 END
 $$;
 COMMENT ON FUNCTION webmon.register_probe(text, text, text) IS
-    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id.';
+    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id.';
 
 CREATE FUNCTION webmon.probe_id(probe text) RETURNS smallint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -327,7 +415,7 @@ BEGIN
         RETURNING j.id, j.monitor_id, j.scheduled_at, j.attempts
     )
     SELECT l.id, l.monitor_id, l.scheduled_at, now(), l.attempts, m.url, m.method, m.headers,
-           m.body, (extract(epoch FROM m.timeout) * 1000)::int, m.regex, m.follow_redirects
+           m.body, webmon.timeout_ms(m.timeout), m.regex, m.follow_redirects
     FROM leased l JOIN webmon.monitors m ON m.id = l.monitor_id
     ORDER BY l.scheduled_at;
 END
@@ -479,7 +567,7 @@ REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM P
 REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.enqueue_due_checks(interval, int) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval) FROM PUBLIC;
 
 CREATE FUNCTION webmon.grant_probe(role_name name) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -498,3 +586,8 @@ COMMENT ON FUNCTION webmon.grant_probe(name) IS
 -- pg_dump keeps what users wrote.
 SELECT pg_catalog.pg_extension_config_dump('webmon.monitors', '');
 SELECT pg_catalog.pg_extension_config_dump('webmon.monitors_id_seq', '');
+-- Probes too (results name them by id), and the partition bookkeeping (without it a restored
+-- database would never drop its restored partitions).
+SELECT pg_catalog.pg_extension_config_dump('webmon.probes', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.probes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.partitions', '');

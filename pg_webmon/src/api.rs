@@ -1,9 +1,26 @@
 //! SQL functions written in Rust. The queue API itself is plain SQL in `sql/schema.sql`;
-//! what lives here needs Rust crates (validation, config parsing) or Rust arithmetic.
+//! what lives here needs the rules of `webmon-core` (validation, slot arithmetic, error
+//! kinds, config parsing). The C symbols of functions that 0.1.0 declared
+//! (`validate_monitor`, `current_slot`, `run_maintenance`, `import_monitors`) keep their
+//! names and signatures: a database still on the 0.1.0 schema calls them until it is updated.
 
 use crate::error::{or_raise, ApiError};
-use crate::{import, partitions, slots, validate};
+use crate::partitions;
 use pgrx::prelude::*;
+use webmon_core::interval::IntervalParts;
+use webmon_core::validate::{self, MonitorFields};
+use webmon_core::{import, slots, ErrorKind};
+
+/// How long a monitor whose stored values cannot run waits before it is reported again.
+const PROBLEM_RETRY_MICROS: i64 = 3_600_000_000;
+
+pub fn parts(interval: &Interval) -> IntervalParts {
+    IntervalParts {
+        months: interval.months(),
+        days: interval.days(),
+        micros: interval.micros(),
+    }
+}
 
 /// Refuses an invalid monitor row; called by the `monitors_validate` trigger.
 #[pg_extern(stable, parallel_safe)]
@@ -16,53 +33,94 @@ fn validate_monitor(
     regex: Option<&str>,
     expected_status_is_empty: bool,
 ) {
-    or_raise(validate_monitor_fields(
+    let fields = MonitorFields {
         url,
         method,
-        &headers.0,
-        check_interval,
-        timeout,
+        headers: &headers.0,
+        check_interval: (parts(&check_interval), check_interval.to_string()),
+        timeout: timeout.map(|t| (parts(&t), t.to_string())),
         regex,
         expected_status_is_empty,
-    ));
+    };
+    or_raise(validate::validate_monitor(&fields));
 }
 
-fn validate_monitor_fields(
-    url: &str,
-    method: &str,
-    headers: &serde_json::Value,
-    check_interval: Interval,
-    timeout: Option<Interval>,
-    regex: Option<&str>,
-    expected_status_is_empty: bool,
-) -> Result<(), ApiError> {
-    validate::validate_url(url)?;
-    validate::validate_method(method)?;
-    validate::validate_headers(headers)?;
-    validate::validate_check_interval(check_interval.as_micros(), &check_interval.to_string())?;
-    if let Some(timeout) = timeout {
-        validate::validate_timeout(timeout.as_micros(), &timeout.to_string())?;
-    }
-    if let Some(regex) = regex {
-        validate::validate_regex(regex)?;
-    }
-    if expected_status_is_empty {
-        return Err(validate::ValidationError::EmptyExpectedStatus.into());
-    }
-    Ok(())
+/// Why a stored monitor cannot be scheduled or claimed (an interval or timeout the checks
+/// cannot run with, written with triggers disabled or by an older version); NULL when it can.
+#[pg_extern(immutable, parallel_safe)]
+fn monitor_problem(check_interval: Interval, timeout: Option<Interval>) -> Option<String> {
+    let problem =
+        validate::validate_check_interval(parts(&check_interval), &check_interval.to_string())
+            .err()
+            .or_else(|| {
+                timeout.and_then(|t| validate::validate_timeout(parts(&t), &t.to_string()).err())
+            });
+    problem.map(|e| format!("monitor not checked: {e}"))
+}
+
+fn micros(at: TimestampWithTimeZone) -> i64 {
+    pg_sys::TimestampTz::from(at)
+}
+
+fn timestamp(micros: i64, fallback: TimestampWithTimeZone) -> TimestampWithTimeZone {
+    TimestampWithTimeZone::try_from(micros).unwrap_or(fallback)
 }
 
 /// The slot a due monitor runs now: `previous` if not behind, else the latest whole-interval
-/// slot not after `now` (see `slots.rs`).
+/// slot not after `now` (see `webmon_core::slots`).
 #[pg_extern(immutable, parallel_safe)]
 fn current_slot(
     previous: TimestampWithTimeZone,
     check_interval: Interval,
     now: TimestampWithTimeZone,
 ) -> TimestampWithTimeZone {
-    let interval = i64::try_from(check_interval.as_micros()).unwrap_or(i64::MAX);
-    let slot = slots::current_slot(previous.into(), interval, now.into());
-    TimestampWithTimeZone::try_from(slot).unwrap_or(previous)
+    let Ok(interval) = parts(&check_interval).fixed_micros() else {
+        return now;
+    };
+    timestamp(
+        slots::current_slot(micros(previous), interval, micros(now)),
+        previous,
+    )
+}
+
+/// The slot after the one a due monitor runs now. A day is 24 hours. For an interval the
+/// checks cannot run with, an hour from `now` (the scheduler reports such rows, see
+/// `monitor_problem`). Never fails, whatever the row holds.
+#[pg_extern(immutable, parallel_safe)]
+fn next_slot(
+    previous: TimestampWithTimeZone,
+    check_interval: Interval,
+    now: TimestampWithTimeZone,
+) -> TimestampWithTimeZone {
+    let now_micros = micros(now);
+    let next = match validate::validate_check_interval(parts(&check_interval), "") {
+        Ok(interval) => slots::next_slot(micros(previous), interval, now_micros),
+        Err(_) => now_micros.saturating_add(PROBLEM_RETRY_MICROS),
+    };
+    timestamp(next, now)
+}
+
+/// The slot that `next` follows (`next` minus the interval, a day being 24 hours).
+#[pg_extern(immutable, parallel_safe)]
+fn slot_before(next: TimestampWithTimeZone, check_interval: Interval) -> TimestampWithTimeZone {
+    match validate::validate_check_interval(parts(&check_interval), "") {
+        Ok(interval) => timestamp(slots::slot_before(micros(next), interval), next),
+        Err(_) => next,
+    }
+}
+
+/// A monitor's timeout in whole milliseconds (rounded up) for the probe; NULL (the probe's
+/// default) when it has none or one the checks cannot run with.
+#[pg_extern(immutable, parallel_safe)]
+fn timeout_ms(timeout: Option<Interval>) -> Option<i32> {
+    let micros = validate::validate_timeout(parts(&timeout?), "").ok()?;
+    i32::try_from((micros + 999) / 1000).ok()
+}
+
+/// The error kinds `webmon.errors.error_kind` may hold (its CHECK constraint is built from it).
+#[pg_extern(immutable, parallel_safe)]
+fn error_kinds() -> Vec<String> {
+    ErrorKind::names().into_iter().map(String::from).collect()
 }
 
 /// Makes partitions ahead and drops expired ones; returns how many of each.

@@ -1,9 +1,9 @@
 //! Errors of the SQL functions, each reported with an explicit SQLSTATE.
 
-use crate::import::ImportError;
-use crate::validate::ValidationError;
 use pgrx::prelude::*;
 use thiserror::Error;
+use webmon_core::import::ImportError;
+use webmon_core::validate::ValidationError;
 
 #[derive(Debug, Error)]
 pub enum ApiError {

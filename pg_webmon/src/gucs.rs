@@ -5,8 +5,8 @@ use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::{CStr, CString};
 
-pub const PARTITION_INTERVAL_NAME: &str = "pg_webmon.partition_interval";
-pub const RETENTION_NAME: &str = "pg_webmon.retention";
+const PARTITION_INTERVAL_NAME: &str = "pg_webmon.partition_interval";
+const RETENTION_NAME: &str = "pg_webmon.retention";
 
 /// Database the scheduler connects to (like pg_cron's `cron.database_name`). Restart to change.
 static DATABASE: GucSetting<Option<CString>> =
@@ -19,11 +19,16 @@ static LOOKAHEAD_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAX_JOBS_PER_TICK: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 /// Leases a job may expire before it is recorded as `lost`.
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// Seconds a queued check may wait for a probe before it is recorded as `no_probe`.
+static UNCLAIMED_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(120);
 /// Seconds between partition maintenance runs of the scheduler.
 static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Span of one partition of webmon.metrics / webmon.errors (at least 1 hour, no months).
 static PARTITION_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
+/// Upper bound of `pg_webmon.partition_premake`: with `partitions::MAX_CREATED_PER_RUN`,
+/// what one maintenance transaction locks stays a small part of the lock table.
+const MAX_PREMAKE: i32 = 365;
 /// Partitions made ahead of the current one.
 static PARTITION_PREMAKE: GucSetting<i32> = GucSetting::<i32>::new(7);
 /// How long results are kept; older partitions are dropped.
@@ -84,6 +89,16 @@ pub fn init(preloading: bool) {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"pg_webmon.unclaimed_timeout",
+        c"Time a queued check may wait for a probe before it is recorded as no_probe.",
+        c"A check that no probe claims (no live probe in its regions, or all busy) is removed from the queue after this and recorded in webmon.errors.",
+        &UNCLAIMED_TIMEOUT_S,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
         c"pg_webmon.maintenance_interval",
         c"Time between partition maintenance runs of the scheduler.",
         c"",
@@ -107,7 +122,7 @@ pub fn init(preloading: bool) {
         c"",
         &PARTITION_PREMAKE,
         0,
-        1000,
+        MAX_PREMAKE,
         GucContext::Sighup,
         GucFlags::default(),
     );
@@ -144,6 +159,9 @@ pub fn max_jobs_per_tick() -> i32 {
 pub fn max_attempts() -> i32 {
     MAX_ATTEMPTS.get()
 }
+pub fn unclaimed_timeout_s() -> i32 {
+    UNCLAIMED_TIMEOUT_S.get()
+}
 pub fn maintenance_interval_s() -> u64 {
     u64::try_from(MAINTENANCE_INTERVAL_S.get()).unwrap_or(300)
 }
@@ -157,18 +175,43 @@ pub fn retention() -> String {
     string(&RETENTION, c"30 days")
 }
 
-/// Length of an interval-valued setting in microseconds; months are refused because
-/// their length varies.
-pub fn interval_micros(name: &str, value: &str) -> Result<i64, ApiError> {
-    let bad = |reason: &str| ApiError::Setting(format!("invalid {name} \"{value}\": {reason}"));
+/// `pg_webmon.partition_interval` in microseconds: 1 hour to 366 days.
+pub fn partition_interval_micros() -> Result<i64, ApiError> {
+    interval_micros(
+        PARTITION_INTERVAL_NAME,
+        &partition_interval(),
+        HOUR,
+        366 * DAY,
+        ("1 hour", "366 days"),
+    )
+}
+
+/// `pg_webmon.retention` in microseconds: 1 hour to 100 years of 365 days.
+pub fn retention_micros() -> Result<i64, ApiError> {
+    interval_micros(
+        RETENTION_NAME,
+        &retention(),
+        HOUR,
+        36_500 * DAY,
+        ("1 hour", "36500 days"),
+    )
+}
+
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
+
+/// Length of an interval-valued setting by the rules of `webmon_core::interval` (no months,
+/// no mixed signs, bounded).
+fn interval_micros(
+    name: &str,
+    value: &str,
+    min: i64,
+    max: i64,
+    shown: (&'static str, &'static str),
+) -> Result<i64, ApiError> {
+    let bad = |reason: String| ApiError::Setting(format!("invalid {name} \"{value}\": {reason}"));
     let parsed = Spi::get_one_with_args::<Interval>("SELECT $1::interval", &[value.into()])?
-        .ok_or_else(|| bad("not an interval"))?;
-    if parsed.months() != 0 {
-        return Err(bad("months are not allowed, use days"));
-    }
-    let micros = i64::from(parsed.days()) * 86_400_000_000 + parsed.micros();
-    if micros <= 0 {
-        return Err(bad("it must be positive"));
-    }
-    Ok(micros)
+        .ok_or_else(|| bad("not an interval".to_string()))?;
+    webmon_core::interval::setting_micros(crate::api::parts(&parsed), min, max, shown)
+        .map_err(|e| bad(e.to_string()))
 }

@@ -6,11 +6,9 @@ use pgrx::prelude::*;
 mod api;
 mod error;
 mod gucs;
-mod import;
 mod partitions;
 mod scheduler;
-mod slots;
-mod validate;
+mod transactions;
 
 ::pgrx::pg_module_magic!();
 

@@ -1,71 +1,23 @@
-//! Partition maintenance for `webmon.metrics` and `webmon.errors`: which ranges to create
-//! (pure arithmetic, unit-tested) and `webmon.run_maintenance()`, which creates them ahead
-//! and drops those past retention. The DDL itself is in `sql/partitions.sql`.
+//! `webmon.run_maintenance()`: makes partitions of `webmon.metrics` and `webmon.errors` ahead,
+//! drops those past retention and keeps its bookkeeping true. Each step runs in its own
+//! subtransaction, so one that fails (a partition someone made undroppable, a name taken by
+//! hand) is reported as a WARNING and never holds back the others. Which ranges to make or
+//! drop is plain arithmetic in `webmon_core::partitions`; the DDL is in `sql/partitions.sql`.
+//! Only SQL functions that exist since 0.1.0 are called, so this also runs on an old schema.
 
 use crate::error::ApiError;
 use crate::gucs;
+use crate::transactions::in_subtransaction;
 use pgrx::prelude::*;
-
-/// A half-open range `[start, end)` of microseconds since the Postgres epoch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Range {
-    pub start: i64,
-    pub end: i64,
-}
-
-/// Start of the partition-sized bucket holding `at`, aligned on whole intervals from the
-/// epoch (so daily partitions start at midnight UTC).
-pub fn bucket_start(at: i64, interval: i64) -> i64 {
-    at.div_euclid(interval) * interval
-}
-
-/// Ranges to create so that partitions cover `[bucket_start(now), that + (premake + 1) * interval)`,
-/// given the ranges that already exist. Existing ranges are never overlapped; where the
-/// interval was changed, a new range is cut short to fit against an existing one.
-pub fn ranges_to_create(now: i64, interval: i64, premake: i64, existing: &[Range]) -> Vec<Range> {
-    let mut planned = Vec::new();
-    if interval <= 0 {
-        return planned;
-    }
-    let mut cursor = bucket_start(now, interval);
-    let target = cursor.saturating_add(interval.saturating_mul(premake.max(0) + 1));
-    while cursor < target {
-        if let Some(covering) = existing
-            .iter()
-            .find(|r| r.start <= cursor && cursor < r.end)
-        {
-            cursor = covering.end;
-            continue;
-        }
-        // Back on the grid after a range that was cut short.
-        let mut end = bucket_start(cursor, interval) + interval;
-        if let Some(next) = existing
-            .iter()
-            .filter(|r| r.start > cursor && r.start < end)
-            .map(|r| r.start)
-            .min()
-        {
-            end = next;
-        }
-        planned.push(Range { start: cursor, end });
-        cursor = end;
-    }
-    planned
-}
-
-/// Existing ranges whose whole span is older than `now - retention`.
-pub fn ranges_to_drop(now: i64, retention: i64, existing: &[Range]) -> Vec<Range> {
-    let horizon = now.saturating_sub(retention);
-    existing
-        .iter()
-        .copied()
-        .filter(|r| r.end <= horizon)
-        .collect()
-}
+use webmon_core::partitions::{ranges_to_create, ranges_to_drop, Range};
 
 const PARENTS: [&str; 2] = ["webmon.metrics", "webmon.errors"];
 /// Advisory lock key so that two maintenance runs never race on DDL.
 const MAINTENANCE_LOCK_KEY: i64 = 0x7765_626d_6f6e; // "webmon"
+/// Most partitions one run makes per parent; the rest follow in the next runs. Each new
+/// partition holds about 8 locks until the transaction ends (see the README's
+/// pg_webmon.partition_premake), so a run stays far below the shared lock table.
+pub const MAX_CREATED_PER_RUN: usize = 32;
 
 /// Creates partitions ahead and drops expired ones. Returns (created, dropped).
 pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
@@ -78,15 +30,8 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
         notice!("pg_webmon: another run_maintenance() is running; skipped");
         return Ok((0, 0));
     }
-    let interval =
-        gucs::interval_micros(gucs::PARTITION_INTERVAL_NAME, &gucs::partition_interval())?;
-    if interval < 3_600_000_000 {
-        return Err(ApiError::Setting(format!(
-            "pg_webmon.partition_interval must be at least 1 hour, got \"{}\"",
-            gucs::partition_interval()
-        )));
-    }
-    let retention = gucs::interval_micros(gucs::RETENTION_NAME, &gucs::retention())?;
+    let interval = gucs::partition_interval_micros()?;
+    let retention = gucs::retention_micros()?;
     let premake = i64::from(gucs::partition_premake());
     let now: i64 = Spi::get_one::<TimestampWithTimeZone>("SELECT now()")?
         .map(pg_sys::TimestampTz::from)
@@ -94,41 +39,115 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
 
     let (mut created, mut dropped) = (0, 0);
     for parent in PARENTS {
+        // Checked first: CREATE TABLE … PARTITION OF locks the parent even when the table exists.
+        let default = format!("{parent}_default");
+        let has_default = Spi::get_one_with_args::<bool>(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[default.as_str().into()],
+        )?
+        .unwrap_or(false);
+        if !has_default {
+            step("make the default partition", parent, || {
+                sql(Spi::run(&format!(
+                    "CREATE TABLE IF NOT EXISTS {default} PARTITION OF {parent} DEFAULT"
+                )))
+            });
+        }
+        // Forget partitions that were dropped by hand, so their range is made again.
+        step("forget partitions dropped by hand", parent, || {
+            sql(Spi::run_with_args(
+                "DELETE FROM webmon.partitions WHERE parent = $1::regclass \
+                 AND to_regclass(format('webmon.%I', partition)) IS NULL",
+                &[parent.into()],
+            ))
+        });
         let existing = existing_ranges(parent)?;
-        for range in ranges_to_create(now, interval, premake, &existing) {
-            Spi::run_with_args(
-                "SELECT webmon.create_partition($1::regclass, $2, $3)",
-                &[
-                    parent.into(),
-                    timestamp(range.start)?.into(),
-                    timestamp(range.end)?.into(),
-                ],
-            )?;
-            created += 1;
+        let planned = ranges_to_create(now, interval, premake, &existing);
+        for range in planned.into_iter().take(MAX_CREATED_PER_RUN) {
+            let ok = step("create a partition", parent, || {
+                sql(Spi::run_with_args(
+                    "SELECT webmon.create_partition($1::regclass, $2, $3)",
+                    &[
+                        parent.into(),
+                        timestamp(range.start)?.into(),
+                        timestamp(range.end)?.into(),
+                    ],
+                ))
+            });
+            created += i64::from(ok);
         }
         for range in ranges_to_drop(now, retention, &existing) {
-            Spi::run_with_args(
-                "SELECT webmon.drop_partition($1::regclass, $2)",
-                &[parent.into(), timestamp(range.start)?.into()],
-            )?;
-            dropped += 1;
+            let ok = step("drop a partition past retention", parent, || {
+                sql(Spi::run_with_args(
+                    "SELECT webmon.drop_partition($1::regclass, $2)",
+                    &[parent.into(), timestamp(range.start)?.into()],
+                ))
+            });
+            dropped += i64::from(ok);
         }
-        Spi::run_with_args(
-            "SELECT webmon.purge_default_partition($1::regclass, $2)",
-            &[
-                parent.into(),
-                timestamp(now.saturating_sub(retention))?.into(),
-            ],
-        )?;
+        step("purge the default partition", parent, || {
+            sql(Spi::run_with_args(
+                "SELECT webmon.purge_default_partition($1::regclass, $2)",
+                &[
+                    parent.into(),
+                    timestamp(now.saturating_sub(retention))?.into(),
+                ],
+            ))
+        });
     }
     Ok((created, dropped))
+}
+
+/// How long a step waits for a lock. Making and dropping partitions needs strong locks on
+/// the parent; behind a long query that reads results, a waiting step would queue every
+/// writer of results behind it. It gives up instead, and the next run tries again.
+const STEP_LOCK_TIMEOUT: &str = "500ms";
+
+/// One maintenance step in its own subtransaction, with `STEP_LOCK_TIMEOUT`; a failure is a
+/// WARNING, and `false`.
+fn step(
+    what: &str,
+    parent: &str,
+    body: impl FnOnce() -> Result<(), String> + std::panic::UnwindSafe,
+) -> bool {
+    let outcome = in_subtransaction(|| {
+        let previous = sql_value(Spi::get_one::<String>("SHOW lock_timeout"))?;
+        set_lock_timeout(STEP_LOCK_TIMEOUT)?;
+        body()?;
+        // Kept only on success (a rolled-back subtransaction undoes the SET itself).
+        set_lock_timeout(&previous)
+    });
+    match outcome {
+        Ok(()) => true,
+        Err(message) => {
+            warning!("pg_webmon maintenance: could not {what} of {parent}: {message}");
+            false
+        }
+    }
+}
+
+fn sql(result: Result<(), pgrx::spi::SpiError>) -> Result<(), String> {
+    result.map_err(|e| e.to_string())
+}
+
+fn sql_value(result: Result<Option<String>, pgrx::spi::SpiError>) -> Result<String, String> {
+    result
+        .map(Option::unwrap_or_default)
+        .map_err(|e| e.to_string())
+}
+
+fn set_lock_timeout(value: &str) -> Result<(), String> {
+    sql(Spi::run_with_args(
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[value.into()],
+    ))
 }
 
 fn existing_ranges(parent: &str) -> Result<Vec<Range>, ApiError> {
     Spi::connect(|client| {
         let rows = client.select(
             "SELECT range_start, range_end FROM webmon.partitions WHERE parent = $1::regclass \
-             AND to_regclass(format('webmon.%I', partition)) IS NOT NULL ORDER BY range_start",
+             ORDER BY range_start",
             None,
             &[parent.into()],
         )?;
@@ -148,112 +167,6 @@ fn existing_ranges(parent: &str) -> Result<Vec<Range>, ApiError> {
     })
 }
 
-fn timestamp(micros: i64) -> Result<TimestampWithTimeZone, ApiError> {
-    TimestampWithTimeZone::try_from(micros)
-        .map_err(|_| ApiError::Setting(format!("timestamp out of range: {micros}")))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    const HOUR: i64 = 3_600_000_000;
-    const DAY: i64 = 24 * HOUR;
-
-    #[test]
-    fn daily_from_today_to_premake() {
-        let now = 100 * DAY + 5 * HOUR;
-        let plan = ranges_to_create(now, DAY, 3, &[]);
-        assert_eq!(plan.len(), 4);
-        assert_eq!(
-            plan[0],
-            Range {
-                start: 100 * DAY,
-                end: 101 * DAY
-            }
-        );
-        assert_eq!(
-            plan[3],
-            Range {
-                start: 103 * DAY,
-                end: 104 * DAY
-            }
-        );
-    }
-
-    #[test]
-    fn existing_partitions_are_not_made_again() {
-        let now = 100 * DAY;
-        let existing: Vec<Range> = (100..103)
-            .map(|d| Range {
-                start: d * DAY,
-                end: (d + 1) * DAY,
-            })
-            .collect();
-        let plan = ranges_to_create(now, DAY, 3, &existing);
-        assert_eq!(
-            plan,
-            vec![Range {
-                start: 103 * DAY,
-                end: 104 * DAY
-            }]
-        );
-        assert!(ranges_to_create(now, DAY, 2, &existing).is_empty());
-    }
-
-    #[test]
-    fn a_changed_interval_fits_around_existing_ranges() {
-        // Daily partitions exist for day 100; the interval becomes 6 hours.
-        let existing = [Range {
-            start: 100 * DAY,
-            end: 101 * DAY,
-        }];
-        let plan = ranges_to_create(100 * DAY + HOUR, 6 * HOUR, 7, &existing);
-        // Day 100 is covered: the 6-hour partitions start at day 101, none overlaps.
-        assert_eq!(plan.first().map(|r| r.start), Some(101 * DAY));
-        for r in &plan {
-            assert!(r.end <= 100 * DAY || r.start >= 101 * DAY);
-            assert_eq!(r.end - r.start, 6 * HOUR);
-        }
-        // Daily again, with 6-hour partitions ahead: a range is cut short, never overlapping.
-        let existing = [Range {
-            start: 100 * DAY + 6 * HOUR,
-            end: 100 * DAY + 12 * HOUR,
-        }];
-        let plan = ranges_to_create(100 * DAY, DAY, 0, &existing);
-        assert_eq!(
-            plan,
-            vec![
-                Range {
-                    start: 100 * DAY,
-                    end: 100 * DAY + 6 * HOUR
-                },
-                Range {
-                    start: 100 * DAY + 12 * HOUR,
-                    end: 101 * DAY
-                }
-            ]
-        );
-    }
-
-    #[test]
-    fn retention_drops_only_whole_old_ranges() {
-        let existing: Vec<Range> = (90..101)
-            .map(|d| Range {
-                start: d * DAY,
-                end: (d + 1) * DAY,
-            })
-            .collect();
-        let dropped = ranges_to_drop(100 * DAY + HOUR, 7 * DAY, &existing);
-        // horizon = day 93 + 1 h: days 90, 91, 92 end by then; day 93 still holds newer rows.
-        assert_eq!(
-            dropped.iter().map(|r| r.start / DAY).collect::<Vec<_>>(),
-            vec![90, 91, 92]
-        );
-    }
-
-    #[test]
-    fn buckets_align_before_the_epoch_too() {
-        assert_eq!(bucket_start(-1, DAY), -DAY);
-        assert_eq!(bucket_start(DAY + 1, DAY), DAY);
-    }
+fn timestamp(micros: i64) -> Result<TimestampWithTimeZone, String> {
+    TimestampWithTimeZone::try_from(micros).map_err(|_| format!("timestamp out of range: {micros}"))
 }

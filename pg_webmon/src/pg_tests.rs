@@ -80,6 +80,13 @@ mod tests {
         ))
     }
 
+    /// Runs webmon.run_maintenance() after waiting for the scheduler's own run to finish
+    /// (both take the same advisory lock; ours is held until the test ends).
+    fn maintenance() -> i64 {
+        Spi::run("SELECT pg_advisory_xact_lock(x'7765626d6f6e'::bigint)").unwrap();
+        one::<i64>("SELECT created FROM webmon.run_maintenance()")
+    }
+
     #[pg_test]
     fn a_valid_monitor_gets_the_documented_defaults() {
         Spi::run("INSERT INTO webmon.monitors (url) VALUES ('https://example.com/health')")
@@ -120,6 +127,33 @@ mod tests {
                 "check_interval",
             ),
             ("check_interval => '0'", "22023", "check_interval"),
+            (
+                "check_interval => '300000 years'",
+                "22023",
+                "months and years",
+            ),
+            ("check_interval => '1 mon'", "22023", "months and years"),
+            (
+                "check_interval => '-10 years 3601 days'",
+                "22023",
+                "months and years",
+            ),
+            (
+                "check_interval => '1 day -1 second'",
+                "22023",
+                "different signs",
+            ),
+            ("check_interval => '366 days'", "22023", "at most 365 days"),
+            (
+                "timeout => '10 years -3600 days 1 second'",
+                "22023",
+                "months and years",
+            ),
+            (
+                "timeout => '1 day -23 hours -59 minutes'",
+                "22023",
+                "different signs",
+            ),
             ("timeout => '0'", "22023", "timeout"),
             ("timeout => '-1 second'", "22023", "timeout"),
             ("timeout => '6 minutes'", "22023", "timeout"),
@@ -149,7 +183,13 @@ mod tests {
                 "{insert}: {result} should mention {mentions}"
             );
         }
-        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 0);
+        // Nothing stored (only this test writes https://example.com, and it is rolled back).
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM webmon.monitors WHERE url LIKE 'https://example.com%'"
+            ),
+            0
+        );
 
         // UPDATE is validated the same way and leaves the row unchanged.
         Spi::run("INSERT INTO webmon.monitors (url) VALUES ('https://example.com/ok')").unwrap();
@@ -157,12 +197,14 @@ mod tests {
             "UPDATE webmon.monitors SET url = 'gopher://x'",
             "UPDATE webmon.monitors SET regex = '['",
             "UPDATE webmon.monitors SET check_interval = '10 ms'",
+            "UPDATE webmon.monitors SET check_interval = '1 year'",
             "UPDATE webmon.monitors SET headers = '\"x\"'",
         ] {
             assert!(!outcome(update).starts_with("accepted"), "{update}");
         }
         assert!(one::<bool>(
-            "SELECT url = 'https://example.com/ok' AND regex IS NULL AND check_interval = '1 minute' FROM webmon.monitors"
+            "SELECT url = 'https://example.com/ok' AND regex IS NULL AND check_interval = '1 minute'
+             FROM webmon.monitors WHERE url LIKE 'https://example.com%'"
         ));
     }
 
@@ -189,8 +231,14 @@ mod tests {
         )));
         // Due again while its job is pending: still one job after several ticks.
         committed(&format!("UPDATE webmon.monitors SET next_check_at = now() - interval '1 second' WHERE id = {id}"));
-        let ticks_seen = wait_for("SELECT false", 0.6);
-        assert!(!ticks_seen);
+        // The scheduler skips the passed slot (observable: next_check_at moves to the future)…
+        assert!(wait_for(
+            &format!(
+                "SELECT next_check_at > clock_timestamp() FROM webmon.monitors WHERE id = {id}"
+            ),
+            5.0
+        ));
+        // … without queueing a second job.
         assert_eq!(
             one::<i64>(&format!(
                 "SELECT count(*) FROM webmon.jobs WHERE monitor_id = {id}"
@@ -224,15 +272,17 @@ mod tests {
         ));
     }
 
-    /// Disabled monitors in their own region with jobs far in the past, so only this test's
-    /// probes claim them and the scheduler leaves them alone.
+    /// Disabled monitors in their own region with jobs due a minute ago (so a claim inside
+    /// the test's transaction, whose now() is older, still sees them due), so only this
+    /// test's probes claim them and the scheduler leaves them alone (it records a job as
+    /// `no_probe` only after pg_webmon.unclaimed_timeout, 2 minutes).
     fn queue_jobs(region: &str, count: i32) {
         committed(&format!(
             "WITH m AS (
                  INSERT INTO webmon.monitors (url, enabled, regions)
                  SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, false, ARRAY['{region}']
                  FROM generate_series(1, {count}) g RETURNING id, regions)
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM m"
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, now() - interval '1 minute', regions FROM m"
         ));
     }
 
@@ -329,6 +379,8 @@ mod tests {
 
     #[pg_test]
     fn complete_checks_stores_only_results_for_jobs_this_probe_still_leases() {
+        // Results need partitions (the scheduler makes them at its first tick).
+        maintenance();
         Spi::run("SELECT webmon.register_probe('p-a', 'complete'), webmon.register_probe('p-b', 'complete')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/c', false, '{complete}');
@@ -414,6 +466,8 @@ mod tests {
 
     #[pg_test]
     fn a_probe_role_can_claim_and_complete_but_not_touch_tables() {
+        // Results need partitions (the scheduler makes them at its first tick).
+        maintenance();
         Spi::run("CREATE ROLE webmon_test_probe LOGIN").unwrap();
         Spi::run("SELECT webmon.grant_probe('webmon_test_probe')").unwrap();
         Spi::run(
@@ -444,14 +498,15 @@ mod tests {
         assert_eq!(done, 1);
         Spi::run("RESET ROLE").unwrap();
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM webmon.errors WHERE error_kind = 'connect' AND error = 'refused'"),
+            one::<i64>("SELECT count(*) FROM webmon.errors WHERE error_kind = 'connect' AND error = 'refused'
+                        AND monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role')"),
             1
         );
     }
 
     #[pg_test]
     fn partitions_cover_today_to_premake_and_old_ones_are_dropped() {
-        Spi::run("SELECT webmon.run_maintenance()").unwrap();
+        maintenance();
         for parent in ["webmon.metrics", "webmon.errors"] {
             // Default premake 7: today plus 7 days, contiguous, daily.
             assert!(one::<bool>(&format!(
@@ -484,6 +539,7 @@ mod tests {
         assert!(one::<bool>(&format!(
             "SELECT to_regclass('webmon.{old}') IS NOT NULL"
         )));
+        Spi::run("SELECT pg_advisory_xact_lock(x'7765626d6f6e'::bigint)").unwrap();
         let dropped = one::<i64>("SELECT dropped FROM webmon.run_maintenance()");
         assert!(dropped >= 1);
         assert!(one::<bool>(&format!(
@@ -505,7 +561,8 @@ mod tests {
             one::<i64>(&format!("SELECT webmon.import_monitors('{sample}')")),
             0
         );
-        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 2);
+        let imported = "SELECT count(*) FROM webmon.monitors WHERE url LIKE 'https://%example.%'";
+        assert_eq!(one::<i64>(imported), 2);
         assert!(one::<bool>(
             "SELECT check_interval = '1 minute' AND timeout = '5 seconds' AND regex = 'Not Found'
              FROM webmon.monitors WHERE url = 'https://example.com/api/items'"
@@ -545,11 +602,13 @@ mod tests {
             r#"SELECT webmon.import_monitors('[{"url": "https://new.example", "interval": 5}, {"url": 1, "interval": 5}]')"#,
         );
         assert!(result.contains("index 1"));
-        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.monitors"), 2);
+        assert_eq!(one::<i64>(imported), 2);
     }
 
     #[pg_test]
     fn status_and_uptime_follow_the_definition_of_up() {
+        // Results need partitions (the scheduler makes them at its first tick).
+        maintenance();
         Spi::run(
             "INSERT INTO webmon.monitors (url, regex, enabled) VALUES ('http://127.0.0.1:9/s1', 'ok', false), ('http://127.0.0.1:9/s2', NULL, false);",
         )
@@ -590,6 +649,255 @@ mod tests {
         assert!(one::<bool>(&format!(
             "SELECT up FROM webmon.monitor_status WHERE monitor_id = {s2}"
         )));
+    }
+
+    #[pg_test]
+    fn forty_thousand_heartbeats_draw_no_ids_and_the_probe_still_claims() {
+        queue_jobs("heartbeat", 1);
+        committed("DO $d$ BEGIN PERFORM webmon.register_probe('hb-probe', 'heartbeat'); END $d$");
+        let id = one::<i16>("SELECT id FROM webmon.probes WHERE name = 'hb-probe'");
+        let drawn = "SELECT last_value FROM webmon.probes_id_seq";
+        let before = one::<i64>(drawn);
+        // Each heartbeat its own transaction, as the probe sends them. smallint ids: before the
+        // fix, the 32,768th call failed with "nextval: reached maximum value".
+        committed(
+            "DO $d$ BEGIN
+                 PERFORM set_config('synchronous_commit', 'off', false);
+                 FOR i IN 1..40000 LOOP
+                     PERFORM webmon.register_probe('hb-probe', 'heartbeat');
+                     COMMIT;
+                 END LOOP;
+             END $d$",
+        );
+        // Other tests register a few probes meanwhile; 40,000 heartbeats used to draw 40,000.
+        let drawn_meanwhile = one::<i64>(drawn) - before;
+        assert!(
+            drawn_meanwhile < 100,
+            "heartbeats drew {drawn_meanwhile} ids"
+        );
+        assert_eq!(
+            one::<i16>("SELECT webmon.register_probe('hb-probe', 'heartbeat')"),
+            id
+        );
+        // Claimed on its own connection: drop_region must not wait for this test's row locks.
+        let claimed = one::<i64>(
+            "SELECT count(*) FROM public.dblink(tests.loopback(),
+                 $c$SELECT job_id FROM webmon.claim_checks('hb-probe', 10, '1 hour')$c$) AS t(job_id bigint)",
+        );
+        drop_region("heartbeat");
+        assert_eq!(claimed, 1);
+    }
+
+    #[pg_test]
+    fn no_partition_belongs_to_the_extension() {
+        maintenance();
+        let partitions = one::<i64>(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)",
+        );
+        // Today, 7 ahead and the default partition, for each of the two tables.
+        assert!(partitions >= 18, "{partitions} partitions");
+        let members = one::<i64>(
+            "SELECT count(*) FROM pg_depend d JOIN pg_inherits i ON i.inhrelid = d.objid
+             WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+               AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_webmon')
+               AND i.inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)",
+        );
+        assert_eq!(members, 0, "partitions are extension members");
+    }
+
+    #[pg_test]
+    fn a_failing_maintenance_step_does_not_stop_the_others_and_bookkeeping_heals() {
+        maintenance();
+        // An old partition made undroppable (as 0.1.0 left those made by CREATE EXTENSION) …
+        let old = one::<String>(
+            "SELECT webmon.create_partition('webmon.errors', date_trunc('day', now() - interval '90 days'),
+                                            date_trunc('day', now() - interval '89 days'))",
+        );
+        Spi::run(&format!("ALTER EXTENSION pg_webmon ADD TABLE webmon.{old}")).unwrap();
+        // … and a premade partition dropped by hand, which must be made again.
+        let ahead = one::<String>(
+            "SELECT partition FROM webmon.partitions WHERE parent = 'webmon.metrics'::regclass
+             ORDER BY range_start DESC LIMIT 1",
+        );
+        Spi::run(&format!("DROP TABLE webmon.{ahead}")).unwrap();
+        let created = maintenance();
+        assert_eq!(
+            created, 1,
+            "the partition dropped by hand was not made again"
+        );
+        assert!(one::<bool>(&format!(
+            "SELECT to_regclass('webmon.{ahead}') IS NOT NULL"
+        )));
+        // The failed drop was rolled back alone: the table is still there, still recorded.
+        assert!(one::<bool>(&format!(
+            "SELECT to_regclass('webmon.{old}') IS NOT NULL
+                    AND EXISTS (SELECT 1 FROM webmon.partitions WHERE partition = '{old}')"
+        )));
+        // Once released, the next run drops it.
+        Spi::run(&format!(
+            "ALTER EXTENSION pg_webmon DROP TABLE webmon.{old}"
+        ))
+        .unwrap();
+        maintenance();
+        assert!(one::<bool>(&format!(
+            "SELECT to_regclass('webmon.{old}') IS NULL"
+        )));
+    }
+
+    #[pg_test]
+    fn a_row_the_checks_cannot_run_is_reported_and_never_stops_the_others() {
+        assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        // Written past the trigger (as with triggers disabled, or by an older version).
+        committed(
+            "SET session_replication_role = replica;
+             INSERT INTO webmon.monitors (url, check_interval, regions) VALUES
+                 ('http://127.0.0.1:9/poison/interval', '300000 years', '{poison}'),
+                 ('http://127.0.0.1:9/poison/negative', '-10 years 3601 days', '{poison}'),
+                 ('http://127.0.0.1:9/poison/healthy', '1 hour', '{poison}');
+             INSERT INTO webmon.monitors (url, timeout, enabled, regions) VALUES
+                 ('http://127.0.0.1:9/poison/timeout', '10 years -3600 days 1 second', false, '{poison-claim}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/timeout';
+             INSERT INTO webmon.monitors (url, enabled, regions) VALUES
+                 ('http://127.0.0.1:9/poison/claim-healthy', false, '{poison-claim}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/claim-healthy'",
+        );
+        let healthy =
+            "(SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/healthy')";
+        let queued = wait_for(
+            &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {healthy})"),
+            5.0,
+        );
+        let reported = wait_for(
+            "SELECT count(DISTINCT e.monitor_id) = 2 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
+             WHERE m.url LIKE 'http://127.0.0.1:9/poison/%' AND e.error_kind = 'other'
+               AND e.error LIKE 'monitor not checked: invalid check_interval%'",
+            5.0,
+        );
+        let poisoned_queued = one::<i64>(
+            "SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+             WHERE m.url IN ('http://127.0.0.1:9/poison/interval', 'http://127.0.0.1:9/poison/negative')",
+        );
+        let retry_in_an_hour = one::<bool>(
+            "SELECT bool_and(next_check_at > now() + interval '59 minutes') FROM webmon.monitors
+             WHERE url IN ('http://127.0.0.1:9/poison/interval', 'http://127.0.0.1:9/poison/negative')",
+        );
+        // A claim over a job whose timeout is out of range still leases every job. (Claimed on
+        // its own connection: the cleanup below must not wait for this test's row locks.)
+        committed(
+            "DO $d$ BEGIN PERFORM webmon.register_probe('poison-probe', 'poison-claim'); END $d$",
+        );
+        let claimed = one::<i64>(
+            "SELECT count(*) FROM public.dblink(tests.loopback(),
+                 $c$SELECT timeout_ms FROM webmon.claim_checks('poison-probe', 10, '1 hour')$c$) AS t(timeout_ms int)
+             WHERE timeout_ms IS NULL",
+        );
+        committed("DELETE FROM webmon.errors WHERE monitor_id IN (SELECT id FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/poison/%')");
+        committed("DELETE FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/poison/%'");
+        assert!(queued, "the healthy monitor was not queued");
+        assert!(reported, "the poisoned monitors were not reported");
+        assert_eq!(poisoned_queued, 0);
+        assert!(retry_in_an_hour);
+        assert_eq!(claimed, 2);
+    }
+
+    #[pg_test]
+    fn a_changed_interval_or_a_monitor_enabled_again_is_checked_within_one_new_interval() {
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, check_interval, next_check_at, enabled) VALUES
+                 ('http://127.0.0.1:9/resched/a', '1 hour', now() + interval '59 minutes', true),
+                 ('http://127.0.0.1:9/resched/b', '10 seconds', now() + interval '3 days', false),
+                 ('http://127.0.0.1:9/resched/c', '1 hour', now() + interval '59 minutes', true)",
+        )
+        .unwrap();
+        Spi::run("UPDATE webmon.monitors SET check_interval = '1 second' WHERE url = 'http://127.0.0.1:9/resched/a'").unwrap();
+        Spi::run(
+            "UPDATE webmon.monitors SET enabled = true WHERE url = 'http://127.0.0.1:9/resched/b'",
+        )
+        .unwrap();
+        // An UPDATE that sets next_check_at itself is obeyed.
+        Spi::run("UPDATE webmon.monitors SET check_interval = '1 second', next_check_at = now() + interval '2 hours' WHERE url = 'http://127.0.0.1:9/resched/c'").unwrap();
+        assert!(one::<bool>(
+            "SELECT next_check_at <= now() + interval '1 second' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/a'"
+        ));
+        assert!(one::<bool>(
+            "SELECT next_check_at <= now() + interval '10 seconds' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/b'"
+        ));
+        assert!(one::<bool>(
+            "SELECT next_check_at = now() + interval '2 hours' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/c'"
+        ));
+    }
+
+    #[pg_test]
+    fn the_pending_job_follows_regions_and_is_dropped_when_the_monitor_is_paused() {
+        Spi::run("SELECT webmon.register_probe('follow-probe', 'follow-b')").unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, regions) VALUES ('http://127.0.0.1:9/follow', '{follow-a}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now(), regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/follow'",
+        )
+        .unwrap();
+        let job = "SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                   WHERE m.url = 'http://127.0.0.1:9/follow'";
+        // Mistyped, then fixed: the waiting job takes the new regions and the probe claims it.
+        Spi::run("UPDATE webmon.monitors SET regions = '{follow-b}' WHERE url = 'http://127.0.0.1:9/follow'").unwrap();
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('follow-probe', 10, '1 hour')"),
+            1
+        );
+        Spi::run("SELECT webmon.release_checks('follow-probe', ARRAY(SELECT id FROM webmon.jobs))")
+            .unwrap();
+        assert_eq!(one::<i64>(job), 1);
+        Spi::run(
+            "UPDATE webmon.monitors SET enabled = false WHERE url = 'http://127.0.0.1:9/follow'",
+        )
+        .unwrap();
+        assert_eq!(one::<i64>(job), 0, "a paused monitor's job was kept");
+    }
+
+    #[pg_test]
+    fn a_check_no_probe_claims_is_recorded_as_no_probe() {
+        assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        committed(
+            "WITH m AS (INSERT INTO webmon.monitors (url, enabled, regions)
+                        VALUES ('http://127.0.0.1:9/no-probe', false, '{nowhere}') RETURNING id, regions)
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now() - interval '1 hour', regions FROM m",
+        );
+        let id =
+            one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/no-probe'");
+        let recorded = wait_for(
+            &format!(
+                "SELECT NOT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {id})
+                    AND EXISTS (SELECT 1 FROM webmon.errors WHERE monitor_id = {id} AND error_kind = 'no_probe'
+                                AND error LIKE '%nowhere%')"
+            ),
+            5.0,
+        );
+        committed(&format!(
+            "DELETE FROM webmon.errors WHERE monitor_id = {id}"
+        ));
+        committed(&format!("DELETE FROM webmon.monitors WHERE id = {id}"));
+        assert!(recorded, "the unclaimed job was not recorded as no_probe");
+    }
+
+    #[pg_test]
+    fn error_kinds_are_the_shared_list() {
+        // Results need partitions (the scheduler makes them at its first tick).
+        maintenance();
+        assert_eq!(
+            one::<Vec<String>>("SELECT webmon.error_kinds()"),
+            webmon_core::ErrorKind::names()
+        );
+        let refused = outcome(
+            "INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error) VALUES (now(), 1, 'ssl', 'x')",
+        );
+        assert!(refused.starts_with("23514"), "{refused}");
+        assert_eq!(
+            outcome("INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error) VALUES (now(), 1, 'no_probe', 'x')"),
+            "accepted"
+        );
     }
 
     #[pg_test]

@@ -1,8 +1,10 @@
 //! The scheduler background worker: every tick it queues due checks, requeues expired
-//! leases and, every `pg_webmon.maintenance_interval`, maintains partitions. An error in
-//! a tick is logged as a WARNING and the next tick goes on.
+//! leases, records checks nobody claimed and, every `pg_webmon.maintenance_interval`,
+//! maintains partitions. It runs only while the database holds this library's version of
+//! the schema. An error in a tick is logged as a WARNING and the next tick goes on.
 
 use crate::gucs;
+use crate::transactions::guarded_transaction;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -29,10 +31,38 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
 
     let mut last_maintenance: Option<Instant> = None;
     let mut last_requeue: Option<Instant> = None;
-    let mut waiting_logged = false;
+    let mut last_state: Option<Installed> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let state = match guarded_transaction(installed) {
+            Ok(state) => state,
+            Err(message) => {
+                warning!("pg_webmon scheduler: cannot read the installed version: {message}");
+                continue;
+            }
+        };
+        if last_state.as_ref() != Some(&state) {
+            report_state(&state, &database);
+            last_state = Some(state.clone());
+        }
+        if state != Installed::Current {
+            continue;
+        }
+        // Maintenance first: right after CREATE EXTENSION it makes the first partitions
+        // before any result can arrive. Its own transaction, and each step in it a
+        // subtransaction: a failing step never holds back the queue or the other steps.
+        let maintenance_due = last_maintenance
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s()));
+        if maintenance_due {
+            report_activity("pg_webmon scheduler: partition maintenance");
+            if let Err(message) = guarded_transaction(|| {
+                Spi::run("SELECT webmon.run_maintenance()").map_err(|e| e.to_string())
+            }) {
+                warning!("pg_webmon scheduler: maintenance failed, retrying in pg_webmon.maintenance_interval: {message}");
+            }
+            last_maintenance = Some(Instant::now());
         }
         report_activity("pg_webmon scheduler: queueing due checks");
         // Leases last seconds: looking for expired ones once a second is enough.
@@ -40,34 +70,10 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         if requeue {
             last_requeue = Some(Instant::now());
         }
-        match guarded_transaction(|| queue_checks(requeue)) {
-            Ok(false) => {
-                if !waiting_logged {
-                    log!(
-                        "pg_webmon scheduler: extension not created in \"{database}\" yet; waiting"
-                    );
-                    waiting_logged = true;
-                }
-            }
-            Ok(true) => {
-                waiting_logged = false;
-                let due = last_maintenance.is_none_or(|at| {
-                    at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s())
-                });
-                if due {
-                    // Its own transaction: a failing maintenance never holds back the queue.
-                    report_activity("pg_webmon scheduler: partition maintenance");
-                    if let Err(message) =
-                        guarded_transaction(|| Spi::run("SELECT webmon.run_maintenance()"))
-                    {
-                        warning!("pg_webmon scheduler: maintenance tick failed, retrying in pg_webmon.maintenance_interval: {message}");
-                    }
-                    last_maintenance = Some(Instant::now());
-                }
-            }
-            Err(message) => {
-                warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}")
-            }
+        if let Err(message) =
+            guarded_transaction(|| queue_checks(requeue).map_err(|e| e.to_string()))
+        {
+            warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}");
         }
         // A background worker must flush its table statistics itself (a backend does it when
         // idle): without this, autovacuum never sees the dead rows of monitors and jobs that
@@ -78,21 +84,54 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler stopped");
 }
 
+/// What the scheduler's database holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Installed {
+    /// No `CREATE EXTENSION pg_webmon` yet.
+    Missing,
+    /// The schema of this library's version: the scheduler runs.
+    Current,
+    /// Another version's schema (the library was replaced, `ALTER EXTENSION … UPDATE` not run yet).
+    Other(String),
+}
+
+fn installed() -> Result<Installed, String> {
+    let version = Spi::get_one::<String>(
+        "SELECT extversion::text FROM pg_catalog.pg_extension WHERE extname = 'pg_webmon'",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(match version {
+        None => Installed::Missing,
+        Some(v) if v == env!("CARGO_PKG_VERSION") => Installed::Current,
+        Some(v) => Installed::Other(v),
+    })
+}
+
+fn report_state(state: &Installed, database: &str) {
+    match state {
+        Installed::Missing => {
+            log!("pg_webmon scheduler: extension not created in \"{database}\" yet; waiting")
+        }
+        Installed::Current => log!("pg_webmon scheduler: scheduling checks in \"{database}\""),
+        Installed::Other(version) => warning!(
+            "pg_webmon scheduler: no check is scheduled: database \"{database}\" has pg_webmon {version}, the library is {}; run ALTER EXTENSION pg_webmon UPDATE",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+}
+
 const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
 
-/// One tick of queue work; `false` when the extension is not created in this database.
-fn queue_checks(requeue_expired: bool) -> Result<bool, pgrx::spi::SpiError> {
-    let installed = Spi::get_one::<bool>(
-        "SELECT to_regprocedure('webmon.enqueue_due_checks(interval,integer)') IS NOT NULL",
-    )?
-    .unwrap_or(false);
-    if !installed {
-        return Ok(false);
-    }
+/// One tick of queue work: leases that expired and checks nobody claimed (once a second),
+/// then the due checks.
+fn queue_checks(requeue_expired: bool) -> Result<(), pgrx::spi::SpiError> {
     if requeue_expired {
         Spi::run_with_args(
-            "SELECT webmon.requeue_expired_leases($1)",
-            &[gucs::max_attempts().into()],
+            "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2))",
+            &[
+                gucs::max_attempts().into(),
+                f64::from(gucs::unclaimed_timeout_s()).into(),
+            ],
         )?;
     }
     Spi::run_with_args(
@@ -101,43 +140,7 @@ fn queue_checks(requeue_expired: bool) -> Result<bool, pgrx::spi::SpiError> {
             f64::from(gucs::lookahead_ms()).into(),
             gucs::max_jobs_per_tick().into(),
         ],
-    )?;
-    Ok(true)
-}
-
-/// Runs `body` in its own transaction. A Postgres ERROR inside it aborts the transaction
-/// and comes back as `Err(message)` instead of ending the worker.
-fn guarded_transaction<R>(
-    body: impl FnOnce() -> Result<R, pgrx::spi::SpiError> + std::panic::UnwindSafe,
-) -> Result<R, String> {
-    unsafe {
-        pg_sys::SetCurrentStatementStartTimestamp();
-        pg_sys::StartTransactionCommand();
-        pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot());
-    }
-    let outcome = PgTryBuilder::new(|| body().map_err(|e| e.to_string()))
-        .catch_others(|caught| Err(describe(&caught)))
-        .execute();
-    unsafe {
-        match outcome {
-            Ok(_) => {
-                pg_sys::PopActiveSnapshot();
-                pg_sys::CommitTransactionCommand();
-            }
-            Err(_) => pg_sys::AbortCurrentTransaction(),
-        }
-    }
-    outcome
-}
-
-fn describe(caught: &pg_sys::panic::CaughtError) -> String {
-    match caught {
-        pg_sys::panic::CaughtError::PostgresError(report)
-        | pg_sys::panic::CaughtError::ErrorReport(report)
-        | pg_sys::panic::CaughtError::RustPanic {
-            ereport: report, ..
-        } => report.message().to_string(),
-    }
+    )
 }
 
 fn report_activity(what: &str) {

@@ -3,7 +3,7 @@
 
 use crate::config::RunArgs;
 use crate::db::{self, DbError};
-use crate::probe::{CheckResult, Job, Prober};
+use crate::probe::{CheckResult, DbClock, Job, Prober};
 use crate::stats::Stats;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
@@ -182,18 +182,23 @@ fn job_from_row(row: &Row, claimed_at: Instant) -> Result<(Job, Instant), tokio_
     let db_now: SystemTime = row.try_get("db_now")?;
     let headers: serde_json::Value = row.try_get("headers")?;
     let timeout_ms: Option<i32> = row.try_get("timeout_ms")?;
+    let clock = DbClock {
+        db_now,
+        at: claimed_at,
+    };
     let job = Job {
         job_id: row.try_get("job_id")?,
         monitor_id: row.try_get("monitor_id")?,
         url: row.try_get("url")?,
         method: row.try_get("method")?,
-        headers: header_pairs(&headers),
+        headers: webmon_core::validate::header_pairs(&headers),
         body: row.try_get("body")?,
         timeout: timeout_ms
             .and_then(|ms| u64::try_from(ms).ok())
             .map(Duration::from_millis),
         regex: row.try_get("regex")?,
         follow_redirects: row.try_get("follow_redirects")?,
+        clock,
     };
     Ok((job, slot_instant(scheduled_at, db_now, claimed_at)))
 }
@@ -205,18 +210,6 @@ pub fn slot_instant(scheduled_at: SystemTime, db_now: SystemTime, claimed_at: In
             .checked_sub(late.duration())
             .unwrap_or(claimed_at),
     }
-}
-
-pub fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
-    headers
-        .as_object()
-        .map(|object| {
-            object
-                .iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -231,18 +224,5 @@ mod tests {
         assert_eq!(ahead - claimed_at, Duration::from_millis(700));
         let late = slot_instant(now - Duration::from_millis(30), now, claimed_at);
         assert_eq!(claimed_at - late, Duration::from_millis(30));
-    }
-
-    #[test]
-    fn headers_become_pairs() {
-        let pairs = header_pairs(&serde_json::json!({"X-A": "1", "X-B": "2"}));
-        assert_eq!(
-            pairs,
-            vec![
-                ("X-A".to_string(), "1".to_string()),
-                ("X-B".to_string(), "2".to_string())
-            ]
-        );
-        assert!(header_pairs(&serde_json::json!([])).is_empty());
     }
 }

@@ -14,12 +14,55 @@ use tokio_util::sync::CancellationToken;
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]
     Url(tokio_postgres::Error),
-    #[error("database: {0}")]
+    #[error("database: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("shutting down")]
     Cancelled,
     #[error("timed out")]
     TimedOut,
+}
+
+impl DbError {
+    /// The database refused the statement because of the data it was given (a value it
+    /// cannot store, a constraint, a limit): sending the same data again cannot succeed.
+    /// Lost connections, shutdowns, lock timeouts and missing functions are not this.
+    pub fn refused_for_its_data(&self) -> bool {
+        let DbError::Postgres(e) = self else {
+            return false;
+        };
+        e.as_db_error().is_some_and(|db| {
+            let class = &db.code().code()[..2];
+            // 22 data exception, 23 integrity constraint violation, 54 program limit exceeded.
+            matches!(class, "22" | "23" | "54")
+        })
+    }
+}
+
+/// What the server said (message, SQLSTATE, detail, hint), or the client-side cause chain.
+/// tokio-postgres's own Display of a server error is only "db error".
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        );
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(current) = cause {
+        text.push_str(&format!(": {current}"));
+        cause = current.source();
+    }
+    text
 }
 
 pub fn config(args: &DatabaseArgs) -> Result<Config, DbError> {

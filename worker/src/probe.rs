@@ -3,17 +3,44 @@
 
 use regex::Regex;
 use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use webmon_core::text::{cut, one_line};
+pub use webmon_core::ErrorKind;
 
-/// Compiled-size limit for regexes; equal to the extension's (`pg_webmon/src/validate.rs`).
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// `page_content` keeps at most this many characters of the match.
 pub const PAGE_CONTENT_MAX_CHARS: usize = 1000;
-/// Error messages are one line of at most this many characters.
-const ERROR_MAX_CHARS: usize = 500;
 const REDIRECT_LIMIT: usize = 10;
 const REGEX_CACHE_MAX: usize = 10_000;
+
+/// The database's clock at a moment of this process's monotonic clock (a claim's `db_now`
+/// and when the claim was sent): timestamps of results follow the database, so a probe with
+/// a wrong wall clock cannot write rows in the future or the past.
+#[derive(Debug, Clone, Copy)]
+pub struct DbClock {
+    pub db_now: SystemTime,
+    pub at: Instant,
+}
+
+impl DbClock {
+    /// This process's wall clock (for tests and for results without a claim).
+    pub fn local() -> DbClock {
+        DbClock {
+            db_now: SystemTime::now(),
+            at: Instant::now(),
+        }
+    }
+
+    /// The database's time at `instant`.
+    pub fn timestamp(&self, instant: Instant) -> SystemTime {
+        match instant.checked_duration_since(self.at) {
+            Some(after) => self.db_now + after,
+            None => self.db_now - self.at.duration_since(instant),
+        }
+    }
+}
 
 /// What a probe needs to run one check (a row of `webmon.claim_checks`).
 #[derive(Debug, Clone)]
@@ -27,6 +54,7 @@ pub struct Job {
     pub timeout: Option<Duration>,
     pub regex: Option<String>,
     pub follow_redirects: bool,
+    pub clock: DbClock,
 }
 
 /// The result of one check, as `webmon.complete_checks` takes it.
@@ -51,31 +79,6 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Dns,
-    Connect,
-    Tls,
-    Timeout,
-    Redirect,
-    Body,
-    Other,
-}
-
-impl ErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Dns => "dns",
-            ErrorKind::Connect => "connect",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Redirect => "redirect",
-            ErrorKind::Body => "body",
-            ErrorKind::Other => "other",
-        }
-    }
-}
-
 /// HTTP clients shared by all checks. Idle pooling is off, so every check opens a fresh
 /// connection (honest availability), while TLS roots and DNS setup are built only once.
 pub struct Prober {
@@ -92,9 +95,11 @@ pub struct ClientError(#[from] reqwest::Error);
 
 impl Prober {
     pub fn new(default_timeout: Duration, body_cap: usize) -> Result<Self, ClientError> {
+        let resolver = Arc::new(Resolver);
         let builder = || {
             reqwest::Client::builder()
                 .pool_max_idle_per_host(0)
+                .dns_resolver(resolver.clone())
                 .no_proxy()
                 .tcp_nodelay(true)
                 .user_agent(concat!("pg_webmon/", env!("CARGO_PKG_VERSION")))
@@ -114,8 +119,8 @@ impl Prober {
 
     /// Runs one check. Never fails: a check with no response is an `Outcome::NoResponse`.
     pub async fn check(&self, job: &Job) -> CheckResult {
-        let request_timestamp = SystemTime::now();
         let started = Instant::now();
+        let request_timestamp = job.clock.timestamp(started);
         let outcome = match self.exchange(job).await {
             Ok((status, body)) => {
                 let response_time_ms = started.elapsed().as_secs_f32() * 1000.0;
@@ -171,7 +176,7 @@ impl Prober {
         if let Some(body) = &job.body {
             request = request.body(body.clone());
         }
-        let mut response = request.send().await.map_err(|e| classify(&e))?;
+        let mut response = request.send().await.map_err(classify)?;
         let status = response.status().as_u16();
         let mut body = Vec::new();
         while body.len() < self.body_cap {
@@ -182,7 +187,7 @@ impl Prober {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let (kind, message) = classify(&e);
+                    let (kind, message) = classify(e);
                     // A timeout while reading the body is still a timeout; anything else is `body`.
                     let kind = if kind == ErrorKind::Timeout {
                         kind
@@ -214,88 +219,127 @@ impl Prober {
 }
 
 pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
-        .build()
-        .map_err(|e| one_line(&format!("invalid regex: {e}")))
+    webmon_core::validate::compile_regex(pattern).map_err(|e| e.to_string())
 }
 
 /// Unanchored search over the body decoded lossily; the match is cut to
-/// `PAGE_CONTENT_MAX_CHARS` characters.
+/// `PAGE_CONTENT_MAX_CHARS` characters and made storable (a NUL byte in a match used to
+/// make PostgreSQL refuse the whole batch).
 pub fn search(regex: &Regex, body: &[u8]) -> (Option<bool>, Option<String>) {
     let text = String::from_utf8_lossy(body);
     match regex.find(&text) {
         Some(found) => (
             Some(true),
-            Some(
-                found
-                    .as_str()
-                    .chars()
-                    .take(PAGE_CONTENT_MAX_CHARS)
-                    .collect(),
-            ),
+            Some(cut(found.as_str(), PAGE_CONTENT_MAX_CHARS)),
         ),
         None => (Some(false), None),
     }
 }
 
-/// Sorts a reqwest error into an error kind with a one-line message naming the causes.
-pub fn classify(error: &reqwest::Error) -> (ErrorKind, String) {
-    let mut chain = Vec::new();
-    let mut source: Option<&dyn std::error::Error> = Some(error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if chain.last() != Some(&text) {
-            chain.push(text);
-        }
-        source = cause.source();
+/// Host name resolution through tokio, with its failures wrapped in `DnsError` so that
+/// `classify` recognises them by type.
+struct Resolver;
+
+#[derive(Debug, thiserror::Error)]
+#[error("dns error: {0}")]
+pub struct DnsError(#[source] std::io::Error);
+
+impl reqwest::dns::Resolve for Resolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await
+                .map_err(|e| Box::new(DnsError(e)) as Box<dyn StdError + Send + Sync>)?
+                .collect();
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
     }
-    let message = one_line(&chain.join(": "));
-    (
-        kind_of(
-            error.is_timeout(),
-            error.is_redirect(),
-            error.is_connect(),
-            error.is_body() || error.is_decode(),
-            &message,
-        ),
-        message,
-    )
 }
 
-/// The kind from reqwest's flags and, for connect errors, the text of the cause chain.
-pub fn kind_of(
-    timeout: bool,
-    redirect: bool,
-    connect: bool,
-    body: bool,
-    message: &str,
-) -> ErrorKind {
-    let lower = message.to_ascii_lowercase();
-    if timeout || lower.contains("timed out") {
-        ErrorKind::Timeout
-    } else if redirect {
-        ErrorKind::Redirect
-    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        ErrorKind::Dns
-    } else if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("ssl")
-    {
-        ErrorKind::Tls
-    } else if connect {
+/// The error kind and a one-line message naming the causes. The message carries no URL
+/// (URLs can hold secrets in their query string), and the kind comes from reqwest's flags
+/// and the types in the source chain, never from searching the message.
+pub fn classify(error: reqwest::Error) -> (ErrorKind, String) {
+    let error = error.without_url();
+    let flags = Flags {
+        timeout: error.is_timeout(),
+        redirect: error.is_redirect(),
+        connect: error.is_connect(),
+        body: error.is_body() || error.is_decode(),
+    };
+    (kind_of(flags, &error), message(&error))
+}
+
+/// What reqwest says about an error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flags {
+    pub timeout: bool,
+    pub redirect: bool,
+    pub connect: bool,
+    pub body: bool,
+}
+
+/// The kind from reqwest's flags and the error types in the chain.
+pub fn kind_of(flags: Flags, error: &(dyn StdError + 'static)) -> ErrorKind {
+    if flags.timeout {
+        return ErrorKind::Timeout;
+    }
+    if flags.redirect {
+        return ErrorKind::Redirect;
+    }
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(kind) = kind_of_cause(current) {
+            return kind;
+        }
+        // An io::Error hides the error it wraps from `source()`: look inside it too.
+        if let Some(inner) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            if let Some(kind) = kind_of_cause(inner) {
+                return kind;
+            }
+        }
+        cause = current.source();
+    }
+    if flags.connect {
         ErrorKind::Connect
-    } else if body {
+    } else if flags.body {
         ErrorKind::Body
     } else {
         ErrorKind::Other
     }
 }
 
-pub fn one_line(text: &str) -> String {
-    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    flat.chars().take(ERROR_MAX_CHARS).collect()
+fn kind_of_cause(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    if cause.is::<DnsError>() {
+        Some(ErrorKind::Dns)
+    } else if cause.is::<rustls::Error>() {
+        Some(ErrorKind::Tls)
+    } else if cause
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    {
+        Some(ErrorKind::Timeout)
+    } else {
+        None
+    }
+}
+
+/// The messages of the error and its causes, joined, without repeats, on one line.
+fn message(error: &(dyn StdError + 'static)) -> String {
+    let mut chain: Vec<String> = Vec::new();
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !chain.iter().any(|seen| seen.contains(&text)) {
+            chain.push(text);
+        }
+        cause = current.source();
+    }
+    one_line(&chain.join(": "))
 }
 
 #[cfg(test)]
@@ -325,62 +369,119 @@ mod tests {
     }
 
     #[test]
-    fn regex_size_limit_matches_the_extension() {
+    fn a_nul_byte_in_the_match_is_stored_as_a_replacement_character() {
+        let regex = compile_regex("b.c").unwrap();
+        assert_eq!(
+            search(&regex, b"ab\0cd"),
+            (Some(true), Some("b\u{FFFD}c".to_string()))
+        );
+    }
+
+    #[test]
+    fn regex_size_limit_is_the_shared_one() {
         assert!(compile_regex(r"\w{5000}").is_err());
         assert!(compile_regex(r"[a-z0-9]{50}\s+\w+").is_ok());
     }
 
-    #[test]
-    fn error_kinds() {
-        let cases = [
-            (
-                (true, false, false, false),
-                "operation timed out",
-                ErrorKind::Timeout,
-            ),
-            (
-                (false, true, false, false),
-                "too many redirects",
-                ErrorKind::Redirect,
-            ),
-            (
-                (false, false, true, false),
-                "client error (Connect): dns error: failed to lookup address information",
-                ErrorKind::Dns,
-            ),
-            (
-                (false, false, true, false),
-                "client error (Connect): invalid peer certificate: UnknownIssuer",
-                ErrorKind::Tls,
-            ),
-            (
-                (false, false, true, false),
-                "client error (Connect): tcp connect error: Connection refused (os error 111)",
-                ErrorKind::Connect,
-            ),
-            (
-                (false, false, false, true),
-                "error reading a body from connection",
-                ErrorKind::Body,
-            ),
-            (
-                (false, false, false, false),
-                "builder error",
-                ErrorKind::Other,
-            ),
-        ];
-        for ((timeout, redirect, connect, body), message, expected) in cases {
-            assert_eq!(
-                kind_of(timeout, redirect, connect, body, message),
-                expected,
-                "{message}"
-            );
+    #[derive(Debug, thiserror::Error)]
+    #[error("{message}")]
+    struct Wrapper {
+        message: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    }
+
+    fn wrapped(message: &str, source: impl StdError + Send + Sync + 'static) -> Wrapper {
+        Wrapper {
+            message: message.to_string(),
+            source: Box::new(source),
         }
     }
 
     #[test]
-    fn messages_are_one_line() {
-        assert_eq!(one_line("a\nb\t c"), "a b c");
-        assert_eq!(one_line(&"x".repeat(2000)).len(), ERROR_MAX_CHARS);
+    fn kinds_come_from_types_not_from_words_in_the_message() {
+        let connect = Flags {
+            connect: true,
+            ..Flags::default()
+        };
+        // A refused connection to a URL full of TLS words is `connect` (it used to be `tls`).
+        let refused = wrapped(
+            "client error (Connect) https://ssl.example.com/certificate/tls/handshake",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(kind_of(connect, &refused), ErrorKind::Connect);
+        // A certificate problem: rustls's error inside an io::Error.
+        let tls = wrapped(
+            "client error (Connect)",
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+            ),
+        );
+        assert_eq!(kind_of(connect, &tls), ErrorKind::Tls);
+        let dns = wrapped(
+            "client error (Connect)",
+            wrapped(
+                "dns error",
+                DnsError(std::io::Error::other(
+                    "failed to lookup address information",
+                )),
+            ),
+        );
+        assert_eq!(kind_of(connect, &dns), ErrorKind::Dns);
+        let timed_out = wrapped("x", std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(kind_of(connect, &timed_out), ErrorKind::Timeout);
+        let plain = std::io::Error::other("dns error: timed out, certificate, tls");
+        assert_eq!(kind_of(Flags::default(), &plain), ErrorKind::Other);
+        let body = Flags {
+            body: true,
+            ..Flags::default()
+        };
+        assert_eq!(kind_of(body, &plain), ErrorKind::Body);
+        for (flags, kind) in [
+            (
+                Flags {
+                    timeout: true,
+                    connect: true,
+                    ..Flags::default()
+                },
+                ErrorKind::Timeout,
+            ),
+            (
+                Flags {
+                    redirect: true,
+                    ..Flags::default()
+                },
+                ErrorKind::Redirect,
+            ),
+        ] {
+            assert_eq!(kind_of(flags, &plain), kind);
+        }
+    }
+
+    #[test]
+    fn messages_name_each_cause_once_on_one_line() {
+        let error = wrapped(
+            "client error (Connect)",
+            std::io::Error::other("tcp connect error:\nrefused"),
+        );
+        assert_eq!(
+            message(&error),
+            "client error (Connect): tcp connect error: refused"
+        );
+    }
+
+    #[test]
+    fn the_database_clock_is_followed() {
+        let at = Instant::now();
+        let db_now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let clock = DbClock { db_now, at };
+        assert_eq!(
+            clock.timestamp(at + Duration::from_millis(250)),
+            db_now + Duration::from_millis(250)
+        );
+        if let Some(before) = at.checked_sub(Duration::from_millis(40)) {
+            assert_eq!(clock.timestamp(before), db_now - Duration::from_millis(40));
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Writers: collect results into batches (flush on size or time) and store each batch with
-//! one `webmon.complete_checks` call. A failed write keeps its batch and retries on a new
-//! connection; a retried batch cannot double rows, because the extension accepts a result
-//! only while its job is still leased by this probe and deletes the job in the same transaction.
+//! one `webmon.complete_checks` call. A write that fails on the connection keeps its batch
+//! and retries on a new connection; a retried batch cannot double rows, because the extension
+//! accepts a result only while its job is still leased by this probe and deletes the job in
+//! the same transaction. A batch refused for its data is split until the bad row is found.
 
 use crate::db;
-use crate::probe::{CheckResult, Outcome};
+use crate::probe::{CheckResult, ErrorKind, Outcome};
 use crate::stats::Stats;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, Statement};
 use tokio_util::sync::CancellationToken;
+use webmon_core::text::one_line;
 
 const COMPLETE_SQL: &str = "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const COMPLETE_TYPES: [Type; 9] = [
@@ -26,6 +28,16 @@ const COMPLETE_TYPES: [Type; 9] = [
     Type::TEXT_ARRAY,
     Type::TEXT_ARRAY,
 ];
+
+/// How a write ended.
+enum Stored {
+    /// Stored (results for jobs this probe no longer leases are counted as rejected).
+    All,
+    /// The database refused the data: sending it again cannot succeed.
+    Refused(String),
+    /// Shutdown gave up while the database was unreachable.
+    GaveUp,
+}
 
 pub struct Writer {
     pub id: usize,
@@ -120,35 +132,78 @@ impl Writer {
         batch
     }
 
+    /// Stores a batch. A lost connection is retried with backoff until it works (or shutdown
+    /// gives up); a part the database refuses for its data is split in two, so the good rows
+    /// are stored and a bad one ends as an `other` error row saying why. Never a retry
+    /// without end on data the database will never take.
     async fn flush(
         &self,
         connection: &mut Option<(Client, Statement)>,
         batch: &[(CheckResult, Instant)],
     ) {
-        let columns = Columns::from_results(batch);
+        let mut parts = vec![batch.to_vec()];
+        while let Some(mut part) = parts.pop() {
+            let refusal = match self.store(connection, &part).await {
+                Stored::All => continue,
+                Stored::GaveUp => return,
+                Stored::Refused(refusal) => refusal,
+            };
+            if part.len() > 1 {
+                let second = part.split_off(part.len() / 2);
+                parts.push(second);
+                parts.push(part);
+                continue;
+            }
+            let (result, finished_at) = &part[0];
+            tracing::warn!(writer = self.id, job_id = result.job_id, error = %refusal, "the database refused a result; storing it as an error of kind other");
+            let replacement = CheckResult {
+                job_id: result.job_id,
+                request_timestamp: result.request_timestamp,
+                outcome: Outcome::NoResponse {
+                    kind: ErrorKind::Other,
+                    message: one_line(&format!("the database refused this result: {refusal}")),
+                },
+            };
+            if let Stored::Refused(again) =
+                self.store(connection, &[(replacement, *finished_at)]).await
+            {
+                self.stats.rejected.fetch_add(1, Relaxed);
+                tracing::error!(writer = self.id, job_id = result.job_id, error = %again, "the database refused the result and its replacement; the check will be recorded as lost when its lease expires");
+            }
+        }
+    }
+
+    /// One part, retried on connection errors with backoff.
+    async fn store(
+        &self,
+        connection: &mut Option<(Client, Statement)>,
+        part: &[(CheckResult, Instant)],
+    ) -> Stored {
+        let columns = Columns::from_results(part);
         let mut delay = Duration::from_millis(100);
         loop {
             match self.write(connection, &columns).await {
                 Ok(accepted) => {
                     let accepted = u64::try_from(accepted).unwrap_or(0);
                     self.stats.written.fetch_add(accepted, Relaxed);
-                    let rejected = batch.len() as u64 - accepted.min(batch.len() as u64);
+                    let rejected = part.len() as u64 - accepted.min(part.len() as u64);
                     if rejected > 0 {
                         self.stats.rejected.fetch_add(rejected, Relaxed);
                         tracing::warn!(writer = self.id, rejected, "results for jobs no longer leased by this probe were not stored (lease expired or monitor deleted)");
                     }
-                    if let Some(oldest) = batch.iter().map(|(_, at)| *at).min() {
+                    if let Some(oldest) = part.iter().map(|(_, at)| *at).min() {
                         self.stats.record_write_lag(oldest.elapsed());
                     }
-                    return;
+                    return Stored::All;
                 }
+                Err(e) if e.refused_for_its_data() => return Stored::Refused(e.to_string()),
                 Err(e) => {
                     *connection = None;
-                    tracing::warn!(writer = self.id, error = %e, results = batch.len(), retry_in_ms = delay.as_millis() as u64, "cannot write results; keeping them and retrying");
+                    tracing::warn!(writer = self.id, error = %e, results = part.len(), retry_in_ms = delay.as_millis() as u64, "cannot write results; keeping them and retrying");
                     tokio::select! {
                         _ = self.give_up.cancelled() => {
-                            tracing::error!(writer = self.id, results = batch.len(), "shutting down with unwritten results; their jobs will be checked again after the lease expires");
-                            return;
+                            tracing::error!(writer = self.id, results = part.len(), "shutting down with unwritten results; their jobs will be checked again after the lease expires");
+                            return Stored::GaveUp;
                         }
                         _ = tokio::time::sleep(delay) => {}
                     }
@@ -195,7 +250,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::ErrorKind;
 
     #[test]
     fn results_become_parallel_columns() {

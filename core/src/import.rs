@@ -1,8 +1,8 @@
 //! The old app's `urls.config.<env>.json`: an array of
 //! `{"url": str, "interval": int seconds, "regex": str?, "timeout": int ms?}`.
-//! Parsing and validation are pure; `api::import_monitors` writes the result.
+//! Parsing and validation are pure; the extension's `webmon.import_monitors` writes the result.
 
-use crate::validate::{validate_regex, validate_url};
+use crate::validate::{compile_regex, validate_url};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -53,7 +53,7 @@ fn parse_entry(entry: &Value) -> Result<ImportedMonitor, String> {
     let regex = match object.get("regex") {
         None | Some(Value::Null) => None,
         Some(Value::String(pattern)) => {
-            validate_regex(pattern).map_err(|e| e.to_string())?;
+            compile_regex(pattern).map_err(|e| e.to_string())?;
             Some(pattern.clone())
         }
         Some(_) => return Err("\"regex\" must be a string".into()),

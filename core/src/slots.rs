@@ -1,21 +1,32 @@
-//! Slot arithmetic for the scheduler: checks start on whole multiples of the interval
-//! from a monitor's first slot, so they never drift, and a monitor that fell behind
-//! gets one check for its latest slot, never a burst of catch-ups.
+//! Slot arithmetic for the scheduler: checks start on whole multiples of the interval from a
+//! monitor's first slot, so they never drift, and a monitor that fell behind gets one check
+//! for its latest slot, never a burst of catch-ups. All values are microseconds (PostgreSQL
+//! timestamps); a day is 24 hours (see `interval.rs`). Nothing here can overflow or panic,
+//! whatever a stored row holds.
 
 /// The slot to run now: `previous` when it is not yet behind, else the latest slot
-/// `previous + k * interval` that is not after `now`. All values in microseconds.
+/// `previous + k * interval` that is not after `now`.
 pub fn current_slot(previous: i64, interval: i64, now: i64) -> i64 {
     if interval <= 0 || now <= previous {
         return previous;
     }
-    let missed = (now - previous) / interval;
-    previous.saturating_add(missed.saturating_mul(interval))
+    let behind = i128::from(now) - i128::from(previous);
+    let missed = behind / i128::from(interval);
+    clamp(i128::from(previous) + missed * i128::from(interval))
 }
 
-/// The slot after the one that runs now (used by tests to walk the grid).
-#[cfg(test)]
+/// The slot after the one that runs now.
 pub fn next_slot(previous: i64, interval: i64, now: i64) -> i64 {
-    current_slot(previous, interval, now).saturating_add(interval.max(1))
+    clamp(i128::from(current_slot(previous, interval, now)) + i128::from(interval.max(1)))
+}
+
+/// The slot that `next` follows: `next - interval`.
+pub fn slot_before(next: i64, interval: i64) -> i64 {
+    clamp(i128::from(next) - i128::from(interval.max(1)))
+}
+
+fn clamp(value: i128) -> i64 {
+    i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
 #[cfg(test)]
@@ -27,11 +38,12 @@ mod tests {
     fn on_time_runs_its_own_slot() {
         assert_eq!(current_slot(100 * S, 60 * S, 100 * S), 100 * S);
         assert_eq!(next_slot(100 * S, 60 * S, 100 * S), 160 * S);
+        assert_eq!(slot_before(160 * S, 60 * S), 100 * S);
     }
 
     #[test]
     fn a_future_slot_is_kept() {
-        // Enqueued ahead of time (lookahead): the slot itself, not now.
+        // Queued ahead of time (lookahead): the slot itself, not now.
         assert_eq!(current_slot(100 * S, 60 * S, 99 * S), 100 * S);
     }
 
@@ -44,7 +56,6 @@ mod tests {
 
     #[test]
     fn far_behind_skips_to_the_latest_slot_once() {
-        // 10 intervals and a bit behind: one check for the 700 s slot, then 760 s.
         let now = 100 * S + 10 * 60 * S + 5 * S;
         assert_eq!(current_slot(100 * S, 60 * S, now), 700 * S);
         assert_eq!(next_slot(100 * S, 60 * S, now), 760 * S);
@@ -53,7 +64,6 @@ mod tests {
 
     #[test]
     fn many_ticks_never_drift() {
-        // Simulate a scheduler that runs each check 0–900 ms late for a day.
         let interval = 60 * S;
         let mut slot = 0;
         for i in 0..1440 {
@@ -65,8 +75,15 @@ mod tests {
     }
 
     #[test]
-    fn degenerate_interval_does_not_loop() {
+    fn extreme_rows_neither_overflow_nor_loop() {
         assert_eq!(current_slot(5, 0, 100), 5);
         assert_eq!(next_slot(5, 0, 100), 6);
+        // -infinity as the previous slot: a slot not after now, the next one after it.
+        let now = 1_000 * S;
+        let slot = current_slot(i64::MIN, 60 * S, now);
+        assert!(slot <= now && now - slot < 60 * S);
+        assert!(next_slot(i64::MIN, 60 * S, now) > now);
+        assert_eq!(next_slot(i64::MAX - 1, i64::MAX, i64::MAX), i64::MAX);
+        assert_eq!(slot_before(i64::MIN, 5), i64::MIN);
     }
 }

@@ -1,0 +1,131 @@
+//! Partition ranges of `webmon.metrics` and `webmon.errors`: which to make ahead and which
+//! are past retention. Microseconds since the PostgreSQL epoch; half-open `[start, end)`.
+
+/// A half-open range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Start of the partition-sized bucket holding `at`, aligned on whole intervals from the
+/// epoch (so daily partitions start at midnight UTC).
+pub fn bucket_start(at: i64, interval: i64) -> i64 {
+    at.div_euclid(interval.max(1)) * interval.max(1)
+}
+
+/// Ranges to create so that partitions cover `[bucket_start(now), that + (premake + 1) * interval)`,
+/// given the ranges that already exist. Existing ranges are never overlapped; where the
+/// interval was changed, a new range is cut short to fit against an existing one.
+pub fn ranges_to_create(now: i64, interval: i64, premake: i64, existing: &[Range]) -> Vec<Range> {
+    let mut planned = Vec::new();
+    if interval <= 0 {
+        return planned;
+    }
+    let mut cursor = bucket_start(now, interval);
+    let target = cursor.saturating_add(interval.saturating_mul(premake.max(0) + 1));
+    while cursor < target {
+        if let Some(covering) = existing
+            .iter()
+            .find(|r| r.start <= cursor && cursor < r.end)
+        {
+            cursor = covering.end;
+            continue;
+        }
+        // Back on the grid after a range that was cut short.
+        let mut end = bucket_start(cursor, interval).saturating_add(interval);
+        if let Some(next) = existing
+            .iter()
+            .filter(|r| r.start > cursor && r.start < end)
+            .map(|r| r.start)
+            .min()
+        {
+            end = next;
+        }
+        planned.push(Range { start: cursor, end });
+        cursor = end;
+    }
+    planned
+}
+
+/// Existing ranges whose whole span is older than `now - retention`.
+pub fn ranges_to_drop(now: i64, retention: i64, existing: &[Range]) -> Vec<Range> {
+    let horizon = now.saturating_sub(retention);
+    existing
+        .iter()
+        .copied()
+        .filter(|r| r.end <= horizon)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const HOUR: i64 = 3_600_000_000;
+    const DAY: i64 = 24 * HOUR;
+
+    fn days(from: i64, to: i64) -> Vec<Range> {
+        (from..to)
+            .map(|d| Range {
+                start: d * DAY,
+                end: (d + 1) * DAY,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn daily_from_today_to_premake() {
+        let plan = ranges_to_create(100 * DAY + 5 * HOUR, DAY, 3, &[]);
+        assert_eq!(plan, days(100, 104));
+    }
+
+    #[test]
+    fn existing_partitions_are_not_made_again() {
+        let existing = days(100, 103);
+        assert_eq!(
+            ranges_to_create(100 * DAY, DAY, 3, &existing),
+            days(103, 104)
+        );
+        assert!(ranges_to_create(100 * DAY, DAY, 2, &existing).is_empty());
+    }
+
+    #[test]
+    fn a_changed_interval_fits_around_existing_ranges() {
+        let existing = days(100, 101);
+        let plan = ranges_to_create(100 * DAY + HOUR, 6 * HOUR, 7, &existing);
+        assert_eq!(plan.first().map(|r| r.start), Some(101 * DAY));
+        for r in &plan {
+            assert!(r.end <= 100 * DAY || r.start >= 101 * DAY);
+            assert_eq!(r.end - r.start, 6 * HOUR);
+        }
+        let existing = [Range {
+            start: 100 * DAY + 6 * HOUR,
+            end: 100 * DAY + 12 * HOUR,
+        }];
+        assert_eq!(
+            ranges_to_create(100 * DAY, DAY, 0, &existing),
+            vec![
+                Range {
+                    start: 100 * DAY,
+                    end: 100 * DAY + 6 * HOUR
+                },
+                Range {
+                    start: 100 * DAY + 12 * HOUR,
+                    end: 101 * DAY
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn retention_drops_only_whole_old_ranges() {
+        let dropped = ranges_to_drop(100 * DAY + HOUR, 7 * DAY, &days(90, 101));
+        assert_eq!(dropped, days(90, 93));
+    }
+
+    #[test]
+    fn buckets_align_before_the_epoch_too() {
+        assert_eq!(bucket_start(-1, DAY), -DAY);
+        assert_eq!(bucket_start(DAY + 1, DAY), DAY);
+    }
+}

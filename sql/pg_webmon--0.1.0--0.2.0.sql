@@ -1,0 +1,338 @@
+-- pg_webmon 0.1.0 -> 0.2.0. Released scripts are never edited; the next version gets its own.
+\echo Use "ALTER EXTENSION pg_webmon UPDATE TO '0.2.0'" to load this file. \quit
+
+-- Partitions made while 0.1.0's CREATE EXTENSION ran belong to the extension: they cannot be
+-- dropped past retention and pg_dump skips their rows. Release them (results are user data).
+DO $$
+DECLARE
+    member regclass;
+BEGIN
+    FOR member IN
+        SELECT c.oid::regclass
+        FROM pg_catalog.pg_depend d
+        JOIN pg_catalog.pg_class c ON c.oid = d.objid AND d.classid = 'pg_catalog.pg_class'::regclass
+        JOIN pg_catalog.pg_inherits i ON i.inhrelid = c.oid
+        WHERE d.refclassid = 'pg_catalog.pg_extension'::regclass
+          AND d.refobjid = (SELECT oid FROM pg_catalog.pg_extension WHERE extname = 'pg_webmon')
+          AND d.deptype = 'e'
+          AND i.inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)
+    LOOP
+        EXECUTE format('ALTER EXTENSION pg_webmon DROP TABLE %s', member);
+    END LOOP;
+END
+$$;
+
+-- New Rust functions (webmon-core rules).
+CREATE FUNCTION webmon."error_kinds"() RETURNS TEXT[] /* Vec < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'error_kinds_wrapper';
+
+CREATE FUNCTION webmon."monitor_problem"(
+	"check_interval" interval, /* Interval */
+	"timeout" interval /* Option < Interval > */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'monitor_problem_wrapper';
+
+CREATE FUNCTION webmon."next_slot"(
+	"previous" timestamp with time zone, /* TimestampWithTimeZone */
+	"check_interval" interval, /* Interval */
+	"now" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'next_slot_wrapper';
+
+CREATE FUNCTION webmon."slot_before"(
+	"next" timestamp with time zone, /* TimestampWithTimeZone */
+	"check_interval" interval /* Interval */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'slot_before_wrapper';
+
+CREATE FUNCTION webmon."timeout_ms"(
+	"timeout" interval /* Option < Interval > */
+) RETURNS INT /* Option < i32 > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeout_ms_wrapper';
+
+
+-- The monitor follows its changes: reschedule, refresh or drop the pending job.
+CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
+       AND (NEW.check_interval IS DISTINCT FROM OLD.check_interval
+            OR (NEW.enabled AND NOT OLD.enabled)) THEN
+        NEW.next_check_at := least(NEW.next_check_at, webmon.next_slot(now(), NEW.check_interval, now()));
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_reschedule() IS
+    'pg_webmon: trigger that brings the next check of a monitor to at most one interval from now when its check_interval changes or it is enabled again.';
+CREATE TRIGGER monitors_reschedule
+    BEFORE UPDATE OF check_interval, enabled ON webmon.monitors
+    FOR EACH ROW EXECUTE FUNCTION webmon.monitors_reschedule();
+
+CREATE FUNCTION webmon.monitors_refresh_job() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT NEW.enabled THEN
+        DELETE FROM webmon.jobs WHERE monitor_id = NEW.id;
+    ELSIF NEW.regions IS DISTINCT FROM OLD.regions THEN
+        UPDATE webmon.jobs SET regions = NEW.regions
+        WHERE monitor_id = NEW.id AND leased_by IS NULL;
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_refresh_job() IS
+    'pg_webmon: trigger that drops the pending job of a disabled monitor and gives a waiting job the monitor''s new regions.';
+CREATE TRIGGER monitors_refresh_job AFTER UPDATE OF regions, enabled ON webmon.monitors
+    FOR EACH ROW EXECUTE FUNCTION webmon.monitors_refresh_job();
+
+-- Heartbeats no longer draw probe ids.
+CREATE OR REPLACE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)
+RETURNS smallint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    probe_id smallint;
+BEGIN
+    IF probe IS NULL OR btrim(probe) = '' THEN
+        RAISE EXCEPTION 'invalid probe name: it must not be empty' USING ERRCODE = '22023';
+    END IF;
+    -- A heartbeat is an UPDATE: INSERT … ON CONFLICT would draw an id from the sequence on
+    -- every call, and the smallint ids ran out after ~91 hours of heartbeats.
+    LOOP
+        UPDATE webmon.probes AS p
+        SET region = register_probe.region,
+            version = coalesce(register_probe.version, p.version),
+            last_seen_at = now()
+        WHERE p.name = probe
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
+        INSERT INTO webmon.probes AS p (name, region, version)
+        VALUES (probe, region, version)
+        ON CONFLICT (name) DO NOTHING
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
+        -- Registered concurrently under the same name: update that row.
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION webmon.register_probe(text, text, text) IS
+    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id.';
+
+-- Scheduling that no stored row can stop; checks nobody claims are recorded.
+CREATE OR REPLACE FUNCTION webmon.enqueue_due_checks(lookahead interval DEFAULT '1 second', max_jobs int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    enqueued int;
+BEGIN
+    -- A monitor whose stored interval or timeout the checks cannot run with (written with
+    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
+    -- row saying why, once an hour, and the tick goes on for every other monitor.
+    WITH poisoned AS (
+        UPDATE webmon.monitors m
+        SET next_check_at = now() + interval '1 hour'
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now() + lookahead
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
+            ORDER BY d.next_check_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT now(), id, 'other', problem FROM poisoned;
+    -- One job per monitor. A monitor whose slot has passed while its job is still pending
+    -- skips that slot (next_check_at moves to the next slot of its grid), so a slow site or a
+    -- backlog neither piles up jobs nor makes every tick walk the same overdue monitors again
+    -- (under overload that walk cost 361 ms per tick and starved everything else). In normal
+    -- operation this statement finds nothing: due monitors were queued within the lookahead.
+    UPDATE webmon.monitors m
+    SET next_check_at = webmon.next_slot(m.next_check_at, m.check_interval, now())
+    WHERE m.ctid = ANY (ARRAY(
+        SELECT d.ctid
+        FROM webmon.monitors d
+        WHERE d.enabled
+          AND d.next_check_at <= now()
+          AND EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+        ORDER BY d.next_check_at
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED));
+    -- Queue the due monitors without a pending job. Index-driven: due monitors come from
+    -- monitors_due_idx and are updated by tuple id (a TID scan: the rows are locked, so their
+    -- ctid cannot change before the UPDATE), so the cost follows the number of due checks,
+    -- not the number of monitors. Slot arithmetic is webmon.next_slot (a day is 24 hours;
+    -- it cannot fail on any stored value).
+    WITH due AS (
+        UPDATE webmon.monitors m
+        SET next_check_at = webmon.next_slot(m.next_check_at, m.check_interval, now())
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now() + lookahead
+              AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NULL
+            ORDER BY d.next_check_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, webmon.slot_before(m.next_check_at, m.check_interval) AS slot, m.regions
+    ), enqueued_jobs AS (
+        -- No ON CONFLICT: NOT EXISTS under the monitor's row lock already rules a second job
+        -- out, and speculative insertion would cost every job; the unique index still guards.
+        INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+        SELECT id, slot, regions FROM due
+        RETURNING monitor_id
+    )
+    SELECT count(*) INTO enqueued FROM enqueued_jobs;
+    IF enqueued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', enqueued::text);
+    END IF;
+    RETURN enqueued;
+END
+$$;
+COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. A monitor whose stored interval or timeout cannot run is reported in webmon.errors (kind other) once an hour instead. Returns the number queued.';
+
+DROP FUNCTION webmon.requeue_expired_leases(int);
+CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
+                                               unclaimed_timeout interval DEFAULT '2 minutes')
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    requeued int;
+BEGIN
+    -- A check no probe claimed in time (no live probe in its regions, or all busy) leaves
+    -- the queue as a `no_probe` error: the user sees it, and the monitor's next slot runs.
+    WITH unclaimed AS (
+        DELETE FROM webmon.jobs j
+        WHERE j.ctid = ANY (ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.leased_by IS NULL AND c.scheduled_at < now() - unclaimed_timeout
+            ORDER BY c.scheduled_at
+            LIMIT 100000
+            FOR UPDATE SKIP LOCKED))
+        RETURNING j.monitor_id, j.scheduled_at, j.regions
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT scheduled_at, monitor_id, 'no_probe',
+           CASE WHEN regions IS NULL
+                THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                ELSE format('no probe claimed this check within %s (regions %s)', unclaimed_timeout, regions)
+           END
+    FROM unclaimed;
+    WITH expired AS (
+        SELECT id, monitor_id, scheduled_at, attempts, leased_by
+        FROM webmon.jobs
+        WHERE leased_by IS NOT NULL AND lease_expires_at < now()
+        FOR UPDATE SKIP LOCKED
+    ), gave_up AS (
+        DELETE FROM webmon.jobs j USING expired e
+        WHERE j.id = e.id AND e.attempts >= max_attempts
+        RETURNING e.*
+    ), lost AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+        SELECT scheduled_at, monitor_id, 'lost',
+               format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by
+        FROM gave_up
+    ), back AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = NULL
+        FROM expired e WHERE j.id = e.id AND e.attempts < max_attempts
+        RETURNING j.id
+    )
+    SELECT count(*) INTO requeued FROM back;
+    IF requeued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', requeued::text);
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int, interval) IS
+    'pg_webmon: record checks that no probe claimed within unclaimed_timeout as no_probe; put jobs whose lease expired back in the queue, and after max_attempts leases record them in webmon.errors as lost. Returns the number requeued.';
+REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEFAULT '1 minute',
+                                    lookahead interval DEFAULT '1 second')
+RETURNS TABLE (job_id bigint, monitor_id bigint, scheduled_at timestamptz, db_now timestamptz,
+               attempt int, url text, method text, headers jsonb, body text, timeout_ms int,
+               regex text, follow_redirects boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    claimer smallint := webmon.probe_id(probe);
+    claimer_region text;
+BEGIN
+    IF max_jobs IS NULL OR max_jobs < 1 THEN
+        RETURN;
+    END IF;
+    -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
+    SELECT region INTO claimer_region FROM webmon.probes WHERE id = claimer;
+    -- Reads the claimable-jobs index in slot order and stops after max_jobs; the update
+    -- finds the locked rows by tuple id (a TID scan, no index descent per job), so a long
+    -- queue is never scanned whole.
+    RETURN QUERY
+    WITH leased AS (
+        UPDATE webmon.jobs j
+        SET leased_by = claimer,
+            attempts = j.attempts + 1,
+            lease_expires_at = greatest(j.scheduled_at, now()) + lease
+        WHERE j.ctid = ANY (ARRAY(
+            SELECT c.ctid
+            FROM webmon.jobs c
+            WHERE c.leased_by IS NULL
+              AND c.scheduled_at <= now() + lookahead
+              AND (c.regions IS NULL OR claimer_region = ANY (c.regions))
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED))
+        RETURNING j.id, j.monitor_id, j.scheduled_at, j.attempts
+    )
+    SELECT l.id, l.monitor_id, l.scheduled_at, now(), l.attempts, m.url, m.method, m.headers,
+           m.body, webmon.timeout_ms(m.timeout), m.regex, m.follow_redirects
+    FROM leased l JOIN webmon.monitors m ON m.id = l.monitor_id
+    ORDER BY l.scheduled_at;
+END
+$$;
+
+COMMENT ON TABLE webmon.errors IS
+    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, no_probe, other (see webmon.error_kinds()).';
+
+-- pg_dump keeps probes and the partition bookkeeping.
+SELECT pg_catalog.pg_extension_config_dump('webmon.probes', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.probes_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.partitions', '');
+
+COMMENT ON FUNCTION webmon.monitor_problem(interval, interval) IS
+    'pg_webmon: why a stored monitor cannot be scheduled (its interval or timeout breaks the rules), NULL when it can; the scheduler reports such monitors instead of queueing them.';
+COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot after the one a due monitor runs now (a day is 24 hours); an hour from now for an interval that cannot run. Never fails.';
+COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS
+    'pg_webmon: the slot that a next_check_at follows (next minus the interval, a day being 24 hours).';
+COMMENT ON FUNCTION webmon.timeout_ms(interval) IS
+    'pg_webmon: a monitor''s timeout in milliseconds for the probe; NULL (the probe''s default) when it has none or an invalid one.';
+COMMENT ON FUNCTION webmon.error_kinds() IS
+    'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
+
+-- error_kind holds one of the kinds the probe and the extension share (webmon-core); the
+-- constraint's list is built from that list, not typed here a second time.
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE webmon.errors ADD CONSTRAINT errors_error_kind_check CHECK (error_kind = ANY (%L::text[]))',
+                   webmon.error_kinds());
+END
+$$;
