@@ -53,7 +53,10 @@ fi
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U postgres)
 "${PSQL[@]}" -d postgres -tc "SELECT 1 FROM pg_database WHERE datname = 'webmon'" | grep -q 1 \
   || "${PSQL[@]}" -d postgres -c "CREATE DATABASE webmon"
-"${PSQL[@]}" -d webmon -c "CREATE EXTENSION IF NOT EXISTS pg_webmon" 2>&1 | grep -v "already exists" || true
+# A kept cluster from an older version is upgraded in place (its data stays); a failure stops here.
+"${PSQL[@]}" -d webmon -c "SET client_min_messages = warning" \
+  -c "CREATE EXTENSION IF NOT EXISTS pg_webmon" -c "ALTER EXTENSION pg_webmon UPDATE"
+echo "==> pg_webmon $("${PSQL[@]}" -d webmon -Atc "SELECT extversion FROM pg_extension WHERE extname = 'pg_webmon'") in database webmon"
 
 DEMO_PID=""; PROBE_PID=""; STATUS_PID=""
 cleanup() {

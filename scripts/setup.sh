@@ -6,7 +6,7 @@ set -euo pipefail
 PGRX_VERSION=0.18.1
 PG_MAJOR=15
 PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-contrib libclang-dev clang
-  pkg-config libssl-dev build-essential sudo docker-compose ca-certificates curl)
+  pkg-config libssl-dev build-essential sudo docker-compose ca-certificates curl faketime)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -28,14 +28,17 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
-step "unit tests (probe)"
-cargo test -p webmon-worker
+step "unit tests (shared rules, probe)"
+cargo test -p webmon-core -p webmon-worker
 
 step "cargo pgrx test pg15 (extension unit tests, SQL tests, scheduler worker)"
 (cd pg_webmon && cargo pgrx test pg15 "${RUNAS[@]}")
 
 step "install the extension (the test build left test-only SQL installed)"
 (cd pg_webmon && cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config $SUDO)
+# The upgrade test installs 0.1.0 as shipped, then updates it: its install script too.
+EXTDIR="$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension"
+${SUDO:+sudo} install -m 644 sql/pg_webmon--0.1.0.sql "$EXTDIR/"
 
 step "end-to-end tests (real cluster, real webmon-worker, local HTTP/TLS targets)"
 cargo build -p webmon-worker

@@ -21,6 +21,8 @@ BEGIN
                     INSERT INTO webmon.%I SELECT * FROM moved',
                    parent_name || '_default', partition_name)
         USING range_start, range_end;
+    EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, request_timestamp)',
+                   partition_name || '_monitor_time_idx', partition_name);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
     INSERT INTO webmon.partitions (parent, partition, range_start, range_end)
@@ -29,7 +31,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
-    'pg_webmon: make one partition of webmon.metrics or webmon.errors, moving any rows of its range out of the default partition. Called by run_maintenance().';
+    'pg_webmon: make one partition of webmon.metrics or webmon.errors with its (monitor_id, request_timestamp) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
 
 CREATE FUNCTION webmon.drop_partition(parent regclass, range_start timestamptz)
 RETURNS text

@@ -22,6 +22,54 @@ BEGIN
 END
 $$;
 
+-- Each partition gets its own (monitor_id, request_timestamp) index and the parents none: a
+-- partitioned index of the extension is re-created on every partition a restore attaches, and
+-- the restore's own CREATE INDEX of that partition then fails.
+DROP INDEX webmon.metrics_monitor_time_idx;
+DROP INDEX webmon.errors_monitor_time_idx;
+DO $$
+DECLARE
+    child regclass;
+BEGIN
+    FOR child IN
+        SELECT i.inhrelid::regclass FROM pg_catalog.pg_inherits i
+        WHERE i.inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)
+    LOOP
+        EXECUTE format('CREATE INDEX %I ON %s (monitor_id, request_timestamp)',
+                       (SELECT relname FROM pg_catalog.pg_class WHERE oid = child) || '_monitor_time_idx', child);
+    END LOOP;
+END
+$$;
+CREATE OR REPLACE FUNCTION webmon.create_partition(parent regclass, range_start timestamptz, range_end timestamptz)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parent_name text := (SELECT relname FROM pg_class WHERE oid = parent);
+    partition_name text := parent_name || '_p'
+        || to_char(range_start AT TIME ZONE 'UTC', 'YYYYMMDD')
+        || CASE WHEN (range_start AT TIME ZONE 'UTC')::time = '00:00' THEN ''
+                ELSE to_char(range_start AT TIME ZONE 'UTC', '"T"HH24MI') END;
+BEGIN
+    EXECUTE format('CREATE TABLE webmon.%I (LIKE webmon.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   partition_name, parent_name);
+    -- Rows that landed in the default partition for this range move into the new one,
+    -- so attaching it never fails and no row is lost.
+    EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
+                    INSERT INTO webmon.%I SELECT * FROM moved',
+                   parent_name || '_default', partition_name)
+        USING range_start, range_end;
+    EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, request_timestamp)',
+                   partition_name || '_monitor_time_idx', partition_name);
+    EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
+                   parent_name, partition_name, range_start, range_end);
+    INSERT INTO webmon.partitions (parent, partition, range_start, range_end)
+    VALUES (parent, partition_name, range_start, range_end);
+    RETURN partition_name;
+END
+$$;
+COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
+    'pg_webmon: make one partition of webmon.metrics or webmon.errors with its (monitor_id, request_timestamp) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
+
 -- New Rust functions (webmon-core rules).
 CREATE FUNCTION webmon."error_kinds"() RETURNS TEXT[] /* Vec < String > */
 IMMUTABLE STRICT PARALLEL SAFE

@@ -146,6 +146,9 @@ COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased thi
 
 -- ---------------------------------------------------------------------------------------------
 -- Results: narrow rows, partitioned by request_timestamp (partitions made by run_maintenance).
+-- Each partition has its own (monitor_id, request_timestamp) index, made with it; the parents
+-- have none: a partitioned index of the extension would be re-created on every partition a
+-- restore attaches, and the restore's own CREATE INDEX of that partition would then fail.
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE webmon.metrics (
     request_timestamp timestamptz NOT NULL,
@@ -156,7 +159,6 @@ CREATE TABLE webmon.metrics (
     regex_matched     boolean,
     page_content      text
 ) PARTITION BY RANGE (request_timestamp);
-CREATE INDEX metrics_monitor_time_idx ON webmon.metrics (monitor_id, request_timestamp);
 
 COMMENT ON TABLE webmon.metrics IS
     'pg_webmon: one row per check that got an HTTP response (any status). Partitioned by request_timestamp.';
@@ -172,7 +174,6 @@ CREATE TABLE webmon.errors (
     error             text        NOT NULL,
     probe_id          smallint
 ) PARTITION BY RANGE (request_timestamp);
-CREATE INDEX errors_monitor_time_idx ON webmon.errors (monitor_id, request_timestamp);
 
 COMMENT ON TABLE webmon.errors IS
     'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, no_probe, other (see webmon.error_kinds()).';

@@ -50,6 +50,18 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
             step("make the default partition", parent, || {
                 sql(Spi::run(&format!(
                     "CREATE TABLE IF NOT EXISTS {default} PARTITION OF {parent} DEFAULT"
+                )))?;
+                sql(Spi::run(&format!(
+                    "CREATE INDEX IF NOT EXISTS {}_monitor_time_idx ON {default} (monitor_id, request_timestamp)",
+                    default.trim_start_matches("webmon.")
+                )))?;
+                let what = if parent == "webmon.metrics" {
+                    "results"
+                } else {
+                    "errors"
+                };
+                sql(Spi::run(&format!(
+                    "COMMENT ON TABLE {default} IS 'pg_webmon: catches {what} whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.'"
                 )))
             });
         }

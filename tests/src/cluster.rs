@@ -24,7 +24,7 @@ fn is_root() -> bool {
 }
 
 /// Runs a PostgreSQL program, as `postgres` when we are root.
-fn pg_command(program: &str) -> Command {
+pub fn pg_command(program: &str) -> Command {
     let path = format!("{PG_BIN}/{program}");
     if is_root() {
         let mut command = Command::new("runuser");

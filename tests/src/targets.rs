@@ -47,7 +47,7 @@ impl HttpTarget {
 
 /// Routes: `/ok`, `/not-found` (404 with `{"message": "Not Found"}`), `/delay/{ms}`,
 /// `/status/{code}`, `/loop` (redirects to itself), `/big/{bytes}` (a body of that many
-/// bytes ending in `TAIL`), and anything else under `/any/...` (200, recorded).
+/// bytes ending in `TAIL`), `/nul` (the body `ab\0cd`), and anything else under `/any/...` (200, recorded).
 pub async fn start_http() -> anyhow::Result<HttpTarget> {
     let hits = Hits::default();
     let app = Router::new()
@@ -81,6 +81,7 @@ pub async fn start_http() -> anyhow::Result<HttpTarget> {
                 body
             }),
         )
+        .route("/nul", get(|| async { &b"ab\0cd"[..] }))
         .fallback(|| async { "OK" })
         .layer(axum::middleware::from_fn_with_state(hits.clone(), record))
         .with_state(hits.clone());

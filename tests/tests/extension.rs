@@ -38,13 +38,25 @@ async fn without_the_preload_create_extension_works_and_says_how_to_fix_it() {
         .unwrap();
     assert!(warning.contains("no scheduler is running"), "{warning}");
     assert!(warning.contains("shared_preload_libraries"), "{warning}");
-    // The schema works; partitions were made at CREATE EXTENSION.
-    let partitions: i64 = client
-        .query_one("SELECT count(*) FROM webmon.partitions", &[])
+    // CREATE EXTENSION makes no partition (it would belong to the extension); without a
+    // scheduler, run_maintenance() makes them, and none belongs to the extension.
+    let partitions = "SELECT count(*) FROM pg_inherits WHERE inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)";
+    assert_eq!(count(&client, partitions).await, 0);
+    client
+        .batch_execute("SELECT webmon.run_maintenance()")
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(partitions, 16);
+        .unwrap();
+    // Today and 7 days ahead plus the default partition, for each table.
+    assert_eq!(count(&client, partitions).await, 18);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM pg_depend d JOIN pg_inherits i ON i.inhrelid = d.objid
+             WHERE d.deptype = 'e' AND i.inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)"
+        )
+        .await,
+        0
+    );
     client
         .batch_execute("INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/')")
         .await
@@ -86,7 +98,7 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
         .unwrap();
     db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
     let warned = wait_until(Duration::from_secs(10), || async {
-        cluster.server_log().contains("tick failed")
+        cluster.server_log().contains("maintenance failed")
     })
     .await;
     assert!(warned, "{}", cluster.server_log());
@@ -132,4 +144,8 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     assert!(!cluster
         .server_log()
         .contains(&format!("(PID {pid}) exited with exit code 1")));
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client.query_one(sql, &[]).await.unwrap().get(0)
 }

@@ -98,6 +98,16 @@ async fn the_old_apps_scenarios_and_error_kinds() {
     let redirect_loop = s
         .monitor(&s.target.url("/loop"), "1 hour", None, None)
         .await;
+    // A refused connection whose URL is full of TLS words (the old classifier searched the
+    // message, which held the URL, and said `tls`), with a secret in its query string.
+    let refused_tls_words = s
+        .monitor(
+            &format!("https://127.0.0.1:{closed}/ssl/certificate/tls-handshake?token=s3cret"),
+            "1 hour",
+            None,
+            None,
+        )
+        .await;
     let mut probe = s.probe("scenarios", &[]);
 
     for (table, id) in [
@@ -107,6 +117,7 @@ async fn the_old_apps_scenarios_and_error_kinds() {
         ("errors", slow),
         ("errors", self_signed),
         ("errors", redirect_loop),
+        ("errors", refused_tls_words),
     ] {
         assert!(
             s.wait_rows(table, id, 1, Duration::from_secs(15)).await,
@@ -139,6 +150,7 @@ async fn the_old_apps_scenarios_and_error_kinds() {
         (slow, "timeout"),
         (self_signed, "tls"),
         (redirect_loop, "redirect"),
+        (refused_tls_words, "connect"),
     ] {
         let row =
             s.db.query_one(
@@ -150,6 +162,11 @@ async fn the_old_apps_scenarios_and_error_kinds() {
         let message: String = row.get(1);
         assert_eq!(row.get::<_, String>(0), kind, "monitor {id}: {message}");
         assert!(!message.is_empty() && !message.contains('\n'));
+        // Rows hold the monitor id, never the URL (it can carry secrets).
+        assert!(
+            !message.contains("s3cret") && !message.contains("http"),
+            "monitor {id}: {message}"
+        );
     }
     // Nothing went to metrics for checks without a response.
     for id in [refused, slow, self_signed, redirect_loop] {
@@ -166,7 +183,7 @@ async fn the_old_apps_scenarios_and_error_kinds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_one_second_interval_watched_for_three_and_a_half_seconds_gives_four_checks() {
+async fn a_one_second_interval_checks_on_its_grid_from_the_insert() {
     let s = setup("interval").await;
     let mut probe = s.probe("interval", &[]);
     // Let the probe connect and LISTEN first, so the watch starts at the insert.
@@ -183,13 +200,27 @@ async fn a_one_second_interval_watched_for_three_and_a_half_seconds_gives_four_c
     let id = s
         .monitor(&s.target.url("/any/interval"), "1 second", None, None)
         .await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let hits = s.target.hits.of("/any/interval");
+    let four = wait_until(Duration::from_secs(15), || async {
+        s.target.hits.of("/any/interval").len() >= 4
+    })
+    .await;
+    assert!(
+        four,
+        "{:?}\n{}",
+        s.target.hits.of("/any/interval"),
+        probe.output()
+    );
+    let hits: Vec<SystemTime> = s
+        .target
+        .hits
+        .of("/any/interval")
+        .into_iter()
+        .take(4)
+        .collect();
     let first = hits
         .first()
         .and_then(|at| at.duration_since(inserted_at).ok())
         .unwrap_or(Duration::MAX);
-    assert_eq!(hits.len(), 4, "hits {hits:?}\n{}", probe.output());
     assert!(
         first < Duration::from_millis(600),
         "first check {first:?} after the insert"
@@ -487,4 +518,128 @@ async fn import_reads_the_old_apps_config_for_env() {
         .await
         .unwrap();
     assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (2, 1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_byte_in_a_match_and_a_result_the_database_refuses_never_stop_the_others() {
+    let s = setup("refused").await;
+    let nul = s
+        .monitor(&s.target.url("/nul"), "1 second", Some("b.c"), None)
+        .await;
+    let healthy = s
+        .monitor(&s.target.url("/ok"), "1 second", None, None)
+        .await;
+    let refused = s
+        .monitor(&s.target.url("/any/refused"), "1 second", None, None)
+        .await;
+    // The database refuses this monitor's results for their data (SQLSTATE class 22).
+    s.db.batch_execute(&format!(
+        "CREATE FUNCTION public.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.monitor_id = {refused} THEN
+                 RAISE EXCEPTION 'refusing the result of monitor %', NEW.monitor_id USING ERRCODE = '22023';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse BEFORE INSERT ON webmon.metrics FOR EACH ROW EXECUTE FUNCTION public.refuse();"
+    ))
+    .await
+    .unwrap();
+    let mut probe = s.probe("refused", &[("RESULT_AGGREGATOR_BATCH_SIZE", "100")]);
+    assert!(
+        s.wait_rows("metrics", healthy, 3, Duration::from_secs(20))
+            .await,
+        "the healthy monitor's results were held back\n{}",
+        probe.output()
+    );
+    assert!(
+        s.wait_rows("metrics", nul, 1, Duration::from_secs(10))
+            .await
+    );
+    let matched: String =
+        s.db.query_one(
+            "SELECT page_content FROM webmon.metrics WHERE monitor_id = $1 LIMIT 1",
+            &[&nul],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(matched, "b\u{FFFD}c");
+    // The refused result became an `other` error row that says why.
+    let why = wait_until(Duration::from_secs(10), || async {
+        s.count(
+            "SELECT count(*) FROM webmon.errors WHERE monitor_id = $1 AND error_kind = 'other'
+                AND error LIKE 'the database refused this result:%refusing the result of monitor%'",
+            refused,
+        )
+        .await
+            > 0
+    })
+    .await;
+    assert!(why, "{}", probe.output());
+    probe.stop_cleanly(libc::SIGTERM).await;
+    // The log shows the database's own message, and no colour codes in a file.
+    let log = probe.output();
+    assert!(log.contains("refusing the result of monitor"), "{log}");
+    assert!(!log.contains('\x1b'), "ANSI escape codes in the log file");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_probe_with_a_wrong_clock_writes_the_database_time() {
+    let faketime = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(faketime).exists(),
+        "{faketime} is missing: scripts/setup.sh installs the Debian package faketime"
+    );
+    let s = setup("clock").await;
+    let id = s.monitor(&s.target.url("/ok"), "1 hour", None, None).await;
+    // The probe's wall clock runs two days ahead; its monotonic clock is left alone.
+    let mut probe = s.probe(
+        "clock",
+        &[
+            ("LD_PRELOAD", faketime),
+            ("FAKETIME", "+2d"),
+            ("DONT_FAKE_MONOTONIC", "1"),
+        ],
+    );
+    assert!(
+        s.wait_rows("metrics", id, 1, Duration::from_secs(20)).await,
+        "{}",
+        probe.output()
+    );
+    probe.stop_cleanly(libc::SIGTERM).await;
+    let within_a_minute: bool = s
+        .db
+        .query_one(
+            "SELECT abs(extract(epoch FROM now() - request_timestamp)) < 60 FROM webmon.metrics WHERE monitor_id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        within_a_minute,
+        "request_timestamp follows the probe's wrong clock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_starting_probe_claims_work_queued_before_it_listened_at_once() {
+    let s = setup("at-once").await;
+    let id = s.monitor(&s.target.url("/ok"), "1 hour", None, None).await;
+    let queued = wait_until(Duration::from_secs(10), || async {
+        s.count("SELECT count(*) FROM webmon.jobs WHERE monitor_id = $1", id)
+            .await
+            == 1
+    })
+    .await;
+    assert!(queued);
+    // A one-minute poll: only a claim at start can check it within the wait below.
+    let mut probe = s.probe("at-once", &[("WEBMON_POLL_INTERVAL_MS", "60000")]);
+    assert!(
+        s.wait_rows("metrics", id, 1, Duration::from_secs(15)).await,
+        "the queued check waited for the poll\n{}",
+        probe.output()
+    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 }

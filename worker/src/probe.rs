@@ -290,17 +290,8 @@ pub fn kind_of(flags: Flags, error: &(dyn StdError + 'static)) -> ErrorKind {
     }
     let mut cause = Some(error);
     while let Some(current) = cause {
-        if let Some(kind) = kind_of_cause(current) {
+        if let Some(kind) = kind_within(current) {
             return kind;
-        }
-        // An io::Error hides the error it wraps from `source()`: look inside it too.
-        if let Some(inner) = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            if let Some(kind) = kind_of_cause(inner) {
-                return kind;
-            }
         }
         cause = current.source();
     }
@@ -311,6 +302,22 @@ pub fn kind_of(flags: Flags, error: &(dyn StdError + 'static)) -> ErrorKind {
     } else {
         ErrorKind::Other
     }
+}
+
+/// The kind of `cause` or of the errors it wraps: an io::Error hides the error it wraps from
+/// `source()` (a TLS failure arrives as io::Error(io::Error(rustls::Error))), so look inside.
+fn kind_within(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    let mut current = Some(cause);
+    while let Some(error) = current {
+        if let Some(kind) = kind_of_cause(error) {
+            return Some(kind);
+        }
+        current = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn StdError + 'static));
+    }
+    None
 }
 
 fn kind_of_cause(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
@@ -410,13 +417,14 @@ mod tests {
             std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
         );
         assert_eq!(kind_of(connect, &refused), ErrorKind::Connect);
-        // A certificate problem: rustls's error inside an io::Error.
+        // A certificate problem, as reqwest reports it: rustls's error inside an io::Error
+        // inside another io::Error.
         let tls = wrapped(
             "client error (Connect)",
-            std::io::Error::new(
+            std::io::Error::other(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
-            ),
+            )),
         );
         assert_eq!(kind_of(connect, &tls), ErrorKind::Tls);
         let dns = wrapped(

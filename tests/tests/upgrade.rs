@@ -1,0 +1,274 @@
+//! Upgrades keep data: a database made by pg_webmon 0.1.0 (its install script as shipped,
+//! `sql/pg_webmon--0.1.0.sql`) is filled with monitors and results, updated with
+//! `ALTER EXTENSION pg_webmon UPDATE`, and must then (a) have the same schema as a fresh
+//! install, (b) hold every monitor and result, (c) schedule and probe again, and (d) survive a
+//! pg_dump and restore into another cluster with every row.
+
+use std::process::Command;
+use std::time::Duration;
+use tokio_postgres::Client;
+use webmon_tests::cluster::{Cluster, PG_BIN};
+use webmon_tests::probe::Probe;
+use webmon_tests::{targets, wait_until};
+
+const OLD: &str = "0.1.0";
+const NEW: &str = env!("CARGO_PKG_VERSION");
+
+/// Row counts that must survive: monitors, metrics, errors, probes.
+async fn counts(db: &Client) -> Vec<i64> {
+    let row = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM webmon.monitors), (SELECT count(*) FROM webmon.metrics),
+                    (SELECT count(*) FROM webmon.errors), (SELECT count(*) FROM webmon.probes)",
+            &[],
+        )
+        .await
+        .unwrap();
+    (0..4).map(|i| row.get::<_, i64>(i)).collect()
+}
+
+fn pg_tool(program: &str, port: u16) -> Command {
+    let mut command = Command::new(format!("{PG_BIN}/{program}"));
+    command.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"]);
+    command
+}
+
+fn output(command: &mut Command) -> String {
+    let out = command.output().expect("run a PostgreSQL client tool");
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `pg_dump --schema-only` of `database`, without the dated partitions (their names follow
+/// the day they were made), without comment lines naming the dump and its random key.
+fn schema(port: u16, database: &str) -> String {
+    let dump = output(pg_tool("pg_dump", port).args([
+        "--schema-only",
+        "--no-owner",
+        "-T",
+        "webmon.metrics_p*",
+        "-T",
+        "webmon.errors_p*",
+        "-d",
+        database,
+    ]));
+    dump.lines()
+        // `\restrict` lines carry a random key per dump.
+        .filter(|line| !line.starts_with("-- Dumped") && !line.contains("restrict "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn partitions_owned_by_the_extension(db: &Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_depend d JOIN pg_inherits i ON i.inhrelid = d.objid
+         WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+           AND d.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'pg_webmon')
+           AND i.inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
+    let extension_dir = output(Command::new(format!("{PG_BIN}/pg_config")).arg("--sharedir"));
+    let old_script = format!("{}/extension/pg_webmon--{OLD}.sql", extension_dir.trim());
+    assert!(
+        std::path::Path::new(&old_script).exists(),
+        "{old_script} is missing: make test installs sql/pg_webmon--{OLD}.sql there"
+    );
+    let cluster = Cluster::start_empty("upgrade", &[]).await.unwrap();
+    cluster.wait_for_scheduler().await.unwrap();
+    let db = cluster.client().await.unwrap();
+    db.batch_execute(&format!("CREATE EXTENSION pg_webmon VERSION '{OLD}'"))
+        .await
+        .unwrap();
+
+    // 0.1.0's data: monitors, registrations (its heartbeats drew ids), results in the
+    // partitions its CREATE EXTENSION made and in its default partitions.
+    db.batch_execute(
+        "INSERT INTO webmon.monitors (url, check_interval, regex)
+             SELECT 'http://127.0.0.1:9/old/' || g, '1 hour', CASE WHEN g % 2 = 0 THEN 'ok' END
+             FROM generate_series(1, 50) g;
+         SELECT webmon.register_probe('old-probe', 'eu'), webmon.register_probe('old-probe', 'eu'),
+                webmon.register_probe('other-probe');
+         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched)
+             SELECT now() - g * interval '1 minute', 1 + g % 50, g % 300, 200, 1, CASE WHEN g % 2 = 0 THEN true END
+             FROM generate_series(1, 3000) g;
+         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+             SELECT now() - g * interval '7 minutes', 1 + g % 50, 'timeout', 'timed out', 1
+             FROM generate_series(1, 300) g;",
+    )
+    .await
+    .unwrap();
+    let before = counts(&db).await;
+    assert!(
+        partitions_owned_by_the_extension(&db).await > 0,
+        "0.1.0 should own its first partitions"
+    );
+    // The 0.2.0 scheduler does not run on a 0.1.0 schema, and says what to do.
+    let told = wait_until(Duration::from_secs(10), || async {
+        cluster
+            .server_log()
+            .contains("run ALTER EXTENSION pg_webmon UPDATE")
+    })
+    .await;
+    assert!(told, "{}", cluster.server_log());
+
+    db.batch_execute("ALTER EXTENSION pg_webmon UPDATE")
+        .await
+        .unwrap();
+    let version: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_webmon'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, NEW);
+
+    // (b) every monitor and result is still there.
+    assert_eq!(counts(&db).await, before);
+    // Results are no longer the extension's: a partition made by 0.1.0's CREATE EXTENSION
+    // can be dropped (before, "cannot drop table … because extension pg_webmon requires it").
+    assert_eq!(partitions_owned_by_the_extension(&db).await, 0);
+    let last: String = db
+        .query_one(
+            "SELECT webmon.drop_partition('webmon.errors', max(range_start)) FROM webmon.partitions
+             WHERE parent = 'webmon.errors'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(last.starts_with("errors_p"), "{last}");
+
+    // (a) the schema equals a fresh install's.
+    db.batch_execute("CREATE DATABASE fresh").await.unwrap();
+    let fresh = cluster.connect("fresh").await.unwrap();
+    fresh
+        .batch_execute("CREATE EXTENSION pg_webmon; SELECT webmon.run_maintenance();")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT webmon.run_maintenance()")
+        .await
+        .unwrap();
+    let (upgraded, installed) = (
+        schema(cluster.port, "webmon"),
+        schema(cluster.port, "fresh"),
+    );
+    if upgraded != installed {
+        let diff = diff_lines(&upgraded, &installed);
+        panic!(
+            "the upgraded schema differs from a fresh install ({}):\n{}",
+            if diff.is_empty() {
+                "same lines in another order"
+            } else {
+                "lines below"
+            },
+            diff.join("\n")
+        );
+    }
+
+    // (c) the scheduler and a probe work afterwards: an old monitor, pointed at a target.
+    let target = targets::start_http().await.unwrap();
+    db.execute(
+        "UPDATE webmon.monitors SET url = $1, check_interval = '1 second' WHERE id = 2",
+        &[&target.url("/ok")],
+    )
+    .await
+    .unwrap();
+    let url = cluster.url("postgres");
+    let mut probe = Probe::spawn(
+        &[],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("WEBMON_PROBE_NAME", "old-probe"),
+        ],
+        cluster.dir.join("probe.log"),
+    )
+    .unwrap();
+    let checked = wait_until(Duration::from_secs(20), || async {
+        db.query_one(
+            "SELECT count(*) FROM webmon.metrics WHERE monitor_id = 2 AND request_timestamp > now() - interval '1 minute'",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) >= 2)
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        checked,
+        "no checks after the upgrade\n{}\n{}",
+        probe.output(),
+        cluster.server_log()
+    );
+    probe.stop_cleanly(libc::SIGTERM).await;
+    // The probe kept its 0.1.0 id.
+    let probe_id: i16 = db
+        .query_one("SELECT id FROM webmon.probes WHERE name = 'old-probe'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(probe_id, 1);
+
+    // (d) pg_dump and a restore into a fresh cluster keep every row (0.1.0 lost the rows
+    // of the partitions its CREATE EXTENSION made: pg_dump skips extension members' data).
+    let dumped = counts(&db).await;
+    let dump_file = cluster.dir.join("webmon.dump");
+    output(
+        pg_tool("pg_dump", cluster.port)
+            .args(["-Fc", "-d", "webmon", "-f"])
+            .arg(&dump_file),
+    );
+    let restored = Cluster::start_empty("restored", &[]).await.unwrap();
+    // One transaction: the restored cluster's scheduler sees the extension only when every
+    // table is back, so it never makes a partition the dump is about to create.
+    output(
+        pg_tool("pg_restore", restored.port)
+            .args(["--single-transaction", "--exit-on-error", "-d", "webmon"])
+            .arg(&dump_file),
+    );
+    let restored_db = restored.client().await.unwrap();
+    assert_eq!(counts(&restored_db).await, dumped);
+    assert_eq!(partitions_owned_by_the_extension(&restored_db).await, 0);
+    // Its bookkeeping came along: the scheduler's maintenance finds every step possible.
+    restored.wait_for_scheduler().await.unwrap();
+    restored_db
+        .batch_execute("SELECT webmon.run_maintenance()")
+        .await
+        .unwrap();
+    assert!(
+        !restored
+            .server_log()
+            .contains("pg_webmon maintenance: could not"),
+        "{}",
+        restored.server_log()
+    );
+}
+
+/// Lines only in one of the two texts, marked `-` (first) and `+` (second).
+fn diff_lines(first: &str, second: &str) -> Vec<String> {
+    let a: Vec<&str> = first.lines().collect();
+    let b: Vec<&str> = second.lines().collect();
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|line| !b.contains(line))
+        .map(|line| format!("- {line}"))
+        .collect();
+    out.extend(
+        b.iter()
+            .filter(|line| !a.contains(line))
+            .map(|line| format!("+ {line}")),
+    );
+    out
+}
