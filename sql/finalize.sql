@@ -20,6 +20,11 @@ COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
+-- The scheduler's look for monitors it cannot run reads this index, empty in normal
+-- operation, instead of every due monitor on every tick.
+CREATE INDEX monitors_problem_idx ON webmon.monitors (next_check_at)
+    WHERE enabled AND webmon.monitor_problem(check_interval, timeout) IS NOT NULL;
+
 -- error_kind holds one of the kinds the probe and the extension share (webmon-core); the
 -- constraint's list is built from that list, not typed here a second time.
 DO $$

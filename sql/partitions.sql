@@ -17,10 +17,12 @@ BEGIN
                    partition_name, parent_name);
     -- Rows that landed in the default partition for this range move into the new one,
     -- so attaching it never fails and no row is lost.
-    EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
-                    INSERT INTO webmon.%I SELECT * FROM moved',
-                   parent_name || '_default', partition_name)
-        USING range_start, range_end;
+    IF to_regclass(format('webmon.%I', parent_name || '_default')) IS NOT NULL THEN
+        EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
+                        INSERT INTO webmon.%I SELECT * FROM moved',
+                       parent_name || '_default', partition_name)
+            USING range_start, range_end;
+    END IF;
     EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, request_timestamp)',
                    partition_name || '_monitor_time_idx', partition_name);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',

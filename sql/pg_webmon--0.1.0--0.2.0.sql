@@ -54,10 +54,12 @@ BEGIN
                    partition_name, parent_name);
     -- Rows that landed in the default partition for this range move into the new one,
     -- so attaching it never fails and no row is lost.
-    EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
-                    INSERT INTO webmon.%I SELECT * FROM moved',
-                   parent_name || '_default', partition_name)
-        USING range_start, range_end;
+    IF to_regclass(format('webmon.%I', parent_name || '_default')) IS NOT NULL THEN
+        EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
+                        INSERT INTO webmon.%I SELECT * FROM moved',
+                       parent_name || '_default', partition_name)
+            USING range_start, range_end;
+    END IF;
     EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, request_timestamp)',
                    partition_name || '_monitor_time_idx', partition_name);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
@@ -109,6 +111,11 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'timeout_ms_wrapper';
 
 
+-- The scheduler's look for monitors it cannot run reads this index, empty in normal
+-- operation, instead of every due monitor on every tick.
+CREATE INDEX monitors_problem_idx ON webmon.monitors (next_check_at)
+    WHERE enabled AND webmon.monitor_problem(check_interval, timeout) IS NOT NULL;
+
 -- The monitor follows its changes: reschedule, refresh or drop the pending job.
 CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -143,6 +150,19 @@ COMMENT ON FUNCTION webmon.monitors_refresh_job() IS
     'pg_webmon: trigger that drops the pending job of a disabled monitor and gives a waiting job the monitor''s new regions.';
 CREATE TRIGGER monitors_refresh_job AFTER UPDATE OF regions, enabled ON webmon.monitors
     FOR EACH ROW EXECUTE FUNCTION webmon.monitors_refresh_job();
+
+-- 0.1.0 accepted month parts, counting a month as 30 days; 0.2.0 refuses them (PostgreSQL adds
+-- calendar months). Such intervals become what 0.1.0 validated: 30 days a month. A value that
+-- still cannot run stays, and the scheduler reports that monitor instead of checking it.
+UPDATE webmon.monitors m
+SET check_interval = c.converted
+FROM (SELECT id, check_interval
+                 - make_interval(months => (extract(year FROM check_interval) * 12 + extract(month FROM check_interval))::int)
+                 + make_interval(days => 30 * (extract(year FROM check_interval) * 12 + extract(month FROM check_interval))::int)
+                 AS converted
+      FROM webmon.monitors
+      WHERE extract(year FROM check_interval) <> 0 OR extract(month FROM check_interval) <> 0) c
+WHERE m.id = c.id AND webmon.monitor_problem(c.converted, m.timeout) IS NULL;
 
 -- Heartbeats no longer draw probe ids.
 CREATE OR REPLACE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)

@@ -26,8 +26,9 @@ static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Span of one partition of webmon.metrics / webmon.errors (at least 1 hour, no months).
 static PARTITION_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
-/// Upper bound of `pg_webmon.partition_premake`: with `partitions::MAX_CREATED_PER_RUN`,
-/// what one maintenance transaction locks stays a small part of the lock table.
+/// Upper bound of `pg_webmon.partition_premake` (a year of daily partitions). One run makes at
+/// most `partitions::MAX_CREATED_PER_RUN` per table, so whatever the premake, one maintenance
+/// transaction stays a small part of the lock table; a large premake fills over a few runs.
 const MAX_PREMAKE: i32 = 365;
 /// Partitions made ahead of the current one.
 static PARTITION_PREMAKE: GucSetting<i32> = GucSetting::<i32>::new(7);

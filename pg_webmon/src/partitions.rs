@@ -14,10 +14,12 @@ use webmon_core::partitions::{ranges_to_create, ranges_to_drop, Range};
 const PARENTS: [&str; 2] = ["webmon.metrics", "webmon.errors"];
 /// Advisory lock key so that two maintenance runs never race on DDL.
 const MAINTENANCE_LOCK_KEY: i64 = 0x7765_626d_6f6e; // "webmon"
-/// Most partitions one run makes per parent; the rest follow in the next runs. Each new
-/// partition holds about 8 locks until the transaction ends (see the README's
-/// pg_webmon.partition_premake), so a run stays far below the shared lock table.
+/// Most partitions one run makes, and drops, per parent; the rest follow in the next runs.
+/// Every step's locks are held until the run's transaction ends: measured, a new partition
+/// holds 8 lock slots and a dropped one fewer, so a run holds at most about 2 × 32 × 8 + 2 × 32
+/// × 8 ≈ 1,000 of the ~7,800 slots of a default lock table (64 × ~122 processes).
 pub const MAX_CREATED_PER_RUN: usize = 32;
+pub const MAX_DROPPED_PER_RUN: usize = 32;
 
 /// Creates partitions ahead and drops expired ones. Returns (created, dropped).
 pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
@@ -88,7 +90,10 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
             });
             created += i64::from(ok);
         }
-        for range in ranges_to_drop(now, retention, &existing) {
+        for range in ranges_to_drop(now, retention, &existing)
+            .into_iter()
+            .take(MAX_DROPPED_PER_RUN)
+        {
             let ok = step("drop a partition past retention", parent, || {
                 sql(Spi::run_with_args(
                     "SELECT webmon.drop_partition($1::regclass, $2)",

@@ -403,7 +403,8 @@ async fn results_survive_a_database_restart_without_duplicates() {
     })
     .await;
     assert!(stored, "{}", probe.output());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once the probe has exited (flushed), nothing more can arrive: count then.
+    probe.stop_cleanly(libc::SIGTERM).await;
     let row = db
         .query_one(
             "SELECT count(*), count(DISTINCT monitor_id) FROM webmon.metrics",
@@ -417,7 +418,6 @@ async fn results_survive_a_database_restart_without_duplicates() {
         "{}",
         probe.output()
     );
-    probe.stop_cleanly(libc::SIGTERM).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

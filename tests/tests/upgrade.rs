@@ -97,6 +97,10 @@ async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         "INSERT INTO webmon.monitors (url, check_interval, regex)
              SELECT 'http://127.0.0.1:9/old/' || g, '1 hour', CASE WHEN g % 2 = 0 THEN 'ok' END
              FROM generate_series(1, 50) g;
+         -- Accepted by 0.1.0's library, refused by 0.2.0's (which validates here): past the trigger.
+         SET session_replication_role = replica;
+         INSERT INTO webmon.monitors (url, check_interval) VALUES ('http://127.0.0.1:9/old/monthly', '1 mon 2 days');
+         RESET session_replication_role;
          SELECT webmon.register_probe('old-probe', 'eu'), webmon.register_probe('old-probe', 'eu'),
                 webmon.register_probe('other-probe');
          INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, regex_matched)
@@ -135,8 +139,17 @@ async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         .get(0);
     assert_eq!(version, NEW);
 
-    // (b) every monitor and result is still there.
+    // (b) every monitor and result is still there; a month became 30 days, as 0.1.0 counted it.
     assert_eq!(counts(&db).await, before);
+    let monthly: bool = db
+        .query_one(
+            "SELECT check_interval = '32 days' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/old/monthly'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(monthly, "a 0.1.0 interval with months was not converted");
     // Results are no longer the extension's: a partition made by 0.1.0's CREATE EXTENSION
     // can be dropped (before, "cannot drop table … because extension pg_webmon requires it").
     assert_eq!(partitions_owned_by_the_extension(&db).await, 0);

@@ -6,6 +6,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The longest timeout a monitor may have (webmon-core), in ms.
+const MAX_TIMEOUT_MS: u64 = webmon_core::interval::MAX_TIMEOUT_MICROS as u64 / 1000;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "webmon-worker",
@@ -76,8 +79,8 @@ pub struct RunArgs {
     /// Region of this probe; monitors with `regions` set are only checked by probes in one of them.
     #[arg(long, env = "WEBMON_REGION")]
     pub region: Option<String>,
-    /// Timeout in ms for monitors without their own.
-    #[arg(long, env = "HTTP_CHECK_DEFAULT_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=300_000))]
+    /// Timeout in ms for monitors without their own (at most a monitor's longest timeout, 5 minutes).
+    #[arg(long, env = "HTTP_CHECK_DEFAULT_TIMEOUT", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
     pub default_timeout_ms: u64,
     /// Most checks in flight (tokio tasks, not threads), including claimed checks waiting for their slot.
     #[arg(long, env = "HTTP_WORKERS_NUMBER", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
