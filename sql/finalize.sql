@@ -16,12 +16,16 @@ COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS
     'pg_webmon: the slot that a next_check_at follows (next minus the interval, a day being 24 hours).';
 COMMENT ON FUNCTION webmon.timeout_ms(interval) IS
     'pg_webmon: a monitor''s timeout in milliseconds for the probe; NULL (the probe''s default) when it has none or an invalid one.';
+COMMENT ON FUNCTION webmon.probe_id_reuse_after() IS
+    'pg_webmon: how long a probe must be unseen before a new probe takes over its id (pg_webmon.retention + pg_webmon.partition_interval + 1 day); NULL while those settings are invalid.';
 COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal
--- operation, instead of every due monitor on every tick.
+-- operation, instead of every due monitor on every tick. Its predicate is a Rust function
+-- of the library: an upgrade script whose release changes monitor_problem's rules must
+-- REINDEX it.
 CREATE INDEX monitors_problem_idx ON webmon.monitors (next_check_at)
     WHERE enabled AND webmon.monitor_problem(check_interval, timeout) IS NOT NULL;
 

@@ -27,8 +27,11 @@ BEGIN
                    partition_name || '_monitor_time_idx', partition_name);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
-    INSERT INTO webmon.partitions (parent, partition, range_start, range_end)
-    VALUES (parent, partition_name, range_start, range_end);
+    -- A row left by a partition dropped by hand is replaced, not a key violation.
+    INSERT INTO webmon.partitions AS p (parent, partition, range_start, range_end)
+    VALUES (parent, partition_name, range_start, range_end)
+    ON CONFLICT ON CONSTRAINT partitions_pkey DO UPDATE
+        SET partition = EXCLUDED.partition, range_end = EXCLUDED.range_end;
     RETURN partition_name;
 END
 $$;

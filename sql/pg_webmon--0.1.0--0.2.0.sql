@@ -24,7 +24,8 @@ $$;
 
 -- Each partition gets its own (monitor_id, request_timestamp) index and the parents none: a
 -- partitioned index of the extension is re-created on every partition a restore attaches, and
--- the restore's own CREATE INDEX of that partition then fails.
+-- the restore's own CREATE INDEX of that partition then fails. This builds one index per
+-- existing partition, in this transaction: results wait (the probes keep them) until it ends.
 DROP INDEX webmon.metrics_monitor_time_idx;
 DROP INDEX webmon.errors_monitor_time_idx;
 DO $$
@@ -64,8 +65,11 @@ BEGIN
                    partition_name || '_monitor_time_idx', partition_name);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
-    INSERT INTO webmon.partitions (parent, partition, range_start, range_end)
-    VALUES (parent, partition_name, range_start, range_end);
+    -- A row left by a partition dropped by hand is replaced, not a key violation.
+    INSERT INTO webmon.partitions AS p (parent, partition, range_start, range_end)
+    VALUES (parent, partition_name, range_start, range_end)
+    ON CONFLICT ON CONSTRAINT partitions_pkey DO UPDATE
+        SET partition = EXCLUDED.partition, range_end = EXCLUDED.range_end;
     RETURN partition_name;
 END
 $$;
@@ -110,13 +114,21 @@ IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'timeout_ms_wrapper';
 
+CREATE FUNCTION webmon."probe_id_reuse_after"() RETURNS interval /* Option < Interval > */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'probe_id_reuse_after_wrapper';
+
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal
--- operation, instead of every due monitor on every tick.
+-- operation, instead of every due monitor on every tick. Its predicate is a Rust function
+-- of the library: an upgrade script whose release changes monitor_problem's rules must
+-- REINDEX it.
 CREATE INDEX monitors_problem_idx ON webmon.monitors (next_check_at)
     WHERE enabled AND webmon.monitor_problem(check_interval, timeout) IS NOT NULL;
 
--- The monitor follows its changes: reschedule, refresh or drop the pending job.
+-- The monitor follows its changes: reschedule, refresh or drop the pending job; the job
+-- triggers run as the extension owner.
 CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -134,8 +146,16 @@ CREATE TRIGGER monitors_reschedule
     BEFORE UPDATE OF check_interval, enabled ON webmon.monitors
     FOR EACH ROW EXECUTE FUNCTION webmon.monitors_reschedule();
 
+CREATE OR REPLACE FUNCTION webmon.monitors_delete_job() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
+    RETURN OLD;
+END
+$$;
+
 CREATE FUNCTION webmon.monitors_refresh_job() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT NEW.enabled THEN
         DELETE FROM webmon.jobs WHERE monitor_id = NEW.id;
@@ -151,20 +171,27 @@ COMMENT ON FUNCTION webmon.monitors_refresh_job() IS
 CREATE TRIGGER monitors_refresh_job AFTER UPDATE OF regions, enabled ON webmon.monitors
     FOR EACH ROW EXECUTE FUNCTION webmon.monitors_refresh_job();
 
+COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, 1 second to 365 days, without months or mixed signs (a day is 24 hours). Checks start on whole multiples of it from the first slot: no drift.';
+COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes, without months or mixed signs. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
+COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease ends. Back in the queue (lease expired, or released): when it came back, so pg_webmon.unclaimed_timeout counts from then. NULL: never leased.';
+
 -- 0.1.0 accepted month parts, counting a month as 30 days; 0.2.0 refuses them (PostgreSQL adds
 -- calendar months). Such intervals become what 0.1.0 validated: 30 days a month. A value that
--- still cannot run stays, and the scheduler reports that monitor instead of checking it.
+-- still cannot run (or whose months could never make a valid one) stays, and the scheduler
+-- reports that monitor instead of checking it.
 UPDATE webmon.monitors m
 SET check_interval = c.converted
 FROM (SELECT id, check_interval
-                 - make_interval(months => (extract(year FROM check_interval) * 12 + extract(month FROM check_interval))::int)
-                 + make_interval(days => 30 * (extract(year FROM check_interval) * 12 + extract(month FROM check_interval))::int)
-                 AS converted
-      FROM webmon.monitors
-      WHERE extract(year FROM check_interval) <> 0 OR extract(month FROM check_interval) <> 0) c
+                 - make_interval(months => months)
+                 + make_interval(days => 30 * months) AS converted
+      FROM (SELECT id, check_interval,
+                   (extract(year FROM check_interval) * 12 + extract(month FROM check_interval))::numeric AS total_months
+            FROM webmon.monitors) t,
+           LATERAL (SELECT total_months::int AS months) n
+      WHERE total_months <> 0 AND abs(total_months) <= 12) c
 WHERE m.id = c.id AND webmon.monitor_problem(c.converted, m.timeout) IS NULL;
 
--- Heartbeats no longer draw probe ids.
+-- Heartbeats no longer draw probe ids; stale ids are reused; an unknown probe is 55000.
 CREATE OR REPLACE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)
 RETURNS smallint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -186,6 +213,20 @@ BEGIN
         IF FOUND THEN
             RETURN probe_id;
         END IF;
+        -- A new name takes over the id of a probe unseen for longer than results are kept
+        -- (no stored result names it any more), so ids are not used up by probes whose
+        -- names change (containers named after their host); else it draws a new one.
+        UPDATE webmon.probes AS p
+        SET name = probe, region = register_probe.region, version = register_probe.version,
+            started_at = now(), last_seen_at = now()
+        WHERE p.id = (SELECT s.id FROM webmon.probes s
+                      WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
+                      ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+          AND NOT EXISTS (SELECT 1 FROM webmon.probes n WHERE n.name = probe)
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
         INSERT INTO webmon.probes AS p (name, region, version)
         VALUES (probe, region, version)
         ON CONFLICT (name) DO NOTHING
@@ -198,7 +239,23 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.register_probe(text, text, text) IS
-    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id.';
+    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id; a new name takes over the id of a probe unseen for longer than results are kept.';
+
+CREATE OR REPLACE FUNCTION webmon.probe_id(probe text) RETURNS smallint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    found smallint;
+BEGIN
+    SELECT id INTO found FROM webmon.probes WHERE name = probe;
+    IF found IS NULL THEN
+        -- 55000 (object_not_in_prerequisite_state), not a data error: a probe's writer retries
+        -- its batch after the probe registers again, instead of splitting it.
+        RAISE EXCEPTION 'unknown probe "%"', probe USING ERRCODE = '55000',
+            HINT = 'Call webmon.register_probe() first.';
+    END IF;
+    RETURN found;
+END
+$$;
 
 -- Scheduling that no stored row can stop; checks nobody claims are recorded.
 CREATE OR REPLACE FUNCTION webmon.enqueue_due_checks(lookahead interval DEFAULT '1 second', max_jobs int DEFAULT 100000)
@@ -207,25 +264,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off 
 DECLARE
     enqueued int;
 BEGIN
-    -- A monitor whose stored interval or timeout the checks cannot run with (written with
-    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
-    -- row saying why, once an hour, and the tick goes on for every other monitor.
-    WITH poisoned AS (
-        UPDATE webmon.monitors m
-        SET next_check_at = now() + interval '1 hour'
-        WHERE m.ctid = ANY (ARRAY(
-            SELECT d.ctid
-            FROM webmon.monitors d
-            WHERE d.enabled
-              AND d.next_check_at <= now() + lookahead
-              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
-            ORDER BY d.next_check_at
-            LIMIT max_jobs
-            FOR UPDATE SKIP LOCKED))
-        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
-    )
-    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
-    SELECT now(), id, 'other', problem FROM poisoned;
     -- One job per monitor. A monitor whose slot has passed while its job is still pending
     -- skips that slot (next_check_at moves to the next slot of its grid), so a slow site or a
     -- backlog neither piles up jobs nor makes every tick walk the same overdue monitors again
@@ -256,6 +294,7 @@ BEGIN
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
               AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+              -- Never queue a row the checks cannot run (report_unrunnable_monitors reports it).
               AND webmon.monitor_problem(d.check_interval, d.timeout) IS NULL
             ORDER BY d.next_check_at
             LIMIT max_jobs
@@ -276,7 +315,41 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
-    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. A monitor whose stored interval or timeout cannot run is reported in webmon.errors (kind other) once an hour instead. Returns the number queued.';
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. Monitors whose stored interval or timeout cannot run are left to webmon.report_unrunnable_monitors(). Returns the number queued.';
+
+CREATE FUNCTION webmon.report_unrunnable_monitors(max_rows int DEFAULT 10000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    reported int;
+BEGIN
+    -- A due monitor whose stored interval or timeout the checks cannot run with (written with
+    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
+    -- row saying why, once an hour, and no other monitor waits for it. Reads
+    -- monitors_problem_idx, which is empty in normal operation.
+    WITH poisoned AS (
+        UPDATE webmon.monitors m
+        SET next_check_at = now() + interval '1 hour'
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now()
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
+            ORDER BY d.next_check_at
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT now(), id, 'other', problem FROM poisoned;
+    GET DIAGNOSTICS reported = ROW_COUNT;
+    RETURN reported;
+END
+$$;
+COMMENT ON FUNCTION webmon.report_unrunnable_monitors(int) IS
+    'pg_webmon: record an other error for each due monitor whose stored interval or timeout cannot run, and look at it again in an hour (it is never queued). Returns how many.';
+REVOKE ALL ON FUNCTION webmon.report_unrunnable_monitors(int) FROM PUBLIC;
 
 DROP FUNCTION webmon.requeue_expired_leases(int);
 CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
@@ -288,11 +361,14 @@ DECLARE
 BEGIN
     -- A check no probe claimed in time (no live probe in its regions, or all busy) leaves
     -- the queue as a `no_probe` error: the user sees it, and the monitor's next slot runs.
+    -- The time counts from its slot, or from when it came back to the queue (an expired or
+    -- released lease): a requeued check gets its full chance.
     WITH unclaimed AS (
         DELETE FROM webmon.jobs j
         WHERE j.ctid = ANY (ARRAY(
             SELECT c.ctid FROM webmon.jobs c
             WHERE c.leased_by IS NULL AND c.scheduled_at < now() - unclaimed_timeout
+              AND coalesce(c.lease_expires_at, c.scheduled_at) < now() - unclaimed_timeout
             ORDER BY c.scheduled_at
             LIMIT 100000
             FOR UPDATE SKIP LOCKED))
@@ -320,7 +396,7 @@ BEGIN
                format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by
         FROM gave_up
     ), back AS (
-        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = NULL
+        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = now()
         FROM expired e WHERE j.id = e.id AND e.attempts < max_attempts
         RETURNING j.id
     )
@@ -377,6 +453,23 @@ BEGIN
 END
 $$;
 
+CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    releaser smallint := webmon.probe_id(probe);
+    released int;
+BEGIN
+    UPDATE webmon.jobs
+    SET leased_by = NULL, lease_expires_at = now(), attempts = greatest(attempts - 1, 0)
+    WHERE id = ANY (job_ids) AND leased_by = releaser;
+    GET DIAGNOSTICS released = ROW_COUNT;
+    IF released > 0 THEN
+        PERFORM pg_notify('webmon_jobs', released::text);
+    END IF;
+    RETURN released;
+END
+$$;
+
 COMMENT ON TABLE webmon.errors IS
     'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, no_probe, other (see webmon.error_kinds()).';
 
@@ -393,6 +486,8 @@ COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS
     'pg_webmon: the slot that a next_check_at follows (next minus the interval, a day being 24 hours).';
 COMMENT ON FUNCTION webmon.timeout_ms(interval) IS
     'pg_webmon: a monitor''s timeout in milliseconds for the probe; NULL (the probe''s default) when it has none or an invalid one.';
+COMMENT ON FUNCTION webmon.probe_id_reuse_after() IS
+    'pg_webmon: how long a probe must be unseen before a new probe takes over its id (pg_webmon.retention + pg_webmon.partition_interval + 1 day); NULL while those settings are invalid.';
 COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
 

@@ -31,8 +31,8 @@ COMMENT ON COLUMN webmon.monitors.url IS 'http:// or https:// URL with a host.';
 COMMENT ON COLUMN webmon.monitors.method IS 'HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.';
 COMMENT ON COLUMN webmon.monitors.headers IS 'Request headers: a JSON object of strings, e.g. {"Authorization": "Bearer x"}.';
 COMMENT ON COLUMN webmon.monitors.body IS 'Request body, sent as is (NULL: none).';
-COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, at least 1 second. Checks start on whole multiples of it from the first slot: no drift.';
-COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
+COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, 1 second to 365 days, without months or mixed signs (a day is 24 hours). Checks start on whole multiples of it from the first slot: no drift.';
+COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes, without months or mixed signs. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
 COMMENT ON COLUMN webmon.monitors.regex IS 'Rust regex searched (unanchored) in the response body; the check is up only if it matches. NULL: no search.';
 COMMENT ON COLUMN webmon.monitors.expected_status IS 'HTTP status codes that count as up. Default [200,400).';
 COMMENT ON COLUMN webmon.monitors.follow_redirects IS 'Follow up to 10 redirects (true) or report the redirect status itself (false).';
@@ -107,7 +107,7 @@ CREATE INDEX jobs_claimable_idx ON webmon.jobs (scheduled_at) WHERE leased_by IS
 -- No foreign key to monitors (its check would cost every enqueued job); this trigger
 -- removes the job of a deleted monitor instead.
 CREATE FUNCTION webmon.monitors_delete_job() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
     RETURN OLD;
@@ -120,9 +120,10 @@ CREATE TRIGGER monitors_delete_job AFTER DELETE ON webmon.monitors
 
 -- The queue follows the monitor: a paused monitor's job is dropped (not run), and a job
 -- waiting for a probe takes the monitor's new regions (it was queued with the old ones, and
--- might match no probe at all).
+-- might match no probe at all). SECURITY DEFINER, like monitors_delete_job: a role that may
+-- update monitors needs no privilege on the queue.
 CREATE FUNCTION webmon.monitors_refresh_job() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NOT NEW.enabled THEN
         DELETE FROM webmon.jobs WHERE monitor_id = NEW.id;
@@ -142,6 +143,7 @@ COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. At most one job per monitor; probes lease jobs with webmon.claim_checks() and remove them with webmon.complete_checks().';
 COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The slot this check belongs to; a probe starts the request at this time.';
 COMMENT ON COLUMN webmon.jobs.regions IS 'Copy of the monitor''s regions at queueing time, so claiming reads only this table.';
+COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease ends. Back in the queue (lease expired, or released): when it came back, so pg_webmon.unclaimed_timeout counts from then. NULL: never leased.';
 COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this job; after pg_webmon.max_attempts expired leases it is recorded as lost.';
 
 -- ---------------------------------------------------------------------------------------------
@@ -201,25 +203,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off 
 DECLARE
     enqueued int;
 BEGIN
-    -- A monitor whose stored interval or timeout the checks cannot run with (written with
-    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
-    -- row saying why, once an hour, and the tick goes on for every other monitor.
-    WITH poisoned AS (
-        UPDATE webmon.monitors m
-        SET next_check_at = now() + interval '1 hour'
-        WHERE m.ctid = ANY (ARRAY(
-            SELECT d.ctid
-            FROM webmon.monitors d
-            WHERE d.enabled
-              AND d.next_check_at <= now() + lookahead
-              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
-            ORDER BY d.next_check_at
-            LIMIT max_jobs
-            FOR UPDATE SKIP LOCKED))
-        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
-    )
-    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
-    SELECT now(), id, 'other', problem FROM poisoned;
     -- One job per monitor. A monitor whose slot has passed while its job is still pending
     -- skips that slot (next_check_at moves to the next slot of its grid), so a slow site or a
     -- backlog neither piles up jobs nor makes every tick walk the same overdue monitors again
@@ -250,6 +233,7 @@ BEGIN
             WHERE d.enabled
               AND d.next_check_at <= now() + lookahead
               AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.id)
+              -- Never queue a row the checks cannot run (report_unrunnable_monitors reports it).
               AND webmon.monitor_problem(d.check_interval, d.timeout) IS NULL
             ORDER BY d.next_check_at
             LIMIT max_jobs
@@ -270,7 +254,40 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.enqueue_due_checks(interval, int) IS
-    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. A monitor whose stored interval or timeout cannot run is reported in webmon.errors (kind other) once an hour instead. Returns the number queued.';
+    'pg_webmon: queue one job for each enabled monitor whose slot is due within lookahead and that has none pending (a passed slot of a monitor whose job is still pending is skipped); advance next_check_at by whole intervals; NOTIFY webmon_jobs. Monitors whose stored interval or timeout cannot run are left to webmon.report_unrunnable_monitors(). Returns the number queued.';
+
+CREATE FUNCTION webmon.report_unrunnable_monitors(max_rows int DEFAULT 10000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    reported int;
+BEGIN
+    -- A due monitor whose stored interval or timeout the checks cannot run with (written with
+    -- triggers disabled, or by an older version) is never queued: it gets an `other` error
+    -- row saying why, once an hour, and no other monitor waits for it. Reads
+    -- monitors_problem_idx, which is empty in normal operation.
+    WITH poisoned AS (
+        UPDATE webmon.monitors m
+        SET next_check_at = now() + interval '1 hour'
+        WHERE m.ctid = ANY (ARRAY(
+            SELECT d.ctid
+            FROM webmon.monitors d
+            WHERE d.enabled
+              AND d.next_check_at <= now()
+              AND webmon.monitor_problem(d.check_interval, d.timeout) IS NOT NULL
+            ORDER BY d.next_check_at
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED))
+        RETURNING m.id, webmon.monitor_problem(m.check_interval, m.timeout) AS problem
+    )
+    INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
+    SELECT now(), id, 'other', problem FROM poisoned;
+    GET DIAGNOSTICS reported = ROW_COUNT;
+    RETURN reported;
+END
+$$;
+COMMENT ON FUNCTION webmon.report_unrunnable_monitors(int) IS
+    'pg_webmon: record an other error for each due monitor whose stored interval or timeout cannot run, and look at it again in an hour (it is never queued). Returns how many.';
 
 CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
                                                unclaimed_timeout interval DEFAULT '2 minutes')
@@ -281,11 +298,14 @@ DECLARE
 BEGIN
     -- A check no probe claimed in time (no live probe in its regions, or all busy) leaves
     -- the queue as a `no_probe` error: the user sees it, and the monitor's next slot runs.
+    -- The time counts from its slot, or from when it came back to the queue (an expired or
+    -- released lease): a requeued check gets its full chance.
     WITH unclaimed AS (
         DELETE FROM webmon.jobs j
         WHERE j.ctid = ANY (ARRAY(
             SELECT c.ctid FROM webmon.jobs c
             WHERE c.leased_by IS NULL AND c.scheduled_at < now() - unclaimed_timeout
+              AND coalesce(c.lease_expires_at, c.scheduled_at) < now() - unclaimed_timeout
             ORDER BY c.scheduled_at
             LIMIT 100000
             FOR UPDATE SKIP LOCKED))
@@ -313,7 +333,7 @@ BEGIN
                format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by
         FROM gave_up
     ), back AS (
-        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = NULL
+        UPDATE webmon.jobs j SET leased_by = NULL, lease_expires_at = now()
         FROM expired e WHERE j.id = e.id AND e.attempts < max_attempts
         RETURNING j.id
     )
@@ -351,6 +371,20 @@ BEGIN
         IF FOUND THEN
             RETURN probe_id;
         END IF;
+        -- A new name takes over the id of a probe unseen for longer than results are kept
+        -- (no stored result names it any more), so ids are not used up by probes whose
+        -- names change (containers named after their host); else it draws a new one.
+        UPDATE webmon.probes AS p
+        SET name = probe, region = register_probe.region, version = register_probe.version,
+            started_at = now(), last_seen_at = now()
+        WHERE p.id = (SELECT s.id FROM webmon.probes s
+                      WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
+                      ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+          AND NOT EXISTS (SELECT 1 FROM webmon.probes n WHERE n.name = probe)
+        RETURNING p.id INTO probe_id;
+        IF FOUND THEN
+            RETURN probe_id;
+        END IF;
         INSERT INTO webmon.probes AS p (name, region, version)
         VALUES (probe, region, version)
         ON CONFLICT (name) DO NOTHING
@@ -363,7 +397,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.register_probe(text, text, text) IS
-    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id.';
+    'pg_webmon: register a probe by name (or refresh its heartbeat and region); returns its id. A heartbeat never draws a new id; a new name takes over the id of a probe unseen for longer than results are kept.';
 
 CREATE FUNCTION webmon.probe_id(probe text) RETURNS smallint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -372,7 +406,9 @@ DECLARE
 BEGIN
     SELECT id INTO found FROM webmon.probes WHERE name = probe;
     IF found IS NULL THEN
-        RAISE EXCEPTION 'unknown probe "%"', probe USING ERRCODE = '22023',
+        -- 55000 (object_not_in_prerequisite_state), not a data error: a probe's writer retries
+        -- its batch after the probe registers again, instead of splitting it.
+        RAISE EXCEPTION 'unknown probe "%"', probe USING ERRCODE = '55000',
             HINT = 'Call webmon.register_probe() first.';
     END IF;
     RETURN found;
@@ -477,7 +513,7 @@ DECLARE
     released int;
 BEGIN
     UPDATE webmon.jobs
-    SET leased_by = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+    SET leased_by = NULL, lease_expires_at = now(), attempts = greatest(attempts - 1, 0)
     WHERE id = ANY (job_ids) AND leased_by = releaser;
     GET DIAGNOSTICS released = ROW_COUNT;
     IF released > 0 THEN
@@ -569,6 +605,7 @@ REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], rea
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.enqueue_due_checks(interval, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.report_unrunnable_monitors(int) FROM PUBLIC;
 
 CREATE FUNCTION webmon.grant_probe(role_name name) RETURNS void
 LANGUAGE plpgsql AS $$

@@ -5,7 +5,7 @@
 //! names and signatures: a database still on the 0.1.0 schema calls them until it is updated.
 
 use crate::error::{or_raise, ApiError};
-use crate::partitions;
+use crate::{gucs, partitions};
 use pgrx::prelude::*;
 use webmon_core::interval::IntervalParts;
 use webmon_core::validate::{self, MonitorFields};
@@ -121,6 +121,18 @@ fn timeout_ms(timeout: Option<Interval>) -> Option<i32> {
 #[pg_extern(immutable, parallel_safe)]
 fn error_kinds() -> Vec<String> {
     ErrorKind::names().into_iter().map(String::from).collect()
+}
+
+/// How long a probe must be unseen before a new probe may take over its id: results are kept
+/// for `pg_webmon.retention` and dropped a whole partition at a time, plus a day of slack.
+/// NULL (never) while those settings are invalid.
+#[pg_extern(stable, parallel_safe)]
+fn probe_id_reuse_after() -> Option<Interval> {
+    const DAY: i64 = 86_400_000_000;
+    let retention = gucs::retention_micros().ok()?;
+    let partition = gucs::partition_interval_micros().ok()?;
+    let micros = retention.checked_add(partition)?.checked_add(DAY)?;
+    Interval::new(0, 0, micros).ok()
 }
 
 /// Makes partitions ahead and drops expired ones; returns how many of each.

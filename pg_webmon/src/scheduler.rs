@@ -3,10 +3,11 @@
 //! maintains partitions. It runs only while the database holds this library's version of
 //! the schema. An error in a tick is logged as a WARNING and the next tick goes on.
 
-use crate::gucs;
 use crate::transactions::guarded_transaction;
+use crate::{gucs, partitions};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("pg_webmon scheduler started in database \"{database}\"");
 
     let mut last_maintenance: Option<Instant> = None;
+    let mut maintenance: VecDeque<partitions::Step> = VecDeque::new();
     let mut last_requeue: Option<Instant> = None;
     let mut last_state: Option<Installed> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
@@ -46,33 +48,48 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         if last_state.as_ref() != Some(&state) {
             report_state(&state, &database);
             last_state = Some(state.clone());
+            maintenance.clear();
+            last_maintenance = None;
         }
         if state != Installed::Current {
             continue;
         }
         // Maintenance first: right after CREATE EXTENSION it makes the first partitions
-        // before any result can arrive. Its own transaction, and each step in it a
-        // subtransaction: a failing step never holds back the queue or the other steps.
+        // before any check is queued. Each step is a transaction of its own, and a tick runs
+        // steps for at most MAINTENANCE_BUDGET, so neither a drop's lock on a results table
+        // nor a long run holds back the queue.
         let maintenance_due = last_maintenance
             .is_none_or(|at| at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s()));
-        if maintenance_due {
-            report_activity("pg_webmon scheduler: partition maintenance");
-            if let Err(message) = guarded_transaction(|| {
-                Spi::run("SELECT webmon.run_maintenance()").map_err(|e| e.to_string())
-            }) {
-                warning!("pg_webmon scheduler: maintenance failed, retrying in pg_webmon.maintenance_interval: {message}");
+        if maintenance.is_empty() && maintenance_due {
+            report_activity("pg_webmon scheduler: planning partition maintenance");
+            match guarded_transaction(|| partitions::plan_steps().map_err(|e| e.to_string())) {
+                Ok(steps) => maintenance.extend(steps),
+                Err(message) => warning!("pg_webmon scheduler: maintenance failed, retrying in pg_webmon.maintenance_interval: {message}"),
             }
             last_maintenance = Some(Instant::now());
         }
-        report_activity("pg_webmon scheduler: queueing due checks");
-        // Leases last seconds: looking for expired ones once a second is enough.
-        let requeue = last_requeue.is_none_or(|at| at.elapsed() >= REQUEUE_PERIOD);
-        if requeue {
-            last_requeue = Some(Instant::now());
+        let started = Instant::now();
+        while let Some(step) = maintenance.pop_front() {
+            report_activity("pg_webmon scheduler: partition maintenance");
+            if let Err(message) =
+                guarded_transaction(|| partitions::run_step(&step, STEP_LOCK_TIMEOUT))
+            {
+                partitions::report_failure(&step, &message);
+            }
+            if started.elapsed() >= MAINTENANCE_BUDGET {
+                break;
+            }
         }
-        if let Err(message) =
-            guarded_transaction(|| queue_checks(requeue).map_err(|e| e.to_string()))
-        {
+        report_activity("pg_webmon scheduler: queueing due checks");
+        // Leases last seconds: looking for expired ones once a second is enough. Its own
+        // transaction (it writes error rows), so a lock on webmon.errors never stops queueing.
+        if last_requeue.is_none_or(|at| at.elapsed() >= REQUEUE_PERIOD) {
+            last_requeue = Some(Instant::now());
+            if let Err(message) = guarded_transaction(|| requeue().map_err(|e| e.to_string())) {
+                warning!("pg_webmon scheduler: requeue failed, retrying in a second: {message}");
+            }
+        }
+        if let Err(message) = guarded_transaction(|| enqueue().map_err(|e| e.to_string())) {
             warning!("pg_webmon scheduler: tick failed, retrying next tick: {message}");
         }
         // A background worker must flush its table statistics itself (a backend does it when
@@ -83,6 +100,13 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     }
     log!("pg_webmon scheduler stopped");
 }
+
+/// Time a tick may spend on maintenance steps (at least one step runs per tick).
+const MAINTENANCE_BUDGET: Duration = Duration::from_millis(50);
+/// How long a maintenance step waits for a lock before it gives up (retried next run).
+const STEP_LOCK_TIMEOUT: &str = "200ms";
+/// How long the queue statements wait for a table lock before the tick gives up.
+const TICK_LOCK_TIMEOUT: &str = "1s";
 
 /// What the scheduler's database holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,24 +146,35 @@ fn report_state(state: &Installed, database: &str) {
 
 const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
 
-/// One tick of queue work: leases that expired and checks nobody claimed (once a second),
-/// then the due checks.
-fn queue_checks(requeue_expired: bool) -> Result<(), pgrx::spi::SpiError> {
-    if requeue_expired {
-        Spi::run_with_args(
-            "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2))",
-            &[
-                gucs::max_attempts().into(),
-                f64::from(gucs::unclaimed_timeout_s()).into(),
-            ],
-        )?;
-    }
+/// Leases that expired, checks nobody claimed, monitors that cannot run: once a second.
+fn requeue() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout()?;
+    Spi::run_with_args(
+        "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2))",
+        &[
+            gucs::max_attempts().into(),
+            f64::from(gucs::unclaimed_timeout_s()).into(),
+        ],
+    )?;
+    Spi::run("SELECT webmon.report_unrunnable_monitors()")
+}
+
+/// The due checks, every tick.
+fn enqueue() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout()?;
     Spi::run_with_args(
         "SELECT webmon.enqueue_due_checks(make_interval(secs => $1 / 1000.0), $2)",
         &[
             f64::from(gucs::lookahead_ms()).into(),
             gucs::max_jobs_per_tick().into(),
         ],
+    )
+}
+
+fn set_lock_timeout() -> Result<(), pgrx::spi::SpiError> {
+    Spi::run_with_args(
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[TICK_LOCK_TIMEOUT.into()],
     )
 }
 
