@@ -56,22 +56,26 @@ $$;
 COMMENT ON FUNCTION webmon.drop_partition(regclass, timestamptz) IS
     'pg_webmon: drop one partition made by run_maintenance(). Called by run_maintenance() past pg_webmon.retention.';
 
-CREATE FUNCTION webmon.purge_default_partition(parent regclass, older_than timestamptz)
+CREATE FUNCTION webmon.purge_default_partition(parent regclass, older_than timestamptz,
+                                               max_rows int DEFAULT 10000)
 RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     purged bigint;
 BEGIN
-    EXECUTE format('DELETE FROM webmon.%I WHERE request_timestamp < $1',
+    -- In batches: a default partition that filled up (a database made by 0.1.0 after its
+    -- partitions stopped being made) is purged a batch per call, never in one long statement.
+    EXECUTE format('DELETE FROM webmon.%1$I WHERE ctid = ANY (ARRAY(
+                        SELECT ctid FROM webmon.%1$I WHERE request_timestamp < $1 LIMIT $2))',
                    (SELECT relname FROM pg_class WHERE oid = parent) || '_default')
-        USING older_than;
+        USING older_than, max_rows;
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END
 $$;
-COMMENT ON FUNCTION webmon.purge_default_partition(regclass, timestamptz) IS
-    'pg_webmon: delete rows past retention from the default partition. Called by run_maintenance().';
+COMMENT ON FUNCTION webmon.purge_default_partition(regclass, timestamptz, int) IS
+    'pg_webmon: delete at most max_rows rows past retention from the default partition; returns how many (call again while it returns max_rows). Called by run_maintenance().';
 
 REVOKE ALL ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.drop_partition(regclass, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.purge_default_partition(regclass, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.purge_default_partition(regclass, timestamptz, int) FROM PUBLIC;

@@ -1,6 +1,25 @@
 -- pg_webmon 0.1.0 -> 0.2.0. Released scripts are never edited; the next version gets its own.
 \echo Use "ALTER EXTENSION pg_webmon UPDATE TO '0.2.0'" to load this file. \quit
 
+-- This update locks every partition of the results in one transaction (about 4 lock slots
+-- each): stop with a clear message, before any work, where the lock table cannot hold that.
+DO $$
+DECLARE
+    partitions int := (SELECT count(*) FROM pg_catalog.pg_inherits
+                       WHERE inhparent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass));
+    slots int := current_setting('max_locks_per_transaction')::int
+                 * (current_setting('max_connections')::int + current_setting('max_worker_processes')::int
+                    + current_setting('autovacuum_max_workers')::int + current_setting('max_prepared_transactions')::int);
+BEGIN
+    IF partitions * 4 > slots / 2 THEN
+        RAISE EXCEPTION 'pg_webmon: % result partitions are more than one update can lock with max_locks_per_transaction = %',
+            partitions, current_setting('max_locks_per_transaction')
+            USING HINT = format('Set max_locks_per_transaction to at least %s, restart PostgreSQL, and run the update again.',
+                                partitions * 8 / (slots / current_setting('max_locks_per_transaction')::int) + 1);
+    END IF;
+END
+$$;
+
 -- Partitions made while 0.1.0's CREATE EXTENSION ran belong to the extension: they cannot be
 -- dropped past retention and pg_dump skips their rows. Release them (results are user data).
 DO $$
@@ -75,6 +94,29 @@ END
 $$;
 COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
     'pg_webmon: make one partition of webmon.metrics or webmon.errors with its (monitor_id, request_timestamp) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
+
+-- Purged in batches.
+DROP FUNCTION webmon.purge_default_partition(regclass, timestamptz);
+CREATE FUNCTION webmon.purge_default_partition(parent regclass, older_than timestamptz,
+                                               max_rows int DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    -- In batches: a default partition that filled up (a database made by 0.1.0 after its
+    -- partitions stopped being made) is purged a batch per call, never in one long statement.
+    EXECUTE format('DELETE FROM webmon.%1$I WHERE ctid = ANY (ARRAY(
+                        SELECT ctid FROM webmon.%1$I WHERE request_timestamp < $1 LIMIT $2))',
+                   (SELECT relname FROM pg_class WHERE oid = parent) || '_default')
+        USING older_than, max_rows;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_default_partition(regclass, timestamptz, int) IS
+    'pg_webmon: delete at most max_rows rows past retention from the default partition; returns how many (call again while it returns max_rows). Called by run_maintenance().';
+REVOKE ALL ON FUNCTION webmon.purge_default_partition(regclass, timestamptz, int) FROM PUBLIC;
 
 -- New Rust functions (webmon-core rules).
 CREATE FUNCTION webmon."error_kinds"() RETURNS TEXT[] /* Vec < String > */
@@ -178,7 +220,9 @@ COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease 
 -- 0.1.0 accepted month parts, counting a month as 30 days; 0.2.0 refuses them (PostgreSQL adds
 -- calendar months). Such intervals become what 0.1.0 validated: 30 days a month. A value that
 -- still cannot run (or whose months could never make a valid one) stays, and the scheduler
--- reports that monitor instead of checking it.
+-- reports that monitor instead of checking it. The validation trigger is off for it: the row
+-- was valid for 0.1.0, and only its interval changes, to a value monitor_problem accepts.
+ALTER TABLE webmon.monitors DISABLE TRIGGER monitors_validate;
 UPDATE webmon.monitors m
 SET check_interval = c.converted
 FROM (SELECT id, check_interval
@@ -190,6 +234,7 @@ FROM (SELECT id, check_interval
            LATERAL (SELECT total_months::int AS months) n
       WHERE total_months <> 0 AND abs(total_months) <= 12) c
 WHERE m.id = c.id AND webmon.monitor_problem(c.converted, m.timeout) IS NULL;
+ALTER TABLE webmon.monitors ENABLE TRIGGER monitors_validate;
 
 -- Heartbeats no longer draw probe ids; stale ids are reused; an unknown probe is 55000.
 CREATE OR REPLACE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)
@@ -214,26 +259,31 @@ BEGIN
             RETURN probe_id;
         END IF;
         -- A new name takes over the id of a probe unseen for longer than results are kept
-        -- (no stored result names it any more), so ids are not used up by probes whose
-        -- names change (containers named after their host); else it draws a new one.
-        UPDATE webmon.probes AS p
-        SET name = probe, region = register_probe.region, version = register_probe.version,
-            started_at = now(), last_seen_at = now()
-        WHERE p.id = (SELECT s.id FROM webmon.probes s
-                      WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
-                      ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-          AND NOT EXISTS (SELECT 1 FROM webmon.probes n WHERE n.name = probe)
-        RETURNING p.id INTO probe_id;
-        IF FOUND THEN
-            RETURN probe_id;
-        END IF;
-        INSERT INTO webmon.probes AS p (name, region, version)
-        VALUES (probe, region, version)
-        ON CONFLICT (name) DO NOTHING
-        RETURNING p.id INTO probe_id;
-        IF FOUND THEN
-            RETURN probe_id;
-        END IF;
+        -- (no stored result names it any more) and holding no lease, so ids are not used up
+        -- by probes whose names change (containers named after their host); else it draws a
+        -- new one. Only this path (a new name) pays for the exception block.
+        BEGIN
+            UPDATE webmon.probes AS p
+            SET name = probe, region = register_probe.region, version = register_probe.version,
+                started_at = now(), last_seen_at = now()
+            WHERE p.id = (SELECT s.id FROM webmon.probes s
+                          WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
+                            AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.leased_by = s.id)
+                          ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING p.id INTO probe_id;
+            IF FOUND THEN
+                RETURN probe_id;
+            END IF;
+            INSERT INTO webmon.probes AS p (name, region, version)
+            VALUES (probe, region, version)
+            ON CONFLICT (name) DO NOTHING
+            RETURNING p.id INTO probe_id;
+            IF FOUND THEN
+                RETURN probe_id;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
         -- Registered concurrently under the same name: update that row.
     END LOOP;
 END
@@ -490,6 +540,10 @@ COMMENT ON FUNCTION webmon.probe_id_reuse_after() IS
     'pg_webmon: how long a probe must be unseen before a new probe takes over its id (pg_webmon.retention + pg_webmon.partition_interval + 1 day); NULL while those settings are invalid.';
 COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
+
+-- 0.1.0 stored any kind a probe sent; one outside the shared list becomes `other`, so that
+-- the constraint below can hold.
+UPDATE webmon.errors SET error_kind = 'other' WHERE error_kind <> ALL (webmon.error_kinds());
 
 -- error_kind holds one of the kinds the probe and the extension share (webmon-core); the
 -- constraint's list is built from that list, not typed here a second time.

@@ -372,26 +372,31 @@ BEGIN
             RETURN probe_id;
         END IF;
         -- A new name takes over the id of a probe unseen for longer than results are kept
-        -- (no stored result names it any more), so ids are not used up by probes whose
-        -- names change (containers named after their host); else it draws a new one.
-        UPDATE webmon.probes AS p
-        SET name = probe, region = register_probe.region, version = register_probe.version,
-            started_at = now(), last_seen_at = now()
-        WHERE p.id = (SELECT s.id FROM webmon.probes s
-                      WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
-                      ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-          AND NOT EXISTS (SELECT 1 FROM webmon.probes n WHERE n.name = probe)
-        RETURNING p.id INTO probe_id;
-        IF FOUND THEN
-            RETURN probe_id;
-        END IF;
-        INSERT INTO webmon.probes AS p (name, region, version)
-        VALUES (probe, region, version)
-        ON CONFLICT (name) DO NOTHING
-        RETURNING p.id INTO probe_id;
-        IF FOUND THEN
-            RETURN probe_id;
-        END IF;
+        -- (no stored result names it any more) and holding no lease, so ids are not used up
+        -- by probes whose names change (containers named after their host); else it draws a
+        -- new one. Only this path (a new name) pays for the exception block.
+        BEGIN
+            UPDATE webmon.probes AS p
+            SET name = probe, region = register_probe.region, version = register_probe.version,
+                started_at = now(), last_seen_at = now()
+            WHERE p.id = (SELECT s.id FROM webmon.probes s
+                          WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
+                            AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.leased_by = s.id)
+                          ORDER BY s.last_seen_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+            RETURNING p.id INTO probe_id;
+            IF FOUND THEN
+                RETURN probe_id;
+            END IF;
+            INSERT INTO webmon.probes AS p (name, region, version)
+            VALUES (probe, region, version)
+            ON CONFLICT (name) DO NOTHING
+            RETURNING p.id INTO probe_id;
+            IF FOUND THEN
+                RETURN probe_id;
+            END IF;
+        EXCEPTION WHEN unique_violation THEN
+            NULL;
+        END;
         -- Registered concurrently under the same name: update that row.
     END LOOP;
 END

@@ -4,8 +4,10 @@
 use pgrx::prelude::*;
 
 mod api;
+mod bgw;
 mod error;
 mod gucs;
+mod maintenance;
 mod partitions;
 mod scheduler;
 mod transactions;
@@ -26,6 +28,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init(preloading);
     if preloading {
         scheduler::register();
+        maintenance::register();
     }
 }
 

@@ -2,10 +2,9 @@
 //! the default partition, forget partitions dropped by hand, make partitions ahead, drop those
 //! past retention, purge the default partition) and running one step. Which ranges to make or
 //! drop is plain arithmetic in `webmon_core::partitions` (with a cap per run); the DDL is in
-//! `sql/partitions.sql`. The scheduler runs each step in a transaction of its own, a few per
-//! tick, so a drop's strong lock on its table lasts only for that drop and checks keep being
-//! queued; `webmon.run_maintenance()` runs them all in the caller's transaction, each in a
-//! subtransaction. Either way a failing step is a WARNING and never stops the others. Only SQL
+//! `sql/partitions.sql`. The maintenance worker runs each step in a transaction of its own,
+//! so a drop's strong lock on its table lasts only for that drop; `webmon.run_maintenance()`
+//! runs them all in the caller's transaction, each in a subtransaction. Either way a failing step is a WARNING and never stops the others. Only SQL
 //! functions that exist since 0.1.0 are called, so this also runs on a 0.1.0 schema.
 
 use crate::error::ApiError;
@@ -17,6 +16,21 @@ use webmon_core::partitions::{plan, Range};
 const PARENTS: [&str; 2] = ["webmon.metrics", "webmon.errors"];
 /// Advisory lock key so that two maintenance runs never race on DDL.
 const MAINTENANCE_LOCK_KEY: i64 = 0x7765_626d_6f6e; // "webmon"
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Done,
+    /// Nothing to do any more (a planned drop no longer past retention).
+    Nothing,
+    /// Another maintenance run holds the advisory lock: nothing done.
+    Skipped,
+    /// A batch done and more left (purging a large default partition): run it again.
+    More,
+}
+
+/// Rows one purge step deletes from a default partition.
+const PURGE_BATCH: i32 = 10_000;
 
 /// One maintenance step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +67,8 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
         .map(pg_sys::TimestampTz::from)
         .unwrap_or_default();
     let mut steps = Vec::new();
+    // The default partitions first (every result has a place; the scheduler waits for them),
+    // then per table: bookkeeping, the partitions ahead from the current one, drops, purge.
     for parent in PARENTS {
         let has_default = Spi::get_one_with_args::<bool>(
             "SELECT to_regclass($1) IS NOT NULL",
@@ -63,6 +79,8 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
         if !has_default {
             steps.push(Step::MakeDefault { parent });
         }
+    }
+    for parent in PARENTS {
         steps.push(Step::ForgetDropped { parent });
         let planned = plan(now, interval, premake, retention, &existing_ranges(parent)?);
         steps.extend(
@@ -91,7 +109,7 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
 /// would queue every writer of results behind it. It gives up instead, and a later run tries
 /// again. Call it inside a transaction or subtransaction that ends with it (the lock timeout
 /// is set for that transaction).
-pub fn run_step(step: &Step, lock_timeout: &str) -> Result<bool, String> {
+pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> {
     sql(Spi::run_with_args(
         "SELECT set_config('lock_timeout', $1, true)",
         &[lock_timeout.into()],
@@ -103,7 +121,7 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<bool, String> {
     .map_err(|e| e.to_string())?
     .unwrap_or(false);
     if !locked {
-        return Ok(false);
+        return Ok(StepOutcome::Skipped);
     }
     match step {
         Step::MakeDefault { parent } => {
@@ -137,16 +155,44 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<bool, String> {
                 timestamp(range.end)?.into(),
             ],
         ))?,
-        Step::Drop { parent, range } => sql(Spi::run_with_args(
-            "SELECT webmon.drop_partition($1::regclass, $2)",
-            &[(*parent).into(), timestamp(range.start)?.into()],
-        ))?,
-        Step::PurgeDefault { parent, before } => sql(Spi::run_with_args(
-            "SELECT webmon.purge_default_partition($1::regclass, $2)",
-            &[(*parent).into(), timestamp(*before)?.into()],
-        ))?,
+        Step::Drop { parent, range } => {
+            // Planned a while ago: drop only what is past retention as it is set now.
+            if range.end > horizon()? {
+                return Ok(StepOutcome::Nothing);
+            }
+            sql(Spi::run_with_args(
+                "SELECT webmon.drop_partition($1::regclass, $2)",
+                &[(*parent).into(), timestamp(range.start)?.into()],
+            ))?
+        }
+        Step::PurgeDefault { parent, before } => {
+            let before = (*before).min(horizon()?);
+            let purged = Spi::get_one_with_args::<i64>(
+                "SELECT webmon.purge_default_partition($1::regclass, $2, $3)",
+                &[
+                    (*parent).into(),
+                    timestamp(before)?.into(),
+                    PURGE_BATCH.into(),
+                ],
+            )
+            .map_err(|e| e.to_string())?
+            .unwrap_or(0);
+            if purged >= i64::from(PURGE_BATCH) {
+                return Ok(StepOutcome::More);
+            }
+        }
     }
-    Ok(true)
+    Ok(StepOutcome::Done)
+}
+
+/// `now() - pg_webmon.retention`, with the retention as set now.
+fn horizon() -> Result<i64, String> {
+    let retention = gucs::retention_micros().map_err(|e| e.to_string())?;
+    let now = Spi::get_one::<TimestampWithTimeZone>("SELECT now()")
+        .map_err(|e| e.to_string())?
+        .map(pg_sys::TimestampTz::from)
+        .unwrap_or_default();
+    Ok(now.saturating_sub(retention))
 }
 
 /// Lock timeout of a step run by `webmon.run_maintenance()`.
@@ -167,13 +213,18 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
     let previous = Spi::get_one::<String>("SHOW lock_timeout")?.unwrap_or_default();
     let (mut created, mut dropped) = (0, 0);
     for step in plan_steps()? {
-        match in_subtransaction(|| run_step(&step, SQL_STEP_LOCK_TIMEOUT)) {
-            Ok(done) => match step {
-                Step::Create { .. } => created += i64::from(done),
-                Step::Drop { .. } => dropped += i64::from(done),
-                _ => {}
-            },
-            Err(message) => report_failure(&step, &message),
+        loop {
+            match in_subtransaction(|| run_step(&step, SQL_STEP_LOCK_TIMEOUT)) {
+                Ok(StepOutcome::More) => continue,
+                Ok(StepOutcome::Done) => match step {
+                    Step::Create { .. } => created += 1,
+                    Step::Drop { .. } => dropped += 1,
+                    _ => {}
+                },
+                Ok(StepOutcome::Skipped | StepOutcome::Nothing) => {}
+                Err(message) => report_failure(&step, &message),
+            }
+            break;
         }
     }
     // A step that succeeded kept its SET LOCAL; give the caller's transaction its own back.

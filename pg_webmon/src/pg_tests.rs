@@ -531,6 +531,22 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics_default"), 0);
         assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE request_timestamp > now() + interval '39 days'"), 1);
 
+        // Old rows in the default partition are purged in batches until none is left.
+        Spi::run(
+            "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)
+             SELECT now() - interval '90 days' - g * interval '1 minute', -1, 1, 200 FROM generate_series(1, 5) g",
+        )
+        .unwrap();
+        let old_rows = "SELECT count(*) FROM webmon.metrics_default WHERE monitor_id = -1";
+        assert_eq!(one::<i64>(old_rows), 5);
+        assert_eq!(
+            one::<i64>("SELECT webmon.purge_default_partition('webmon.metrics', now() - interval '30 days', 2)"),
+            2
+        );
+        assert_eq!(one::<i64>(old_rows), 3);
+        maintenance();
+        assert_eq!(one::<i64>(old_rows), 0);
+
         // Past retention (default 30 days): dropped by the next run.
         let old = one::<String>(
             "SELECT webmon.create_partition('webmon.errors', date_trunc('day', now() - interval '60 days'),

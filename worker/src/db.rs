@@ -25,27 +25,31 @@ pub enum DbError {
 impl DbError {
     /// The database refused the statement because of the data it was given, so sending the
     /// same batch again cannot succeed but a part of it may: a value it cannot store, a
-    /// constraint, a limit, a trigger that raised, a statement timeout on a large batch.
-    /// Everything else — a lost connection, a shutdown, a missing function or privilege, a
-    /// read-only server, a lock timeout, an internal error — is the database's state, not the
-    /// data's: the batch is kept and retried, and nothing is dropped.
+    /// constraint, a limit, a trigger that raised. Everything else — a lost connection, a
+    /// shutdown, a statement timeout or cancel, a missing function, privilege or partition,
+    /// a read-only server, a lock timeout, an internal error — is the database's state, not
+    /// the data's: the batch is kept and retried, and nothing is dropped.
     pub fn refused_for_its_data(&self) -> bool {
         let DbError::Postgres(e) = self else {
             return false;
         };
         e.as_db_error()
-            .is_some_and(|db| refuses_data(db.code().code()))
+            .is_some_and(|db| refuses_data(db.code().code(), db.constraint()))
     }
 }
 
 /// SQLSTATEs that say "this data", by class: 22 data exception, 23 integrity constraint
 /// violation, 54 program limit exceeded, P0 raised by PL/pgSQL (a trigger), 2F/38/39 errors
-/// inside a function, and 57014 (statement timeout: a smaller part may finish).
-pub fn refuses_data(sqlstate: &str) -> bool {
+/// inside a function. One exception: 23514 without a constraint is "no partition of relation
+/// found for row" — the partitions are missing, not the data wrong.
+pub fn refuses_data(sqlstate: &str, constraint: Option<&str>) -> bool {
+    if sqlstate == "23514" && constraint.is_none() {
+        return false;
+    }
     matches!(
         sqlstate.get(..2),
         Some("22" | "23" | "54" | "P0" | "2F" | "38" | "39")
-    ) || sqlstate == "57014"
+    )
 }
 
 /// What the server said (message, SQLSTATE, detail, hint), or the client-side cause chain.
@@ -184,18 +188,17 @@ mod tests {
 
     #[test]
     fn only_data_errors_split_a_batch() {
-        for data in [
-            "22021", "22P05", "23514", "23505", "54000", "P0001", "38000", "57014",
-        ] {
-            assert!(refuses_data(data), "{data}");
+        for data in ["22021", "22P05", "23505", "54000", "P0001", "38000"] {
+            assert!(refuses_data(data, None), "{data}");
         }
-        // The connection, the server's state, privileges, missing objects, "unknown probe"
-        // (55000): retried with the whole batch kept.
+        assert!(refuses_data("23514", Some("errors_error_kind_check")));
+        // The connection, the server's state, privileges, missing objects or partitions,
+        // timeouts, "unknown probe" (55000): retried with the whole batch kept.
         for state in [
-            "08006", "57P01", "53300", "40001", "55P03", "55000", "25006", "42501", "42883",
-            "XX000", "",
+            "08006", "57P01", "57014", "53300", "40001", "55P03", "55000", "25006", "42501",
+            "42883", "XX000", "23514", "",
         ] {
-            assert!(!refuses_data(state), "{state}");
+            assert!(!refuses_data(state, None), "{state}");
         }
     }
 
