@@ -430,10 +430,20 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enab
 DECLARE
     claimer smallint := webmon.probe_id(probe);
     claimer_region text;
+    max_lease interval := coalesce(current_setting('pg_webmon.max_lease', true), '1 hour')::interval;
 BEGIN
+    -- A lease is bounded: an endless one would hold its checks forever (never checked, never
+    -- recorded as lost), a negative one would burn attempts into false `lost` rows.
+    IF lease IS NULL OR lease <= interval '0' OR lease > max_lease THEN
+        RAISE EXCEPTION 'invalid lease %: it must be above 0 and at most pg_webmon.max_lease (%)', lease, max_lease
+            USING ERRCODE = '22023',
+                  HINT = 'Lower the probe''s --lease-seconds, or raise pg_webmon.max_lease.';
+    END IF;
     IF max_jobs IS NULL OR max_jobs < 1 THEN
         RETURN;
     END IF;
+    -- At most this many per call: a probe asks again when it has room.
+    max_jobs := least(max_jobs, 10000);
     -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
     SELECT region INTO claimer_region FROM webmon.probes WHERE id = claimer;
     -- Reads the claimable-jobs index in slot order and stops after max_jobs; the update
@@ -463,7 +473,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.claim_checks(text, int, interval, interval) IS
-    'pg_webmon: lease up to max_jobs queued checks due within lookahead (FOR UPDATE SKIP LOCKED), for this probe''s region. The lease runs from the slot for the given interval.';
+    'pg_webmon: lease up to max_jobs (at most 10,000) queued checks due within lookahead (FOR UPDATE SKIP LOCKED), for this probe''s region. The lease runs from the slot for the given interval, above 0 and at most pg_webmon.max_lease.';
 
 CREATE FUNCTION webmon.complete_checks(
     probe text,
@@ -490,26 +500,47 @@ BEGIN
             AS b(job_id, request_timestamp, response_time_ms, http_status_code, regex_matched,
                  page_content, error_kind, error)
         WHERE j.id = b.job_id AND j.leased_by = completer
-        RETURNING j.monitor_id, b.*
+        RETURNING j.monitor_id, j.scheduled_at AS slot, b.*
+    ), checked AS (
+        -- A result counts as the probe says only when it can be true: started no earlier than a
+        -- minute before its slot (probes start at the slot, on the database's clock) and not in
+        -- the future, and, for a response, a status and a response time from 0 to a day. Any
+        -- other result is stored as an `other` error at its slot saying why, so that no row can
+        -- claim "up" forever or hide newer failures.
+        SELECT d.*,
+               CASE
+                   WHEN d.request_timestamp IS NULL
+                        OR d.request_timestamp < d.slot - interval '1 minute'
+                        OR d.request_timestamp > now() + interval '1 minute'
+                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now',
+                               d.request_timestamp, d.slot)
+                   WHEN d.error_kind IS NULL
+                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
+                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
+                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
+               END AS refused
+        FROM done d
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content)
-        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
-               completer, d.regex_matched, d.page_content
-        FROM done d
-        WHERE d.error_kind IS NULL
+        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
+               completer, c.regex_matched, c.page_content
+        FROM checked c
+        WHERE c.error_kind IS NULL AND c.refused IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
-        SELECT d.request_timestamp, d.monitor_id, d.error_kind, coalesce(d.error, ''), completer
-        FROM done d
-        WHERE d.error_kind IS NOT NULL
+        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.slot END, c.monitor_id,
+               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
+               coalesce(c.refused, c.error, ''), completer
+        FROM checked c
+        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
     )
     SELECT count(*) INTO accepted FROM done;
     RETURN accepted;
 END
 $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
-    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; returns how many.';
+    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time is stored as an other error at its slot. Returns how many.';
 
 CREATE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

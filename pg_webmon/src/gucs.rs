@@ -19,6 +19,8 @@ static LOOKAHEAD_MS: GucSetting<i32> = GucSetting::<i32>::new(1000);
 static MAX_JOBS_PER_TICK: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 /// Leases a job may expire before it is recorded as `lost`.
 static MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+/// Longest lease a probe may take on a claimed check (seconds); read by webmon.claim_checks.
+static MAX_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 /// Seconds a queued check may wait for a probe before it is recorded as `no_probe`.
 static UNCLAIMED_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(120);
 /// Seconds between partition maintenance runs of the scheduler.
@@ -88,6 +90,16 @@ pub fn init(preloading: bool) {
         100,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.max_lease",
+        c"Longest lease a probe may take on a claimed check.",
+        c"webmon.claim_checks refuses a lease above this (or not above 0): an endless lease would hold its checks forever.",
+        &MAX_LEASE_S,
+        1,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"pg_webmon.unclaimed_timeout",

@@ -409,6 +409,58 @@ mod tests {
     }
 
     #[pg_test]
+    fn leases_are_bounded_and_impossible_results_are_stored_as_errors() {
+        maintenance();
+        Spi::run("SELECT webmon.register_probe('p-bounds', 'bounds')").unwrap();
+        for lease in ["1000 years", "-1 minute", "0", "2 hours"] {
+            let refused = outcome(&format!(
+                "SELECT webmon.claim_checks('p-bounds', 10, '{lease}')"
+            ));
+            assert!(
+                refused.starts_with("22023") && refused.contains("pg_webmon.max_lease"),
+                "{lease}: {refused}"
+            );
+        }
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled, regions)
+                 SELECT 'http://127.0.0.1:9/bounds/' || g, false, '{bounds}' FROM generate_series(1, 5) g;
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now(), regions FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/bounds/%'",
+        )
+        .unwrap();
+        let jobs = one::<Vec<i64>>(
+            "SELECT array_agg(job_id ORDER BY monitor_id) FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
+        );
+        assert_eq!(jobs.len(), 5);
+        // 1: fine. 2: 'infinity'. 3: a week before its slot. 4: NaN. 5: negative.
+        let stored = one::<i32>(&format!(
+            "SELECT webmon.complete_checks('p-bounds', ARRAY{jobs:?}::bigint[],
+                 ARRAY[now(), 'infinity', now() - interval '7 days', now(), now()]::timestamptz[],
+                 ARRAY[12, 12, 12, 'NaN', -5]::real[], ARRAY[200, 200, 200, 200, 200]::smallint[],
+                 ARRAY[NULL, NULL, NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[],
+                 ARRAY[NULL, NULL, NULL, NULL, NULL]::text[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[])"
+        ));
+        assert_eq!(stored, 5);
+        let bounds = "m.url LIKE 'http://127.0.0.1:9/bounds/%'";
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.metrics x JOIN webmon.monitors m ON m.id = x.monitor_id WHERE {bounds}"
+            )),
+            1
+        );
+        assert!(one::<bool>(&format!(
+            "SELECT count(*) = 4 AND bool_and(e.error_kind = 'other' AND e.error LIKE 'result refused:%'
+                                               AND e.request_timestamp <= now())
+             FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id WHERE {bounds}"
+        )));
+        // The 'infinity' check does not keep its monitor up.
+        assert!(one::<bool>(&format!(
+            "SELECT NOT up FROM webmon.monitor_status s JOIN webmon.monitors m ON m.id = s.monitor_id
+             WHERE m.url = 'http://127.0.0.1:9/bounds/2'"
+        )));
+    }
+
+    #[pg_test]
     fn release_checks_hands_jobs_back() {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
