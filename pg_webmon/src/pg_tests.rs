@@ -454,10 +454,10 @@ mod tests {
              FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id WHERE {bounds}"
         )));
         // The 'infinity' check does not keep its monitor up.
-        assert!(one::<bool>(&format!(
+        assert!(one::<bool>(
             "SELECT NOT up FROM webmon.monitor_status s JOIN webmon.monitors m ON m.id = s.monitor_id
              WHERE m.url = 'http://127.0.0.1:9/bounds/2'"
-        )));
+        ));
     }
 
     #[pg_test]
