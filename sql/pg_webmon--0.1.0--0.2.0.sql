@@ -161,6 +161,15 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'probe_id_reuse_after_wrapper';
 
+CREATE FUNCTION webmon."validate_monitor_size"(
+	"url" TEXT, /* & str */
+	"headers" jsonb, /* pgrx :: JsonB */
+	"body" TEXT /* Option < & str > */
+) RETURNS void
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'validate_monitor_size_wrapper';
+
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal
 -- operation, instead of every due monitor on every tick. Its predicate is a Rust function
@@ -171,8 +180,68 @@ CREATE INDEX monitors_problem_idx ON webmon.monitors (next_check_at)
 
 -- The monitor follows its changes: reschedule, refresh or drop the pending job; the job
 -- triggers run as the extension owner.
+-- Size limits, and a fixed search_path for the functions that run as the caller.
+CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.method := upper(NEW.method);
+    PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
+                                    NEW.timeout, NEW.regex, isempty(NEW.expected_status));
+    -- One row must not make every probe that claims it allocate hundreds of MiB.
+    PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
+    RETURN NEW;
+END
+$$;
+DROP TRIGGER monitors_validate ON webmon.monitors;
+CREATE TRIGGER monitors_validate
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
+
+CREATE OR REPLACE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH responses AS (
+        SELECT mt.monitor_id,
+               count(*) AS checks,
+               count(*) FILTER (WHERE NOT (m.expected_status @> mt.http_status_code::int
+                                           AND coalesce(mt.regex_matched, true))) AS failures,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY mt.response_time_ms) AS pct
+        FROM webmon.metrics mt JOIN webmon.monitors m ON m.id = mt.monitor_id
+        WHERE mt.request_timestamp >= now() - since
+        GROUP BY mt.monitor_id
+    ), no_response AS (
+        SELECT e.monitor_id, count(*) AS checks
+        FROM webmon.errors e
+        WHERE e.request_timestamp >= now() - since
+        GROUP BY e.monitor_id
+    )
+    SELECT m.id, m.url,
+           coalesce(r.checks, 0) + coalesce(n.checks, 0),
+           coalesce(r.failures, 0) + coalesce(n.checks, 0),
+           round(100.0 * (coalesce(r.checks, 0) - coalesce(r.failures, 0))
+                 / nullif(coalesce(r.checks, 0) + coalesce(n.checks, 0), 0), 3),
+           r.pct[1]::real, r.pct[2]::real, r.pct[3]::real
+    FROM webmon.monitors m
+    LEFT JOIN responses r ON r.monitor_id = m.id
+    LEFT JOIN no_response n ON n.monitor_id = m.id
+    ORDER BY m.id
+$$;
+
+CREATE OR REPLACE FUNCTION webmon.grant_probe(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.register_probe(text, text, text), '
+                   'webmon.claim_checks(text, int, interval, interval), '
+                   'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]), '
+                   'webmon.release_checks(text, bigint[]) TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.monitor_status TO %I', role_name);
+END
+$$;
+
 CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
        AND (NEW.check_interval IS DISTINCT FROM OLD.check_interval
@@ -213,6 +282,9 @@ COMMENT ON FUNCTION webmon.monitors_refresh_job() IS
 CREATE TRIGGER monitors_refresh_job AFTER UPDATE OF regions, enabled ON webmon.monitors
     FOR EACH ROW EXECUTE FUNCTION webmon.monitors_refresh_job();
 
+COMMENT ON COLUMN webmon.monitors.url IS 'http:// or https:// URL with a host, at most 2,048 bytes.';
+COMMENT ON COLUMN webmon.monitors.headers IS 'Request headers: a JSON object of strings, e.g. {"Authorization": "Bearer x"}, at most 16 KiB as JSON text.';
+COMMENT ON COLUMN webmon.monitors.body IS 'Request body, sent as is, at most 64 KiB (NULL: none).';
 COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, 1 second to 365 days, without months or mixed signs (a day is 24 hours). Checks start on whole multiples of it from the first slot: no drift.';
 COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes, without months or mixed signs. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
 COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease ends. Back in the queue (lease expired, or released): when it came back, so pg_webmon.unclaimed_timeout counts from then. NULL: never leased.';
@@ -608,6 +680,8 @@ SELECT pg_catalog.pg_extension_config_dump('webmon.probes', '');
 SELECT pg_catalog.pg_extension_config_dump('webmon.probes_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('webmon.partitions', '');
 
+COMMENT ON FUNCTION webmon.validate_monitor_size(text, jsonb, text) IS
+    'pg_webmon: refuse a monitor whose url (2,048 bytes), headers (16 KiB as JSON) or body (64 KiB) is too large (SQLSTATE 22023); used by the monitors trigger.';
 COMMENT ON FUNCTION webmon.monitor_problem(interval, interval) IS
     'pg_webmon: why a stored monitor cannot be scheduled (its interval or timeout breaks the rules), NULL when it can; the scheduler reports such monitors instead of queueing them.';
 COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS

@@ -27,10 +27,10 @@ CREATE INDEX monitors_due_idx ON webmon.monitors (next_check_at) WHERE enabled;
 
 COMMENT ON TABLE webmon.monitors IS
     'pg_webmon: one row per monitored URL. INSERT to start monitoring, UPDATE to change, set enabled = false to pause, DELETE to stop. Every value is validated on INSERT and UPDATE.';
-COMMENT ON COLUMN webmon.monitors.url IS 'http:// or https:// URL with a host.';
+COMMENT ON COLUMN webmon.monitors.url IS 'http:// or https:// URL with a host, at most 2,048 bytes.';
 COMMENT ON COLUMN webmon.monitors.method IS 'HTTP method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.';
-COMMENT ON COLUMN webmon.monitors.headers IS 'Request headers: a JSON object of strings, e.g. {"Authorization": "Bearer x"}.';
-COMMENT ON COLUMN webmon.monitors.body IS 'Request body, sent as is (NULL: none).';
+COMMENT ON COLUMN webmon.monitors.headers IS 'Request headers: a JSON object of strings, e.g. {"Authorization": "Bearer x"}, at most 16 KiB as JSON text.';
+COMMENT ON COLUMN webmon.monitors.body IS 'Request body, sent as is, at most 64 KiB (NULL: none).';
 COMMENT ON COLUMN webmon.monitors.check_interval IS 'Time between checks, 1 second to 365 days, without months or mixed signs (a day is 24 hours). Checks start on whole multiples of it from the first slot: no drift.';
 COMMENT ON COLUMN webmon.monitors.timeout IS 'Whole-exchange timeout (connect to last body byte), above 0 and at most 5 minutes, without months or mixed signs. NULL: the probe''s default (HTTP_CHECK_DEFAULT_TIMEOUT).';
 COMMENT ON COLUMN webmon.monitors.regex IS 'Rust regex searched (unanchored) in the response body; the check is up only if it matches. NULL: no search.';
@@ -41,11 +41,13 @@ COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The next slot. Set it to now
 
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
 CREATE FUNCTION webmon.monitors_validate() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     NEW.method := upper(NEW.method);
     PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
                                     NEW.timeout, NEW.regex, isempty(NEW.expected_status));
+    -- One row must not make every probe that claims it allocate hundreds of MiB.
+    PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
     RETURN NEW;
 END
 $$;
@@ -53,14 +55,14 @@ COMMENT ON FUNCTION webmon.monitors_validate() IS
     'pg_webmon: trigger that refuses invalid monitors (SQLSTATE 22023, or 2201B for a bad regex).';
 
 CREATE TRIGGER monitors_validate
-    BEFORE INSERT OR UPDATE OF url, method, headers, check_interval, timeout, regex, expected_status
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
 
 -- A changed check_interval, or a monitor enabled again, is next checked at most one (new)
 -- interval from now, not at the slot the old setting left (unless the UPDATE sets
 -- next_check_at itself).
 CREATE FUNCTION webmon.monitors_reschedule() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF NEW.next_check_at IS NOT DISTINCT FROM OLD.next_check_at
        AND (NEW.check_interval IS DISTINCT FROM OLD.check_interval
@@ -601,7 +603,7 @@ COMMENT ON VIEW webmon.monitor_status IS
 CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH responses AS (
         SELECT mt.monitor_id,
                count(*) AS checks,
@@ -644,7 +646,7 @@ REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.report_unrunnable_monitors(int) FROM PUBLIC;
 
 CREATE FUNCTION webmon.grant_probe(role_name name) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.register_probe(text, text, text), '

@@ -6,6 +6,12 @@ use thiserror::Error;
 
 /// Compiled-size limit for monitor regexes (the `regex` crate's `size_limit`).
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest URL, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Largest `headers`, as JSON text, in bytes.
+pub const MAX_HEADERS_BYTES: usize = 16 * 1024;
+/// Largest request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Methods a monitor may use.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -32,6 +38,12 @@ pub enum ValidationError {
     Headers { headers: String, reason: String },
     #[error("invalid expected_status: the range is empty, so no status could ever be up")]
     EmptyExpectedStatus,
+    #[error("invalid {what}: {size} bytes, at most {max} are allowed")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        max: usize,
+    },
 }
 
 impl ValidationError {
@@ -121,6 +133,25 @@ pub fn header_pairs(headers: &serde_json::Value) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Size limits: one row must not make every probe that claims it allocate a lot of memory.
+pub fn validate_sizes(
+    url: &str,
+    headers: &serde_json::Value,
+    body: Option<&str>,
+) -> Result<(), ValidationError> {
+    let headers_bytes = headers.to_string().len();
+    for (what, size, max) in [
+        ("url", url.len(), MAX_URL_BYTES),
+        ("headers", headers_bytes, MAX_HEADERS_BYTES),
+        ("body", body.map_or(0, str::len), MAX_BODY_BYTES),
+    ] {
+        if size > max {
+            return Err(ValidationError::TooLarge { what, size, max });
+        }
+    }
+    Ok(())
 }
 
 /// `shown` is how PostgreSQL prints the interval, used in the message.
@@ -219,6 +250,24 @@ mod tests {
             vec![("X-A".to_string(), "1".to_string())]
         );
         assert!(header_pairs(&json!([])).is_empty());
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        let url = format!("https://example.com/{}", "a".repeat(MAX_URL_BYTES - 20));
+        assert_eq!(url.len(), MAX_URL_BYTES);
+        assert!(validate_sizes(&url, &json!({}), None).is_ok());
+        assert!(validate_sizes(&format!("{url}a"), &json!({}), None).is_err());
+        let big = json!({"X-Big": "v".repeat(MAX_HEADERS_BYTES)});
+        assert!(validate_sizes("https://a.example", &big, None).is_err());
+        let body = "b".repeat(MAX_BODY_BYTES);
+        assert!(validate_sizes("https://a.example", &json!({}), Some(&body)).is_ok());
+        let err =
+            validate_sizes("https://a.example", &json!({}), Some(&format!("{body}b"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid body: 65537 bytes, at most 65536 are allowed"
+        );
     }
 
     #[test]

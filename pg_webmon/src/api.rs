@@ -45,6 +45,13 @@ fn validate_monitor(
     or_raise(validate::validate_monitor(&fields));
 }
 
+/// Refuses a monitor whose url, headers or body is over its size limit; called by the
+/// `monitors_validate` trigger.
+#[pg_extern(immutable, parallel_safe)]
+fn validate_monitor_size(url: &str, headers: pgrx::JsonB, body: Option<&str>) {
+    or_raise(validate::validate_sizes(url, &headers.0, body));
+}
+
 /// Why a stored monitor cannot be scheduled or claimed (an interval or timeout the checks
 /// cannot run with, written with triggers disabled or by an older version); NULL when it can.
 #[pg_extern(immutable, parallel_safe)]

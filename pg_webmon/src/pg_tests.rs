@@ -461,6 +461,45 @@ mod tests {
     }
 
     #[pg_test]
+    fn oversized_monitors_are_refused_and_every_function_has_a_fixed_search_path() {
+        for (column, value) in [
+            ("url", "'https://example.com/' || repeat('a', 2029)"),
+            ("headers", "jsonb_build_object('X-Big', repeat('v', 16384))"),
+            ("body", "repeat('b', 65537)"),
+        ] {
+            let insert = if column == "url" {
+                format!("INSERT INTO webmon.monitors (url) VALUES ({value})")
+            } else {
+                format!("INSERT INTO webmon.monitors (url, {column}) VALUES ('https://example.com/size', {value})")
+            };
+            let refused = outcome(&insert);
+            assert!(
+                refused.starts_with("22023") && refused.contains(&format!("invalid {column}")),
+                "{column}: {refused}"
+            );
+        }
+        // At the limit it is accepted, and an UPDATE of the body is checked too.
+        assert_eq!(
+            outcome("INSERT INTO webmon.monitors (url, body) VALUES ('https://example.com/size', repeat('b', 65536))"),
+            "accepted"
+        );
+        assert!(outcome(
+            "UPDATE webmon.monitors SET body = repeat('b', 65537) WHERE url = 'https://example.com/size'"
+        )
+        .starts_with("22023"));
+        let loose = one::<i64>(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             JOIN pg_language l ON l.oid = p.prolang
+             WHERE n.nspname = 'webmon' AND l.lanname IN ('sql', 'plpgsql')
+               AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)",
+        );
+        assert_eq!(
+            loose, 0,
+            "a SQL function of webmon runs with the caller's search_path"
+        );
+    }
+
+    #[pg_test]
     fn release_checks_hands_jobs_back() {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
