@@ -968,11 +968,11 @@ mod tests {
     }
 
     #[pg_test]
-    fn an_editor_with_update_on_monitors_alone_can_pause_and_move_a_monitor() {
+    fn an_editor_with_rights_on_monitors_alone_can_pause_move_and_delete_a_monitor() {
         Spi::run(
             "CREATE ROLE webmon_test_editor;
              GRANT USAGE ON SCHEMA webmon TO webmon_test_editor;
-             GRANT SELECT, UPDATE ON webmon.monitors TO webmon_test_editor;
+             GRANT SELECT, UPDATE, DELETE ON webmon.monitors TO webmon_test_editor;
              GRANT USAGE ON SCHEMA tests TO webmon_test_editor;
              INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/editor');
              INSERT INTO webmon.jobs (monitor_id, scheduled_at)
@@ -980,15 +980,25 @@ mod tests {
              SET LOCAL ROLE webmon_test_editor",
         )
         .unwrap();
-        let moved = outcome(
-            "UPDATE webmon.monitors SET regions = '{eu}' WHERE url = 'http://127.0.0.1:9/editor'",
-        );
-        let paused = outcome(
-            "UPDATE webmon.monitors SET enabled = false WHERE url = 'http://127.0.0.1:9/editor'",
-        );
+        let editor = "url = 'http://127.0.0.1:9/editor'";
+        let moved = outcome(&format!(
+            "UPDATE webmon.monitors SET regions = '{{eu}}' WHERE {editor}"
+        ));
+        let paused = outcome(&format!(
+            "UPDATE webmon.monitors SET enabled = false WHERE {editor}"
+        ));
+        // Deleting a monitor with a pending job (the delete trigger removes it).
+        Spi::run("RESET ROLE").unwrap();
+        Spi::run(&format!(
+            "INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() FROM webmon.monitors WHERE {editor}"
+        ))
+        .unwrap();
+        Spi::run("SET LOCAL ROLE webmon_test_editor").unwrap();
+        let deleted = outcome(&format!("DELETE FROM webmon.monitors WHERE {editor}"));
         Spi::run("RESET ROLE").unwrap();
         assert_eq!(moved, "accepted");
         assert_eq!(paused, "accepted");
+        assert_eq!(deleted, "accepted");
     }
 
     #[pg_test]
