@@ -659,6 +659,29 @@ $$;
 COMMENT ON FUNCTION webmon.grant_probe(name) IS
     'pg_webmon: grant a role exactly what webmon-worker needs: the probe API functions and read access to webmon.monitor_status. It gets no direct access to any table.';
 
+CREATE FUNCTION webmon.grant_reader(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.monitors, webmon.metrics, webmon.errors, webmon.probes, '
+                   'webmon.jobs, webmon.partitions, webmon.monitor_status TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
+END
+$$;
+COMMENT ON FUNCTION webmon.grant_reader(name) IS
+    'pg_webmon: grant a role read access to monitors, results, probes, the queue, webmon.monitor_status and webmon.uptime(); nothing it can change.';
+
+CREATE FUNCTION webmon.grant_editor(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM webmon.grant_reader(role_name);
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.import_monitors(jsonb) TO %I', role_name);
+END
+$$;
+COMMENT ON FUNCTION webmon.grant_editor(name) IS
+    'pg_webmon: grant a role what webmon.grant_reader() grants, and adding, changing, pausing and deleting monitors (also webmon.import_monitors()); no access to results beyond reading, the queue or the probe API.';
+
 -- pg_dump keeps what users wrote.
 SELECT pg_catalog.pg_extension_config_dump('webmon.monitors', '');
 SELECT pg_catalog.pg_extension_config_dump('webmon.monitors_id_seq', '');

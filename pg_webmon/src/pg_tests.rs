@@ -500,6 +500,77 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_reader_reads_and_an_editor_edits_monitors_and_neither_does_more() {
+        maintenance();
+        Spi::run(
+            "CREATE ROLE webmon_test_reader; CREATE ROLE webmon_test_team;
+             SELECT webmon.grant_reader('webmon_test_reader'), webmon.grant_editor('webmon_test_team');
+             GRANT USAGE ON SCHEMA tests TO webmon_test_reader, webmon_test_team;
+             INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/roles')",
+        )
+        .unwrap();
+        let as_role = |role: &str, statement: &str| {
+            Spi::run(&format!("SET LOCAL ROLE {role}")).unwrap();
+            let result = outcome(statement);
+            Spi::run("RESET ROLE").unwrap();
+            result
+        };
+        let reads = [
+            "SELECT count(*) FROM webmon.monitor_status",
+            "SELECT count(*) FROM webmon.uptime('1 hour')",
+            "SELECT count(*) FROM webmon.metrics",
+            "SELECT count(*) FROM webmon.errors",
+            "SELECT count(*) FROM webmon.monitors",
+        ];
+        let edits = [
+            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/roles/new')",
+            "UPDATE webmon.monitors SET check_interval = '5 minutes' WHERE url = 'http://127.0.0.1:9/roles'",
+            "DELETE FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/roles'",
+        ];
+        let beyond = [
+            "DELETE FROM webmon.metrics",
+            "INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error) VALUES (now(), 1, 'other', 'x')",
+            "UPDATE webmon.jobs SET attempts = 0",
+            "SELECT webmon.run_maintenance()",
+            "SELECT webmon.claim_checks('x', 1, '1 minute')",
+            "SELECT webmon.grant_probe('webmon_test_reader')",
+        ];
+        for statement in reads {
+            assert_eq!(
+                as_role("webmon_test_reader", statement),
+                "accepted",
+                "reader: {statement}"
+            );
+            assert_eq!(
+                as_role("webmon_test_team", statement),
+                "accepted",
+                "editor: {statement}"
+            );
+        }
+        for statement in edits {
+            let refused = as_role("webmon_test_reader", statement);
+            assert!(
+                refused.starts_with("42501"),
+                "reader: {statement}: {refused}"
+            );
+            assert_eq!(
+                as_role("webmon_test_team", statement),
+                "accepted",
+                "editor: {statement}"
+            );
+        }
+        for statement in beyond {
+            for role in ["webmon_test_reader", "webmon_test_team"] {
+                let refused = as_role(role, statement);
+                assert!(
+                    refused.starts_with("42501"),
+                    "{role}: {statement}: {refused}"
+                );
+            }
+        }
+    }
+
+    #[pg_test]
     fn release_checks_hands_jobs_back() {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
