@@ -331,6 +331,21 @@ FROM (SELECT id, check_interval
 WHERE m.id = c.id AND webmon.monitor_problem(c.converted, m.timeout) IS NULL;
 ALTER TABLE webmon.monitors ENABLE TRIGGER monitors_validate;
 
+-- A probe name belongs to the login role that registered it first.
+ALTER TABLE webmon.probes ADD COLUMN owner_role name;
+COMMENT ON COLUMN webmon.probes.owner_role IS 'The login role that registered this probe name first: only it (or a member of it, or a superuser) may act as this probe.';
+
+CREATE FUNCTION webmon.may_act_as(owner_role name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT owner_role IS NULL
+        OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = owner_role)
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+        OR pg_catalog.pg_has_role(session_user, owner_role, 'MEMBER')
+$$;
+COMMENT ON FUNCTION webmon.may_act_as(name) IS
+    'pg_webmon: whether the session''s login role may act as a probe owned by owner_role (that role or a member of it, or a superuser).';
+REVOKE ALL ON FUNCTION webmon.may_act_as(name) FROM PUBLIC;
+
 -- Heartbeats no longer draw probe ids; stale ids are reused; an unknown probe is 55000.
 CREATE OR REPLACE FUNCTION webmon.register_probe(probe text, region text DEFAULT NULL, version text DEFAULT NULL)
 RETURNS smallint
@@ -344,14 +359,22 @@ BEGIN
     -- A heartbeat is an UPDATE: INSERT … ON CONFLICT would draw an id from the sequence on
     -- every call, and the smallint ids ran out after ~91 hours of heartbeats.
     LOOP
+        -- A probe name belongs to the login role that registered it first.
         UPDATE webmon.probes AS p
         SET region = register_probe.region,
             version = coalesce(register_probe.version, p.version),
-            last_seen_at = now()
-        WHERE p.name = probe
+            last_seen_at = now(),
+            -- An unowned name (or one whose owner role is gone) becomes this role's.
+            owner_role = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = p.owner_role)
+                              THEN p.owner_role ELSE session_user END
+        WHERE p.name = probe AND webmon.may_act_as(p.owner_role)
         RETURNING p.id INTO probe_id;
         IF FOUND THEN
             RETURN probe_id;
+        END IF;
+        IF EXISTS (SELECT 1 FROM webmon.probes p WHERE p.name = probe) THEN
+            RAISE EXCEPTION 'probe "%" belongs to another role', probe USING ERRCODE = '42501',
+                HINT = 'Each probe registers under its own name; a superuser may act for any probe.';
         END IF;
         -- A new name takes over the id of a probe unseen for longer than results are kept
         -- (no stored result names it any more) and holding no lease, so ids are not used up
@@ -360,7 +383,7 @@ BEGIN
         BEGIN
             UPDATE webmon.probes AS p
             SET name = probe, region = register_probe.region, version = register_probe.version,
-                started_at = now(), last_seen_at = now()
+                started_at = now(), last_seen_at = now(), owner_role = session_user
             WHERE p.id = (SELECT s.id FROM webmon.probes s
                           WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
                             AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.leased_by = s.id)
@@ -369,8 +392,8 @@ BEGIN
             IF FOUND THEN
                 RETURN probe_id;
             END IF;
-            INSERT INTO webmon.probes AS p (name, region, version)
-            VALUES (probe, region, version)
+            INSERT INTO webmon.probes AS p (name, region, version, owner_role)
+            VALUES (probe, region, version, session_user)
             ON CONFLICT (name) DO NOTHING
             RETURNING p.id INTO probe_id;
             IF FOUND THEN
@@ -390,8 +413,13 @@ CREATE OR REPLACE FUNCTION webmon.probe_id(probe text) RETURNS smallint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     found smallint;
+    probe_owner name;
 BEGIN
-    SELECT id INTO found FROM webmon.probes WHERE name = probe;
+    SELECT id, owner_role INTO found, probe_owner FROM webmon.probes WHERE name = probe;
+    IF found IS NOT NULL AND NOT webmon.may_act_as(probe_owner) THEN
+        RAISE EXCEPTION 'probe "%" belongs to another role', probe USING ERRCODE = '42501',
+            HINT = 'Each probe acts under its own name; a superuser may act for any probe.';
+    END IF;
     IF found IS NULL THEN
         -- 55000 (object_not_in_prerequisite_state), not a data error: a probe's writer retries
         -- its batch after the probe registers again, instead of splitting it.

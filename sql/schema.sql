@@ -87,10 +87,25 @@ CREATE TABLE webmon.probes (
     region       text,
     version      text,
     started_at   timestamptz NOT NULL DEFAULT now(),
-    last_seen_at timestamptz NOT NULL DEFAULT now()
+    last_seen_at timestamptz NOT NULL DEFAULT now(),
+    owner_role   name
 );
 COMMENT ON TABLE webmon.probes IS
     'pg_webmon: registered probes (webmon-worker processes), kept up to date by webmon.register_probe().';
+COMMENT ON COLUMN webmon.probes.owner_role IS 'The login role that registered this probe name first: only it (or a member of it, or a superuser) may act as this probe.';
+
+-- Whether the session's login role may act as a probe owned by owner_role: it is that role
+-- (or a member of it), or a superuser; a probe without an owner (registered before 0.2.0) or
+-- whose owner role was dropped is free to be taken.
+CREATE FUNCTION webmon.may_act_as(owner_role name) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT owner_role IS NULL
+        OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = owner_role)
+        OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
+        OR pg_catalog.pg_has_role(session_user, owner_role, 'MEMBER')
+$$;
+COMMENT ON FUNCTION webmon.may_act_as(name) IS
+    'pg_webmon: whether the session''s login role may act as a probe owned by owner_role (that role or a member of it, or a superuser).';
 
 CREATE TABLE webmon.jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -364,14 +379,22 @@ BEGIN
     -- A heartbeat is an UPDATE: INSERT … ON CONFLICT would draw an id from the sequence on
     -- every call, and the smallint ids ran out after ~91 hours of heartbeats.
     LOOP
+        -- A probe name belongs to the login role that registered it first.
         UPDATE webmon.probes AS p
         SET region = register_probe.region,
             version = coalesce(register_probe.version, p.version),
-            last_seen_at = now()
-        WHERE p.name = probe
+            last_seen_at = now(),
+            -- An unowned name (or one whose owner role is gone) becomes this role's.
+            owner_role = CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = p.owner_role)
+                              THEN p.owner_role ELSE session_user END
+        WHERE p.name = probe AND webmon.may_act_as(p.owner_role)
         RETURNING p.id INTO probe_id;
         IF FOUND THEN
             RETURN probe_id;
+        END IF;
+        IF EXISTS (SELECT 1 FROM webmon.probes p WHERE p.name = probe) THEN
+            RAISE EXCEPTION 'probe "%" belongs to another role', probe USING ERRCODE = '42501',
+                HINT = 'Each probe registers under its own name; a superuser may act for any probe.';
         END IF;
         -- A new name takes over the id of a probe unseen for longer than results are kept
         -- (no stored result names it any more) and holding no lease, so ids are not used up
@@ -380,7 +403,7 @@ BEGIN
         BEGIN
             UPDATE webmon.probes AS p
             SET name = probe, region = register_probe.region, version = register_probe.version,
-                started_at = now(), last_seen_at = now()
+                started_at = now(), last_seen_at = now(), owner_role = session_user
             WHERE p.id = (SELECT s.id FROM webmon.probes s
                           WHERE s.last_seen_at < now() - webmon.probe_id_reuse_after()
                             AND NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.leased_by = s.id)
@@ -389,8 +412,8 @@ BEGIN
             IF FOUND THEN
                 RETURN probe_id;
             END IF;
-            INSERT INTO webmon.probes AS p (name, region, version)
-            VALUES (probe, region, version)
+            INSERT INTO webmon.probes AS p (name, region, version, owner_role)
+            VALUES (probe, region, version, session_user)
             ON CONFLICT (name) DO NOTHING
             RETURNING p.id INTO probe_id;
             IF FOUND THEN
@@ -410,8 +433,13 @@ CREATE FUNCTION webmon.probe_id(probe text) RETURNS smallint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     found smallint;
+    probe_owner name;
 BEGIN
-    SELECT id INTO found FROM webmon.probes WHERE name = probe;
+    SELECT id, owner_role INTO found, probe_owner FROM webmon.probes WHERE name = probe;
+    IF found IS NOT NULL AND NOT webmon.may_act_as(probe_owner) THEN
+        RAISE EXCEPTION 'probe "%" belongs to another role', probe USING ERRCODE = '42501',
+            HINT = 'Each probe acts under its own name; a superuser may act for any probe.';
+    END IF;
     IF found IS NULL THEN
         -- 55000 (object_not_in_prerequisite_state), not a data error: a probe's writer retries
         -- its batch after the probe registers again, instead of splitting it.
@@ -421,7 +449,7 @@ BEGIN
     RETURN found;
 END
 $$;
-COMMENT ON FUNCTION webmon.probe_id(text) IS 'pg_webmon: the id of a registered probe; error if unknown.';
+COMMENT ON FUNCTION webmon.probe_id(text) IS 'pg_webmon: the id of a registered probe that the session''s login role may act as; error if unknown (55000) or another role''s (42501).';
 
 CREATE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEFAULT '1 minute',
                                     lookahead interval DEFAULT '1 second')
@@ -638,6 +666,7 @@ COMMENT ON FUNCTION webmon.uptime(interval) IS
 -- ---------------------------------------------------------------------------------------------
 REVOKE ALL ON FUNCTION webmon.register_probe(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.probe_id(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.may_act_as(name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;

@@ -571,6 +571,67 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_probe_name_belongs_to_the_role_that_registered_it_first() {
+        maintenance();
+        Spi::run(
+            "CREATE ROLE webmon_test_probe_a LOGIN; CREATE ROLE webmon_test_probe_b LOGIN;
+             SELECT webmon.grant_probe('webmon_test_probe_a'), webmon.grant_probe('webmon_test_probe_b');
+             GRANT USAGE ON SCHEMA tests TO webmon_test_probe_a, webmon_test_probe_b;
+             INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/owned', false, '{owned}');
+             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+                 SELECT id, now(), regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/owned'",
+        )
+        .unwrap();
+        // The probe API checks the login (session) role, so act as it, not only SET ROLE.
+        let as_login = |role: &str, statement: &str| {
+            Spi::run(&format!("SET LOCAL SESSION AUTHORIZATION {role}")).unwrap();
+            let result = outcome(statement);
+            Spi::run("RESET SESSION AUTHORIZATION").unwrap();
+            result
+        };
+        assert_eq!(
+            as_login(
+                "webmon_test_probe_a",
+                "SELECT webmon.register_probe('owned-a', 'owned')"
+            ),
+            "accepted"
+        );
+        let job = one::<i64>(
+            "SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/owned'",
+        );
+        // Another probe role can neither re-register that name (to move its region) nor use it.
+        for statement in [
+            "SELECT webmon.register_probe('owned-a', 'elsewhere')".to_string(),
+            "SELECT webmon.claim_checks('owned-a', 10, '1 hour')".to_string(),
+            format!("SELECT webmon.release_checks('owned-a', ARRAY[{job}]::bigint[])"),
+            format!(
+                "SELECT webmon.complete_checks('owned-a', ARRAY[{job}]::bigint[], ARRAY[now()], ARRAY[1]::real[],
+                     ARRAY[200]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[])"
+            ),
+        ] {
+            let refused = as_login("webmon_test_probe_b", &statement);
+            assert!(refused.starts_with("42501"), "{statement}: {refused}");
+        }
+        assert!(one::<bool>(
+            "SELECT region = 'owned' FROM webmon.probes WHERE name = 'owned-a'"
+        ));
+        // Its own role can, and a superuser may act for any probe.
+        assert_eq!(
+            as_login(
+                "webmon_test_probe_a",
+                "SELECT webmon.claim_checks('owned-a', 10, '1 hour')"
+            ),
+            "accepted"
+        );
+        assert_eq!(
+            outcome(&format!(
+                "SELECT webmon.release_checks('owned-a', ARRAY[{job}]::bigint[])"
+            )),
+            "accepted"
+        );
+    }
+
+    #[pg_test]
     fn release_checks_hands_jobs_back() {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
