@@ -429,6 +429,7 @@ BEGIN
     RETURN found;
 END
 $$;
+COMMENT ON FUNCTION webmon.probe_id(text) IS 'pg_webmon: the id of a registered probe that the session''s login role may act as; error if unknown (55000) or another role''s (42501).';
 
 -- Scheduling that no stored row can stop; checks nobody claims are recorded.
 CREATE OR REPLACE FUNCTION webmon.enqueue_due_checks(lookahead interval DEFAULT '1 second', max_jobs int DEFAULT 100000)
