@@ -20,6 +20,8 @@ COMMENT ON FUNCTION webmon.timeout_ms(interval) IS
     'pg_webmon: a monitor''s timeout in milliseconds for the probe; NULL (the probe''s default) when it has none or an invalid one.';
 COMMENT ON FUNCTION webmon.probe_id_reuse_after() IS
     'pg_webmon: how long a probe must be unseen before a new probe takes over its id (pg_webmon.retention + pg_webmon.partition_interval + 1 day); NULL while those settings are invalid.';
+COMMENT ON FUNCTION webmon.max_lease() IS
+    'pg_webmon: pg_webmon.max_lease as the library holds it; webmon.claim_checks refuses longer leases.';
 COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;

@@ -102,7 +102,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT owner_role IS NULL
         OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = owner_role)
         OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
-        OR pg_catalog.pg_has_role(session_user, owner_role, 'MEMBER')
+        OR pg_catalog.pg_has_role(session_user, owner_role, 'USAGE')
 $$;
 COMMENT ON FUNCTION webmon.may_act_as(name) IS
     'pg_webmon: whether the session''s login role may act as a probe owned by owner_role (that role or a member of it, or a superuser).';
@@ -126,6 +126,11 @@ CREATE INDEX jobs_claimable_idx ON webmon.jobs (scheduled_at) WHERE leased_by IS
 CREATE FUNCTION webmon.monitors_delete_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- Runs as the owner: only as the trigger on webmon.monitors (a trigger function's EXECUTE
+    -- is checked only when a trigger is created, so refuse any other table).
+    IF TG_RELID <> 'webmon.monitors'::regclass THEN
+        RAISE EXCEPTION 'webmon.monitors_delete_job() runs only on webmon.monitors' USING ERRCODE = '42501';
+    END IF;
     DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
     RETURN OLD;
 END
@@ -142,6 +147,9 @@ CREATE TRIGGER monitors_delete_job AFTER DELETE ON webmon.monitors
 CREATE FUNCTION webmon.monitors_refresh_job() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF TG_RELID <> 'webmon.monitors'::regclass THEN
+        RAISE EXCEPTION 'webmon.monitors_refresh_job() runs only on webmon.monitors' USING ERRCODE = '42501';
+    END IF;
     IF NOT NEW.enabled THEN
         DELETE FROM webmon.jobs WHERE monitor_id = NEW.id;
     ELSIF NEW.regions IS DISTINCT FROM OLD.regions THEN
@@ -460,12 +468,20 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enab
 DECLARE
     claimer smallint := webmon.probe_id(probe);
     claimer_region text;
-    max_lease interval := coalesce(current_setting('pg_webmon.max_lease', true), '1 hour')::interval;
+    -- From the library (calling it loads it), never from a session's placeholder setting.
+    max_lease interval := webmon.max_lease();
+    requested interval := lease;
 BEGIN
     -- A lease is bounded: an endless one would hold its checks forever (never checked, never
-    -- recorded as lost), a negative one would burn attempts into false `lost` rows.
+    -- recorded as lost), a negative one would burn attempts into false `lost` rows. Months
+    -- are refused (interval comparison counts 30-day months and 360-day years, addition does
+    -- not), and the rest is normalised to seconds before it is compared and used.
+    IF lease IS NOT NULL AND (extract(year FROM lease) <> 0 OR extract(month FROM lease) <> 0) THEN
+        lease := NULL;
+    END IF;
+    lease := make_interval(secs => extract(epoch FROM lease));
     IF lease IS NULL OR lease <= interval '0' OR lease > max_lease THEN
-        RAISE EXCEPTION 'invalid lease %: it must be above 0 and at most pg_webmon.max_lease (%)', lease, max_lease
+        RAISE EXCEPTION 'invalid lease %: it must be above 0, without months, and at most pg_webmon.max_lease (%)', requested, max_lease
             USING ERRCODE = '22023',
                   HINT = 'Lower the probe''s --lease-seconds, or raise pg_webmon.max_lease.';
     END IF;
@@ -533,16 +549,16 @@ BEGIN
         RETURNING j.monitor_id, j.scheduled_at AS slot, b.*
     ), checked AS (
         -- A result counts as the probe says only when it can be true: started no earlier than a
-        -- minute before its slot (probes start at the slot, on the database's clock) and not in
-        -- the future, and, for a response, a status and a response time from 0 to a day. Any
+        -- minute before its slot (probes start at the slot, on the database's clock) and not
+        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
         -- other result is stored as an `other` error at its slot saying why, so that no row can
         -- claim "up" forever or hide newer failures.
         SELECT d.*,
                CASE
                    WHEN d.request_timestamp IS NULL
                         OR d.request_timestamp < d.slot - interval '1 minute'
-                        OR d.request_timestamp > now() + interval '1 minute'
-                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now',
+                        OR d.request_timestamp > now() + interval '5 seconds'
+                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
                                d.request_timestamp, d.slot)
                    WHEN d.error_kind IS NULL
                         AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
@@ -554,14 +570,14 @@ BEGIN
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content)
         SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
-               completer, c.regex_matched, c.page_content
+               completer, c.regex_matched, left(c.page_content, 1000)
         FROM checked c
         WHERE c.error_kind IS NULL AND c.refused IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
         SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.slot END, c.monitor_id,
                CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
-               coalesce(c.refused, c.error, ''), completer
+               left(coalesce(c.refused, c.error, ''), 1000), completer
         FROM checked c
         WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
     )
@@ -667,6 +683,8 @@ COMMENT ON FUNCTION webmon.uptime(interval) IS
 REVOKE ALL ON FUNCTION webmon.register_probe(text, text, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.probe_id(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.may_act_as(name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.monitors_delete_job() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.monitors_refresh_job() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
@@ -692,19 +710,22 @@ CREATE FUNCTION webmon.grant_reader(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
-    EXECUTE format('GRANT SELECT ON webmon.monitors, webmon.metrics, webmon.errors, webmon.probes, '
+    -- Not headers and body: they can hold credentials (Authorization, API keys).
+    EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
+                   'follow_redirects, regions, enabled, next_check_at, created_at) ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, '
                    'webmon.jobs, webmon.partitions, webmon.monitor_status TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS
-    'pg_webmon: grant a role read access to monitors, results, probes, the queue, webmon.monitor_status and webmon.uptime(); nothing it can change.';
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, probes, the queue, webmon.monitor_status and webmon.uptime(); nothing it can change.';
 
 CREATE FUNCTION webmon.grant_editor(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM webmon.grant_reader(role_name);
-    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON webmon.monitors TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.import_monitors(jsonb) TO %I', role_name);
 END
 $$;

@@ -124,6 +124,13 @@ fn timeout_ms(timeout: Option<Interval>) -> Option<i32> {
     i32::try_from((micros + 999) / 1000).ok()
 }
 
+/// `pg_webmon.max_lease` as the library holds it (a session cannot override it: the setting
+/// is reload-only), for `webmon.claim_checks`.
+#[pg_extern(stable, parallel_safe)]
+fn max_lease() -> Option<Interval> {
+    Interval::new(0, 0, i64::from(gucs::max_lease_s()) * 1_000_000).ok()
+}
+
 /// The error kinds `webmon.errors.error_kind` may hold (its CHECK constraint is built from it).
 #[pg_extern(immutable, parallel_safe)]
 fn error_kinds() -> Vec<String> {

@@ -172,6 +172,9 @@ pub fn max_jobs_per_tick() -> i32 {
 pub fn max_attempts() -> i32 {
     MAX_ATTEMPTS.get()
 }
+pub fn max_lease_s() -> i32 {
+    MAX_LEASE_S.get()
+}
 pub fn unclaimed_timeout_s() -> i32 {
     UNCLAIMED_TIMEOUT_S.get()
 }

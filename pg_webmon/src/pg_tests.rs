@@ -412,7 +412,14 @@ mod tests {
     fn leases_are_bounded_and_impossible_results_are_stored_as_errors() {
         maintenance();
         Spi::run("SELECT webmon.register_probe('p-bounds', 'bounds')").unwrap();
-        for lease in ["1000 years", "-1 minute", "0", "2 hours"] {
+        // The last one compares as 1 hour (a year counts 360 days) but adds ~14 years.
+        for lease in [
+            "1000 years",
+            "-1 minute",
+            "0",
+            "2 hours",
+            "1000 years -360000 days 1 hour",
+        ] {
             let refused = outcome(&format!(
                 "SELECT webmon.claim_checks('p-bounds', 10, '{lease}')"
             ));
@@ -565,6 +572,27 @@ mod tests {
                 assert!(
                     refused.starts_with("42501"),
                     "{role}: {statement}: {refused}"
+                );
+            }
+        }
+        // Headers and body can hold credentials: an editor reads them, a reader does not.
+        let secrets = "SELECT headers, body FROM webmon.monitors";
+        assert!(as_role("webmon_test_reader", secrets).starts_with("42501"));
+        assert_eq!(as_role("webmon_test_team", secrets), "accepted");
+        // The queue triggers run as the owner: nobody else may hang them on a table of theirs.
+        for role in ["webmon_test_reader", "webmon_test_team"] {
+            as_role(
+                role,
+                "CREATE TEMP TABLE IF NOT EXISTS decoy (id bigint, enabled boolean, regions text[])",
+            );
+            for function in ["monitors_delete_job", "monitors_refresh_job"] {
+                let refused = as_role(
+                    role,
+                    &format!("CREATE TRIGGER decoy_{function} AFTER DELETE ON decoy FOR EACH ROW EXECUTE FUNCTION webmon.{function}()"),
+                );
+                assert!(
+                    refused.starts_with("42501"),
+                    "{role}: {function}: {refused}"
                 );
             }
         }
