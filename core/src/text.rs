@@ -10,11 +10,6 @@ pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Bytes decoded as UTF-8 (invalid sequences replaced) and made storable.
-pub fn storable_from_bytes(bytes: &[u8]) -> String {
-    storable(&String::from_utf8_lossy(bytes)).into_owned()
-}
-
 /// Error messages are one line of at most this many characters.
 pub const ERROR_MAX_CHARS: usize = 500;
 
@@ -38,7 +33,10 @@ mod tests {
     fn nul_is_replaced_and_other_text_kept() {
         assert_eq!(storable("b\0c"), "b\u{FFFD}c");
         assert!(matches!(storable("plain"), std::borrow::Cow::Borrowed(_)));
-        assert_eq!(storable_from_bytes(b"a\xffb\0"), "a\u{FFFD}b\u{FFFD}");
+        assert_eq!(
+            storable(&String::from_utf8_lossy(b"a\xffb\0")),
+            "a\u{FFFD}b\u{FFFD}"
+        );
     }
 
     #[test]

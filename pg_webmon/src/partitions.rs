@@ -9,7 +9,7 @@
 
 use crate::error::ApiError;
 use crate::gucs;
-use crate::transactions::in_subtransaction;
+use crate::transactions::{in_subtransaction, set_lock_timeout};
 use pgrx::prelude::*;
 use webmon_core::partitions::{plan, Range};
 
@@ -110,10 +110,7 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
 /// again. Call it inside a transaction or subtransaction that ends with it (the lock timeout
 /// is set for that transaction).
 pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> {
-    sql(Spi::run_with_args(
-        "SELECT set_config('lock_timeout', $1, true)",
-        &[lock_timeout.into()],
-    ))?;
+    sql(set_lock_timeout(lock_timeout))?;
     let locked = Spi::get_one_with_args::<bool>(
         "SELECT pg_try_advisory_xact_lock($1)",
         &[MAINTENANCE_LOCK_KEY.into()],
@@ -228,10 +225,7 @@ pub fn run_maintenance() -> Result<(i64, i64), ApiError> {
         }
     }
     // A step that succeeded kept its SET LOCAL; give the caller's transaction its own back.
-    Spi::run_with_args(
-        "SELECT set_config('lock_timeout', $1, true)",
-        &[previous.into()],
-    )?;
+    set_lock_timeout(&previous)?;
     Ok((created, dropped))
 }
 

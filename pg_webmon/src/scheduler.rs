@@ -7,7 +7,7 @@
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
-use crate::transactions::guarded_transaction;
+use crate::transactions::{guarded_transaction, set_lock_timeout};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
 
 /// Leases that expired, checks nobody claimed, monitors that cannot run: once a second.
 fn requeue() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout()?;
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
         "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2))",
         &[
@@ -80,19 +80,12 @@ fn requeue() -> Result<(), pgrx::spi::SpiError> {
 
 /// The due checks, every tick.
 fn enqueue() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout()?;
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
         "SELECT webmon.enqueue_due_checks(make_interval(secs => $1 / 1000.0), $2)",
         &[
             f64::from(gucs::lookahead_ms()).into(),
             gucs::max_jobs_per_tick().into(),
         ],
-    )
-}
-
-fn set_lock_timeout() -> Result<(), pgrx::spi::SpiError> {
-    Spi::run_with_args(
-        "SELECT set_config('lock_timeout', $1, true)",
-        &[TICK_LOCK_TIMEOUT.into()],
     )
 }

@@ -79,3 +79,12 @@ fn describe(caught: &pg_sys::panic::CaughtError) -> String {
         } => report.message().to_string(),
     }
 }
+
+/// `SET LOCAL lock_timeout`: how long statements of the current transaction (or
+/// subtransaction) wait for a lock before they give up.
+pub fn set_lock_timeout(value: &str) -> Result<(), pgrx::spi::SpiError> {
+    Spi::run_with_args(
+        "SELECT set_config('lock_timeout', $1, true)",
+        &[value.into()],
+    )
+}

@@ -200,16 +200,7 @@ fn job_from_row(row: &Row, claimed_at: Instant) -> Result<(Job, Instant), tokio_
         follow_redirects: row.try_get("follow_redirects")?,
         clock,
     };
-    Ok((job, slot_instant(scheduled_at, db_now, claimed_at)))
-}
-
-pub fn slot_instant(scheduled_at: SystemTime, db_now: SystemTime, claimed_at: Instant) -> Instant {
-    match scheduled_at.duration_since(db_now) {
-        Ok(ahead) => claimed_at + ahead,
-        Err(late) => claimed_at
-            .checked_sub(late.duration())
-            .unwrap_or(claimed_at),
-    }
+    Ok((job, clock.instant(scheduled_at)))
 }
 
 #[cfg(test)]
@@ -220,9 +211,13 @@ mod tests {
     fn slots_map_onto_the_local_clock() {
         let now = SystemTime::now();
         let claimed_at = Instant::now();
-        let ahead = slot_instant(now + Duration::from_millis(700), now, claimed_at);
+        let clock = DbClock {
+            db_now: now,
+            at: claimed_at,
+        };
+        let ahead = clock.instant(now + Duration::from_millis(700));
         assert_eq!(ahead - claimed_at, Duration::from_millis(700));
-        let late = slot_instant(now - Duration::from_millis(30), now, claimed_at);
+        let late = clock.instant(now - Duration::from_millis(30));
         assert_eq!(claimed_at - late, Duration::from_millis(30));
     }
 }

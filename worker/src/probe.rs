@@ -33,6 +33,14 @@ impl DbClock {
         }
     }
 
+    /// This process's instant at the database's time `at` (a check's slot).
+    pub fn instant(&self, at: SystemTime) -> Instant {
+        match at.duration_since(self.db_now) {
+            Ok(ahead) => self.at + ahead,
+            Err(late) => self.at.checked_sub(late.duration()).unwrap_or(self.at),
+        }
+    }
+
     /// The database's time at `instant`.
     pub fn timestamp(&self, instant: Instant) -> SystemTime {
         match instant.checked_duration_since(self.at) {
