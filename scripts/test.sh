@@ -36,9 +36,10 @@ step "cargo pgrx test pg15 (extension unit tests, SQL tests, scheduler worker)"
 
 step "install the extension (the test build left test-only SQL installed)"
 (cd pg_webmon && cargo pgrx install --pg-config /usr/lib/postgresql/15/bin/pg_config $SUDO)
-# The upgrade test installs 0.1.0 as shipped, then updates it: its install script too.
+# The upgrade tests install each released version as shipped, then update it: their install
+# scripts too (sql/pg_webmon--<version>.sql; the upgrade scripts are installed by pgrx).
 EXTDIR="$(/usr/lib/postgresql/15/bin/pg_config --sharedir)/extension"
-${SUDO:+sudo} install -m 644 sql/pg_webmon--0.1.0.sql "$EXTDIR/"
+${SUDO:+sudo} install -m 644 sql/pg_webmon--[0-9]*.[0-9]*.[0-9]*.sql "$EXTDIR/"
 
 step "end-to-end tests (real cluster, real webmon-worker, local HTTP/TLS targets)"
 cargo build -p webmon-worker

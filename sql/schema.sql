@@ -203,7 +203,7 @@ CREATE TABLE webmon.errors (
 ) PARTITION BY RANGE (request_timestamp);
 
 COMMENT ON TABLE webmon.errors IS
-    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, lost, no_probe, other (see webmon.error_kinds()).';
+    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, blocked, lost, no_probe, other (see webmon.error_kinds()).';
 
 -- Bookkeeping of the partitions run_maintenance made: their ranges, so nothing is parsed back.
 CREATE TABLE webmon.partitions (
@@ -564,6 +564,9 @@ BEGIN
                         AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
                              OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
                    THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
+                   -- A kind from a newer probe than this schema (update the extension first).
+                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
+                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
                END AS refused
         FROM done d
     ), metric_rows AS (
@@ -586,7 +589,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
-    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time is stored as an other error at its slot. Returns how many.';
+    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
 
 CREATE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

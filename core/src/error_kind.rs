@@ -17,6 +17,8 @@ pub enum ErrorKind {
     Redirect,
     /// The response started but its body could not be read.
     Body,
+    /// The probe's network policy denies the target's address; nothing was sent.
+    Blocked,
     /// Leased by probes `pg_webmon.max_attempts` times without a result.
     Lost,
     /// No probe claimed the check in time (no live probe for its regions, or all busy).
@@ -27,13 +29,14 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Dns,
         ErrorKind::Connect,
         ErrorKind::Tls,
         ErrorKind::Timeout,
         ErrorKind::Redirect,
         ErrorKind::Body,
+        ErrorKind::Blocked,
         ErrorKind::Lost,
         ErrorKind::NoProbe,
         ErrorKind::Other,
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Redirect => "redirect",
             ErrorKind::Body => "body",
+            ErrorKind::Blocked => "blocked",
             ErrorKind::Lost => "lost",
             ErrorKind::NoProbe => "no_probe",
             ErrorKind::Other => "other",

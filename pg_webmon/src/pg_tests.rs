@@ -430,7 +430,7 @@ mod tests {
         }
         Spi::run(
             "INSERT INTO webmon.monitors (url, enabled, regions)
-                 SELECT 'http://127.0.0.1:9/bounds/' || g, false, '{bounds}' FROM generate_series(1, 5) g;
+                 SELECT 'http://127.0.0.1:9/bounds/' || g, false, '{bounds}' FROM generate_series(1, 7) g;
              INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
                  SELECT id, now(), regions FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/bounds/%'",
         )
@@ -438,16 +438,18 @@ mod tests {
         let jobs = one::<Vec<i64>>(
             "SELECT array_agg(job_id ORDER BY monitor_id) FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
         );
-        assert_eq!(jobs.len(), 5);
-        // 1: fine. 2: 'infinity'. 3: a week before its slot. 4: NaN. 5: negative.
+        assert_eq!(jobs.len(), 7);
+        // 1: fine. 2: 'infinity'. 3: a week before its slot. 4: NaN. 5: negative. 6: an error
+        // kind this schema does not know (a newer probe). 7: blocked by the target guard.
         let stored = one::<i32>(&format!(
             "SELECT webmon.complete_checks('p-bounds', ARRAY{jobs:?}::bigint[],
-                 ARRAY[now(), 'infinity', now() - interval '7 days', now(), now()]::timestamptz[],
-                 ARRAY[12, 12, 12, 'NaN', -5]::real[], ARRAY[200, 200, 200, 200, 200]::smallint[],
-                 ARRAY[NULL, NULL, NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[],
-                 ARRAY[NULL, NULL, NULL, NULL, NULL]::text[], ARRAY[NULL, NULL, NULL, NULL, NULL]::text[])"
+                 ARRAY[now(), 'infinity', now() - interval '7 days', now(), now(), now(), now()]::timestamptz[],
+                 ARRAY[12, 12, 12, 'NaN', -5, NULL, NULL]::real[], ARRAY[200, 200, 200, 200, 200, NULL, NULL]::smallint[],
+                 ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::text[],
+                 ARRAY[NULL, NULL, NULL, NULL, NULL, 'martian', 'blocked']::text[],
+                 ARRAY[NULL, NULL, NULL, NULL, NULL, 'from mars', 'denied']::text[])"
         ));
-        assert_eq!(stored, 5);
+        assert_eq!(stored, 7);
         let bounds = "m.url LIKE 'http://127.0.0.1:9/bounds/%'";
         assert_eq!(
             one::<i64>(&format!(
@@ -456,10 +458,24 @@ mod tests {
             1
         );
         assert!(one::<bool>(&format!(
-            "SELECT count(*) = 4 AND bool_and(e.error_kind = 'other' AND e.error LIKE 'result refused:%'
+            "SELECT count(*) = 5 AND bool_and(e.error_kind = 'other' AND e.error LIKE 'result refused:%'
                                                AND e.request_timestamp <= now())
-             FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id WHERE {bounds}"
+             FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
+             WHERE {bounds} AND m.url <> 'http://127.0.0.1:9/bounds/7'"
         )));
+        assert!(one::<bool>(&format!(
+            "SELECT e.error LIKE '%error kind martian is not one of%from mars'
+             FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
+             WHERE {bounds} AND m.url = 'http://127.0.0.1:9/bounds/6'"
+        )));
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT e.error_kind || ': ' || e.error
+                 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
+                 WHERE {bounds} AND m.url = 'http://127.0.0.1:9/bounds/7'"
+            )),
+            "blocked: denied"
+        );
         // The 'infinity' check does not keep its monitor up.
         assert!(one::<bool>(
             "SELECT NOT up FROM webmon.monitor_status s JOIN webmon.monitors m ON m.id = s.monitor_id

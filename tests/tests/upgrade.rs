@@ -1,8 +1,8 @@
-//! Upgrades keep data: a database made by pg_webmon 0.1.0 (its install script as shipped,
-//! `sql/pg_webmon--0.1.0.sql`) is filled with monitors and results, updated with
+//! Upgrades keep data: a database made by an earlier release (its install script as shipped,
+//! `sql/pg_webmon--<version>.sql`) is filled with monitors and results, updated with
 //! `ALTER EXTENSION pg_webmon UPDATE`, and must then (a) have the same schema as a fresh
-//! install, (b) hold every monitor and result, (c) schedule and probe again, and (d) survive a
-//! pg_dump and restore into another cluster with every row.
+//! install, (b) hold every monitor and result, (c) schedule and probe again, and, from 0.1.0,
+//! (d) survive a pg_dump and restore into another cluster with every row.
 
 use std::process::Command;
 use std::time::Duration;
@@ -11,7 +11,6 @@ use webmon_tests::cluster::{Cluster, PG_BIN};
 use webmon_tests::probe::Probe;
 use webmon_tests::{targets, wait_until};
 
-const OLD: &str = "0.1.0";
 const NEW: &str = env!("CARGO_PKG_VERSION");
 
 /// Row counts that must survive: monitors, metrics, errors, probes.
@@ -114,20 +113,113 @@ async fn partitions_owned_by_the_extension(db: &Client) -> i64 {
     .get(0)
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
+/// A cluster with database `webmon` and pg_webmon `old` installed from its shipped script.
+async fn install_release(old: &str) -> (Cluster, Client) {
     let extension_dir = output(Command::new(format!("{PG_BIN}/pg_config")).arg("--sharedir"));
-    let old_script = format!("{}/extension/pg_webmon--{OLD}.sql", extension_dir.trim());
+    let old_script = format!("{}/extension/pg_webmon--{old}.sql", extension_dir.trim());
     assert!(
         std::path::Path::new(&old_script).exists(),
-        "{old_script} is missing: make test installs sql/pg_webmon--{OLD}.sql there"
+        "{old_script} is missing: make test installs sql/pg_webmon--{old}.sql there"
     );
-    let cluster = Cluster::start_empty("upgrade", &[]).await.unwrap();
-    cluster.wait_for_scheduler().await.unwrap();
-    let db = cluster.client().await.unwrap();
-    db.batch_execute(&format!("CREATE EXTENSION pg_webmon VERSION '{OLD}'"))
+    let cluster = Cluster::start_empty(&format!("upgrade-{old}"), &[])
         .await
         .unwrap();
+    cluster.wait_for_scheduler().await.unwrap();
+    let db = cluster.client().await.unwrap();
+    db.batch_execute(&format!("CREATE EXTENSION pg_webmon VERSION '{old}'"))
+        .await
+        .unwrap();
+    (cluster, db)
+}
+
+/// The scheduler of this release does not run on an older schema, and says what to do.
+async fn scheduler_asks_for_the_update(cluster: &Cluster) {
+    let told = wait_until(Duration::from_secs(10), || async {
+        cluster
+            .server_log()
+            .contains("run ALTER EXTENSION pg_webmon UPDATE")
+    })
+    .await;
+    assert!(told, "{}", cluster.server_log());
+}
+
+/// `ALTER EXTENSION pg_webmon UPDATE` to this release.
+async fn update(db: &Client) {
+    db.batch_execute("ALTER EXTENSION pg_webmon UPDATE")
+        .await
+        .unwrap();
+    let version: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_webmon'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, NEW);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_2_0_keeps_rows_and_leases_and_equals_a_fresh_install() {
+    let (cluster, db) = install_release("0.2.0").await;
+    db.batch_execute(
+        "SELECT webmon.run_maintenance();
+         INSERT INTO webmon.monitors (url, check_interval, regions)
+             SELECT 'http://127.0.0.1:9/kept/' || g, '1 hour', CASE WHEN g = 3 THEN '{eu}'::text[] END
+             FROM generate_series(1, 20) g;
+         SELECT webmon.register_probe('kept-probe', 'eu');
+         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
+             SELECT now() - g * interval '1 minute', 1 + g % 20, g % 300, 200, 1
+             FROM generate_series(1, 2000) g;
+         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+             SELECT now() - g * interval '3 minutes', 1 + g % 20, (ARRAY['dns', 'lost', 'no_probe'])[1 + g % 3], 'x', 1
+             FROM generate_series(1, 300) g;
+         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+             SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    // A lease taken before the update is completed after it.
+    let leased: i64 = db
+        .query_one(
+            "SELECT job_id FROM webmon.claim_checks('kept-probe', 10, '1 hour')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    scheduler_asks_for_the_update(&cluster).await;
+    let before = counts(&db).await;
+    update(&db).await;
+    assert_eq!(counts(&db).await, before);
+    let stored: i32 = db
+        .query_one(
+            "SELECT webmon.complete_checks('kept-probe', ARRAY[$1]::bigint[], ARRAY[now()], ARRAY[NULL]::real[],
+                 ARRAY[NULL]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[],
+                 ARRAY['blocked'], ARRAY['blocked by the network policy'])",
+            &[&leased],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the lease from before the update was lost");
+    let kind: String = db
+        .query_one(
+            "SELECT error_kind FROM webmon.errors WHERE monitor_id = 3 ORDER BY request_timestamp DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "blocked");
+
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
+    let (cluster, db) = install_release("0.1.0").await;
 
     // 0.1.0's data: monitors, registrations (its heartbeats drew ids), results in the
     // partitions its CREATE EXTENSION made and in its default partitions.
@@ -175,27 +267,8 @@ async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         partitions_owned_by_the_extension(&db).await > 0,
         "0.1.0 should own its first partitions"
     );
-    // The 0.2.0 scheduler does not run on a 0.1.0 schema, and says what to do.
-    let told = wait_until(Duration::from_secs(10), || async {
-        cluster
-            .server_log()
-            .contains("run ALTER EXTENSION pg_webmon UPDATE")
-    })
-    .await;
-    assert!(told, "{}", cluster.server_log());
-
-    db.batch_execute("ALTER EXTENSION pg_webmon UPDATE")
-        .await
-        .unwrap();
-    let version: String = db
-        .query_one(
-            "SELECT extversion FROM pg_extension WHERE extname = 'pg_webmon'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(version, NEW);
+    scheduler_asks_for_the_update(&cluster).await;
+    update(&db).await;
 
     // (b) every monitor and result is still there; a month became 30 days, as 0.1.0 counted it.
     assert_eq!(counts(&db).await, before);
@@ -242,78 +315,10 @@ async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
     );
 
     // (a) the schema equals a fresh install's.
-    db.batch_execute("CREATE DATABASE fresh").await.unwrap();
-    let fresh = cluster.connect("fresh").await.unwrap();
-    fresh
-        .batch_execute("CREATE EXTENSION pg_webmon; SELECT webmon.run_maintenance();")
-        .await
-        .unwrap();
-    db.batch_execute("SELECT webmon.run_maintenance()")
-        .await
-        .unwrap();
-    let (upgraded, installed) = (
-        schema(cluster.port, "webmon"),
-        schema(cluster.port, "fresh"),
-    );
-    // The comparison sees the extension's own objects, not only CREATE EXTENSION.
-    for object in [
-        "FUNCTION webmon.enqueue_due_checks",
-        "TRIGGER monitors_refresh_job",
-        "errors_error_kind_check",
-    ] {
-        assert!(
-            installed.contains(object),
-            "{object} is not in the compared schema"
-        );
-    }
-    if upgraded != installed {
-        let diff = diff_lines(&upgraded, &installed);
-        panic!(
-            "the upgraded schema differs from a fresh install ({}):\n{}",
-            if diff.is_empty() {
-                "same lines in another order"
-            } else {
-                "lines below"
-            },
-            diff.join("\n")
-        );
-    }
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
 
     // (c) the scheduler and a probe work afterwards: an old monitor, pointed at a target.
-    let target = targets::start_http().await.unwrap();
-    db.execute(
-        "UPDATE webmon.monitors SET url = $1, check_interval = '1 second' WHERE id = 2",
-        &[&target.url("/ok")],
-    )
-    .await
-    .unwrap();
-    let url = cluster.url("postgres");
-    let mut probe = Probe::spawn(
-        &[],
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("WEBMON_PROBE_NAME", "old-probe"),
-        ],
-        cluster.dir.join("probe.log"),
-    )
-    .unwrap();
-    let checked = wait_until(Duration::from_secs(20), || async {
-        db.query_one(
-            "SELECT count(*) FROM webmon.metrics WHERE monitor_id = 2 AND request_timestamp > now() - interval '1 minute'",
-            &[],
-        )
-        .await
-        .map(|r| r.get::<_, i64>(0) >= 2)
-        .unwrap_or(false)
-    })
-    .await;
-    assert!(
-        checked,
-        "no checks after the upgrade\n{}\n{}",
-        probe.output(),
-        cluster.server_log()
-    );
-    probe.stop_cleanly(libc::SIGTERM).await;
+    probes_again(&cluster, &db, 2, "old-probe").await;
     // The probe kept its 0.1.0 id.
     let probe_id: i16 = db
         .query_one("SELECT id FROM webmon.probes WHERE name = 'old-probe'", &[])
@@ -361,6 +366,85 @@ async fn an_upgrade_from_0_1_0_keeps_every_row_and_equals_a_fresh_install() {
         "{}",
         restored.server_log()
     );
+}
+
+/// The upgraded database `webmon` has the schema a fresh `CREATE EXTENSION` makes.
+async fn assert_same_schema_as_a_fresh_install(cluster: &Cluster, db: &Client) {
+    db.batch_execute("CREATE DATABASE fresh").await.unwrap();
+    let fresh = cluster.connect("fresh").await.unwrap();
+    fresh
+        .batch_execute("CREATE EXTENSION pg_webmon; SELECT webmon.run_maintenance();")
+        .await
+        .unwrap();
+    db.batch_execute("SELECT webmon.run_maintenance()")
+        .await
+        .unwrap();
+    let (upgraded, installed) = (
+        schema(cluster.port, "webmon"),
+        schema(cluster.port, "fresh"),
+    );
+    // The comparison sees the extension's own objects, not only CREATE EXTENSION.
+    for object in [
+        "FUNCTION webmon.enqueue_due_checks",
+        "TRIGGER monitors_refresh_job",
+        "errors_error_kind_check",
+    ] {
+        assert!(
+            installed.contains(object),
+            "{object} is not in the compared schema"
+        );
+    }
+    if upgraded != installed {
+        let diff = diff_lines(&upgraded, &installed);
+        panic!(
+            "the upgraded schema differs from a fresh install ({}):\n{}",
+            if diff.is_empty() {
+                "same lines in another order"
+            } else {
+                "lines below"
+            },
+            diff.join("\n")
+        );
+    }
+}
+
+/// Monitor `monitor_id`, pointed at a local target every second, is checked by a probe
+/// named `probe_name` after the upgrade.
+async fn probes_again(cluster: &Cluster, db: &Client, monitor_id: i64, probe_name: &str) {
+    let target = targets::start_http().await.unwrap();
+    db.execute(
+        "UPDATE webmon.monitors SET url = $1, check_interval = '1 second' WHERE id = $2",
+        &[&target.url("/ok"), &monitor_id],
+    )
+    .await
+    .unwrap();
+    let url = cluster.url("postgres");
+    let mut probe = Probe::spawn(
+        &[],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("WEBMON_PROBE_NAME", probe_name),
+        ],
+        cluster.dir.join("probe.log"),
+    )
+    .unwrap();
+    let checked = wait_until(Duration::from_secs(20), || async {
+        db.query_one(
+            "SELECT count(*) FROM webmon.metrics WHERE monitor_id = $1 AND request_timestamp > now() - interval '1 minute'",
+            &[&monitor_id],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) >= 2)
+        .unwrap_or(false)
+    })
+    .await;
+    assert!(
+        checked,
+        "no checks after the upgrade\n{}\n{}",
+        probe.output(),
+        cluster.server_log()
+    );
+    probe.stop_cleanly(libc::SIGTERM).await;
 }
 
 /// Lines only in one of the two texts, marked `-` (first) and `+` (second).

@@ -2,7 +2,9 @@
 //! app's names are kept. `.env.<ENV>` is loaded first when `ENV` is set, and never
 //! overrides a variable that is already set; flags override both.
 
+use crate::guard::{parse_network, NetworkPolicy};
 use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -109,6 +111,15 @@ pub struct RunArgs {
     /// On SIGTERM/SIGINT, how long in-flight checks may run before they are abandoned and released (s).
     #[arg(long, env = "WEBMON_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
+    /// Networks checks may not connect to, comma-separated (CIDR or address), in addition to
+    /// link-local (169.254.0.0/16, fe80::/10), fd00:ec2::254, 0.0.0.0 and ::, which are always denied
+    /// unless allowed explicitly. Checked for every address after DNS and on every redirect.
+    #[arg(long, env = "WEBMON_DENY_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub deny_networks: Vec<IpNet>,
+    /// When given, checks connect only to these networks (comma-separated CIDR or address);
+    /// the most specific network in either list decides.
+    #[arg(long, env = "WEBMON_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub allow_networks: Vec<IpNet>,
     /// Seconds between summary log lines (0: none).
     #[arg(long, env = "WEBMON_SUMMARY_SECONDS", default_value_t = 10)]
     pub summary_seconds: u64,
@@ -126,6 +137,9 @@ impl RunArgs {
     }
     pub fn poll_interval(&self) -> Duration {
         Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn network_policy(&self) -> NetworkPolicy {
+        NetworkPolicy::new(&self.deny_networks, &self.allow_networks)
     }
     pub fn probe_name(&self) -> String {
         self.probe_name.clone().unwrap_or_else(default_probe_name)
@@ -193,5 +207,29 @@ mod tests {
         assert!(Cli::try_parse_from(["webmon-worker", "--max-in-flight", "0"]).is_err());
         assert!(Cli::try_parse_from(["webmon-worker", "--default-timeout-ms", "-5"]).is_err());
         assert!(Cli::try_parse_from(["webmon-worker", "--batch-size", "many"]).is_err());
+    }
+
+    #[test]
+    fn network_lists_are_comma_separated_and_checked() {
+        let cli = Cli::try_parse_from([
+            "webmon-worker",
+            "--deny-networks",
+            "127.0.0.2/32, 10.0.0.0/8",
+            "--allow-networks",
+            "0.0.0.0/0",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.deny_networks.len(), 2);
+        let policy = cli.run.network_policy();
+        assert!(policy.check("127.0.0.2".parse().unwrap()).is_err());
+        assert!(policy.check("127.0.0.1".parse().unwrap()).is_ok());
+        assert!(
+            policy.check("::1".parse().unwrap()).is_err(),
+            "not in the allow list"
+        );
+        let error = Cli::try_parse_from(["webmon-worker", "--deny-networks", "10.0.0.0/40"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("is not a network"), "{error}");
     }
 }

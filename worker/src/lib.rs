@@ -1,13 +1,16 @@
 //! webmon-worker, the pg_webmon probe. The pipeline reads top to bottom:
-//! `claim` (lease checks) → `probe` (HTTP and regex) → `sink` (batched writes); `run` wires
-//! them together with shutdown, `config`, `db` and `runtime` set them up.
+//! `claim` (lease checks) → `probe` (HTTP and regex; `redirect` and the target `guard`) →
+//! `sink` (batched writes); `run` wires them together with shutdown, `config`, `db` and
+//! `runtime` set them up.
 
 pub mod claim;
 pub mod commands;
 pub mod config;
 pub mod db;
 pub mod demo_target;
+pub mod guard;
 pub mod probe;
+pub mod redirect;
 pub mod run;
 pub mod runtime;
 pub mod sink;

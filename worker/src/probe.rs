@@ -1,10 +1,12 @@
 //! One HTTP check: the monitor's request on a fresh connection, the body read up to a cap,
 //! the regex searched, and the outcome classified. A failed check is data, not an error.
 
+use crate::guard::{Blocked, NetworkPolicy};
+use crate::redirect;
 use regex::Regex;
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use webmon_core::text::{cut, one_line};
@@ -12,7 +14,6 @@ pub use webmon_core::ErrorKind;
 
 /// `page_content` keeps at most this many characters of the match.
 pub const PAGE_CONTENT_MAX_CHARS: usize = 1000;
-const REDIRECT_LIMIT: usize = 10;
 const REGEX_CACHE_MAX: usize = 10_000;
 
 /// The database's clock at a moment of this process's monotonic clock (a claim's `db_now`
@@ -87,11 +88,13 @@ pub enum Outcome {
     },
 }
 
-/// HTTP clients shared by all checks. Idle pooling is off, so every check opens a fresh
+/// The HTTP client shared by all checks. Idle pooling is off, so every check opens a fresh
 /// connection (honest availability), while TLS roots and DNS setup are built only once.
+/// Redirects are followed here, not by reqwest (see `redirect`), and every address passes
+/// the network policy (see `guard`) before it is connected to.
 pub struct Prober {
-    following: reqwest::Client,
-    not_following: reqwest::Client,
+    client: reqwest::Client,
+    policy: Arc<NetworkPolicy>,
     default_timeout: Duration,
     body_cap: usize,
     regexes: Mutex<HashMap<String, Arc<Regex>>>,
@@ -101,24 +104,28 @@ pub struct Prober {
 #[error("cannot build the HTTP client: {0}")]
 pub struct ClientError(#[from] reqwest::Error);
 
+type Failure = (ErrorKind, String);
+
 impl Prober {
-    pub fn new(default_timeout: Duration, body_cap: usize) -> Result<Self, ClientError> {
-        let resolver = Arc::new(Resolver);
-        let builder = || {
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .dns_resolver(resolver.clone())
-                .no_proxy()
-                .tcp_nodelay(true)
-                .user_agent(concat!("pg_webmon/", env!("CARGO_PKG_VERSION")))
-        };
+    pub fn new(
+        default_timeout: Duration,
+        body_cap: usize,
+        policy: NetworkPolicy,
+    ) -> Result<Self, ClientError> {
+        let policy = Arc::new(policy);
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .dns_resolver(Arc::new(Resolver {
+                policy: policy.clone(),
+            }))
+            .no_proxy()
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("pg_webmon/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         Ok(Prober {
-            following: builder()
-                .redirect(reqwest::redirect::Policy::limited(REDIRECT_LIMIT))
-                .build()?,
-            not_following: builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()?,
+            client,
+            policy,
             default_timeout,
             body_cap,
             regexes: Mutex::new(HashMap::new()),
@@ -167,25 +174,88 @@ impl Prober {
         }
     }
 
-    async fn exchange(&self, job: &Job) -> Result<(u16, Vec<u8>), (ErrorKind, String)> {
-        let method = reqwest::Method::from_bytes(job.method.as_bytes())
+    /// The status and body of the check's final response, within the check's timeout
+    /// (which covers every redirect and the body).
+    async fn exchange(&self, job: &Job) -> Result<(u16, Vec<u8>), Failure> {
+        let timeout = job.timeout.unwrap_or(self.default_timeout);
+        match tokio::time::timeout(timeout, self.follow(job)).await {
+            Ok(result) => result,
+            Err(_) => Err((
+                ErrorKind::Timeout,
+                format!("no complete response within {} ms", timeout.as_millis()),
+            )),
+        }
+    }
+
+    async fn follow(&self, job: &Job) -> Result<(u16, Vec<u8>), Failure> {
+        let mut method = reqwest::Method::from_bytes(job.method.as_bytes())
             .map_err(|_| (ErrorKind::Other, format!("invalid method {:?}", job.method)))?;
-        let client = if job.follow_redirects {
-            &self.following
-        } else {
-            &self.not_following
+        let origin = reqwest::Url::parse(&job.url)
+            .map_err(|e| (ErrorKind::Other, format!("invalid url: {e}")))?;
+        let mut url = origin.clone();
+        let mut body = job.body.as_ref();
+        let mut body_dropped = false;
+        let mut visited = Vec::new();
+        loop {
+            self.guard_address(&url)?;
+            let other_host = !redirect::same_host(&origin, &url);
+            let mut request = self.client.request(method.clone(), url.clone());
+            for (name, value) in &job.headers {
+                let withheld = (other_host && !redirect::crosses_hosts(name))
+                    || (body_dropped && redirect::describes_body(name));
+                if !withheld {
+                    request = request.header(name, value);
+                }
+            }
+            if let Some(body) = body {
+                request = request.body(body.clone());
+            }
+            let response = request.send().await.map_err(classify)?;
+            let status = response.status().as_u16();
+            if job.follow_redirects {
+                let location = response.headers().get(reqwest::header::LOCATION);
+                match redirect::next(&url, &method, status, location, &visited) {
+                    redirect::Next::Final => {}
+                    redirect::Next::Follow {
+                        url: next,
+                        method: next_method,
+                        keep_body,
+                    } => {
+                        // Dropping the response closes its connection (no pooling).
+                        drop(response);
+                        visited.push(std::mem::replace(&mut url, next));
+                        method = next_method;
+                        if !keep_body && body.is_some() {
+                            body = None;
+                            body_dropped = true;
+                        }
+                        continue;
+                    }
+                    redirect::Next::Fail(message) => return Err((ErrorKind::Redirect, message)),
+                }
+            }
+            return self.read_body(response, status).await;
+        }
+    }
+
+    /// A URL whose host is an address is connected to without DNS: judge it here (names
+    /// are judged by `Resolver` after resolution).
+    fn guard_address(&self, url: &reqwest::Url) -> Result<(), Failure> {
+        let address = match url.host() {
+            Some(url::Host::Ipv4(address)) => IpAddr::V4(address),
+            Some(url::Host::Ipv6(address)) => IpAddr::V6(address),
+            _ => return Ok(()),
         };
-        let mut request = client
-            .request(method, &job.url)
-            .timeout(job.timeout.unwrap_or(self.default_timeout));
-        for (name, value) in &job.headers {
-            request = request.header(name, value);
-        }
-        if let Some(body) = &job.body {
-            request = request.body(body.clone());
-        }
-        let mut response = request.send().await.map_err(classify)?;
-        let status = response.status().as_u16();
+        self.policy
+            .check(address)
+            .map_err(|blocked| (ErrorKind::Blocked, blocked.to_string()))
+    }
+
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        status: u16,
+    ) -> Result<(u16, Vec<u8>), Failure> {
         let mut body = Vec::new();
         while body.len() < self.body_cap {
             match response.chunk().await {
@@ -245,8 +315,11 @@ pub fn search(regex: &Regex, body: &[u8]) -> (Option<bool>, Option<String>) {
 }
 
 /// Host name resolution through tokio, with its failures wrapped in `DnsError` so that
-/// `classify` recognises them by type.
-struct Resolver;
+/// `classify` recognises them by type. Only the addresses the network policy allows are
+/// handed to the connector; when it allows none, the check fails as `Blocked`.
+struct Resolver {
+    policy: Arc<NetworkPolicy>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("dns error: {0}")]
@@ -255,14 +328,38 @@ pub struct DnsError(#[source] std::io::Error);
 impl reqwest::dns::Resolve for Resolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_string();
+        let policy = self.policy.clone();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
                 .map_err(|e| Box::new(DnsError(e)) as Box<dyn StdError + Send + Sync>)?
                 .collect();
-            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+            let (allowed, blocked) = permitted(&policy, resolved);
+            match (allowed.is_empty(), blocked) {
+                (true, Some(blocked)) => Err(Box::new(blocked) as Box<dyn StdError + Send + Sync>),
+                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+            }
         })
     }
+}
+
+/// The addresses `policy` allows, and why the first refused one was refused.
+fn permitted(
+    policy: &NetworkPolicy,
+    resolved: Vec<SocketAddr>,
+) -> (Vec<SocketAddr>, Option<Blocked>) {
+    let mut first_blocked = None;
+    let allowed = resolved
+        .into_iter()
+        .filter(|address| match policy.check(address.ip()) {
+            Ok(()) => true,
+            Err(blocked) => {
+                first_blocked.get_or_insert(blocked);
+                false
+            }
+        })
+        .collect();
+    (allowed, first_blocked)
 }
 
 /// The error kind and a one-line message naming the causes. The message carries no URL
@@ -329,7 +426,9 @@ fn kind_within(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
 }
 
 fn kind_of_cause(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
-    if cause.is::<DnsError>() {
+    if cause.is::<Blocked>() {
+        Some(ErrorKind::Blocked)
+    } else if cause.is::<DnsError>() {
         Some(ErrorKind::Dns)
     } else if cause.is::<rustls::Error>() {
         Some(ErrorKind::Tls)

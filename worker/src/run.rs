@@ -32,9 +32,12 @@ pub enum RunError {
 pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError> {
     let config = db::config(database)?;
     let probe = args.probe_name();
+    let policy = args.network_policy();
+    let networks = policy.describe();
     let prober = Arc::new(Prober::new(
         args.default_timeout(),
         args.body_cap_bytes as usize,
+        policy,
     )?);
     let stats = Arc::new(Stats::default());
     let max_in_flight = args.max_in_flight as usize;
@@ -48,7 +51,7 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
     let give_up = CancellationToken::new();
     let checks = TaskTracker::new();
     let unfinished = Arc::new(Mutex::new(Vec::new()));
-    tracing::info!(probe = %probe, region = ?args.region, max_in_flight, writers = args.writers, batch_size = args.batch_size, "webmon-worker starting");
+    tracing::info!(probe = %probe, region = ?args.region, max_in_flight, writers = args.writers, batch_size = args.batch_size, %networks, "webmon-worker starting");
 
     let writers: Vec<_> = (0..args.writers as usize)
         .map(|id| {

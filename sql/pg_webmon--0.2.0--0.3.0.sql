@@ -1,0 +1,88 @@
+-- pg_webmon 0.2.0 → 0.3.0
+--
+-- The probe's target guard adds the error kind `blocked`: the errors table's CHECK is built
+-- again from the library's list (webmon.error_kinds(), which now includes it), and
+-- complete_checks stores a kind it does not know (from a probe newer than the schema) as an
+-- `other` error instead of refusing the whole batch.
+
+COMMENT ON TABLE webmon.errors IS
+    'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, blocked, lost, no_probe, other (see webmon.error_kinds()).';
+
+-- Adding a kind cannot invalidate a stored row; the check scans webmon.errors once.
+ALTER TABLE webmon.errors DROP CONSTRAINT errors_error_kind_check;
+DO $$
+BEGIN
+    EXECUTE format('ALTER TABLE webmon.errors ADD CONSTRAINT errors_error_kind_check CHECK (error_kind = ANY (%L::text[]))',
+                   webmon.error_kinds());
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    completer smallint := webmon.probe_id(probe);
+    accepted int;
+BEGIN
+    -- Only jobs this probe still leases count; deleting them makes a retried batch a no-op.
+    -- RETURNING carries the batch columns, so no second join with the batch is needed.
+    WITH done AS (
+        DELETE FROM webmon.jobs j
+        USING unnest(job_ids, request_timestamps, response_times_ms, http_status_codes,
+                     regex_matches, page_contents, error_kinds, error_messages)
+            AS b(job_id, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                 page_content, error_kind, error)
+        WHERE j.id = b.job_id AND j.leased_by = completer
+        RETURNING j.monitor_id, j.scheduled_at AS slot, b.*
+    ), checked AS (
+        -- A result counts as the probe says only when it can be true: started no earlier than a
+        -- minute before its slot (probes start at the slot, on the database's clock) and not
+        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
+        -- other result is stored as an `other` error at its slot saying why, so that no row can
+        -- claim "up" forever or hide newer failures.
+        SELECT d.*,
+               CASE
+                   WHEN d.request_timestamp IS NULL
+                        OR d.request_timestamp < d.slot - interval '1 minute'
+                        OR d.request_timestamp > now() + interval '5 seconds'
+                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                               d.request_timestamp, d.slot)
+                   WHEN d.error_kind IS NULL
+                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
+                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
+                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
+                   -- A kind from a newer probe than this schema (update the extension first).
+                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
+                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
+               END AS refused
+        FROM done d
+    ), metric_rows AS (
+        INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
+                                    probe_id, regex_matched, page_content)
+        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
+               completer, c.regex_matched, left(c.page_content, 1000)
+        FROM checked c
+        WHERE c.error_kind IS NULL AND c.refused IS NULL
+    ), error_rows AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.slot END, c.monitor_id,
+               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
+               left(coalesce(c.refused, c.error, ''), 1000), completer
+        FROM checked c
+        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
+    )
+    SELECT count(*) INTO accepted FROM done;
+    RETURN accepted;
+END
+$$;
+COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
+    'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
