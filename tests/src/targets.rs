@@ -46,45 +46,52 @@ impl HttpTarget {
 }
 
 /// Routes: `/ok`, `/not-found` (404 with `{"message": "Not Found"}`), `/delay/{ms}`,
-/// `/status/{code}`, `/loop` (redirects to itself), `/big/{bytes}` (a body of that many
+/// `/status/{code}`, `/loop` (redirects to itself), `/redirect/{url}` (302 to the URL), `/big/{bytes}` (a body of that many
 /// bytes ending in `TAIL`), `/nul` (the body `ab\0cd`), and anything else under `/any/...` (200, recorded).
 pub async fn start_http() -> anyhow::Result<HttpTarget> {
     let hits = Hits::default();
-    let app = Router::new()
-        .route("/ok", get(|| async { "OK" }))
-        .route(
-            "/not-found",
-            get(|| async { (StatusCode::NOT_FOUND, r#"{"message": "Not Found"}"#) }),
-        )
-        .route(
-            "/delay/{ms}",
-            get(|Path(ms): Path<u64>| async move {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                "OK"
-            }),
-        )
-        .route(
-            "/status/{code}",
-            get(|Path(code): Path<u16>| async move {
-                StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT)
-            }),
-        )
-        .route(
-            "/loop",
-            get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
-        )
-        .route(
-            "/big/{bytes}",
-            get(|Path(bytes): Path<usize>| async move {
-                let mut body = vec![b'x'; bytes.saturating_sub(4)];
-                body.extend_from_slice(b"TAIL");
-                body
-            }),
-        )
-        .route("/nul", get(|| async { &b"ab\0cd"[..] }))
-        .fallback(|| async { "OK" })
-        .layer(axum::middleware::from_fn_with_state(hits.clone(), record))
-        .with_state(hits.clone());
+    let app =
+        Router::new()
+            .route("/ok", get(|| async { "OK" }))
+            .route(
+                "/not-found",
+                get(|| async { (StatusCode::NOT_FOUND, r#"{"message": "Not Found"}"#) }),
+            )
+            .route(
+                "/delay/{ms}",
+                get(|Path(ms): Path<u64>| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    "OK"
+                }),
+            )
+            .route(
+                "/status/{code}",
+                get(|Path(code): Path<u16>| async move {
+                    StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT)
+                }),
+            )
+            .route(
+                "/loop",
+                get(|| async { (StatusCode::FOUND, [(header::LOCATION, "/loop")]) }),
+            )
+            .route(
+                "/redirect/{*to}",
+                get(|Path(to): Path<String>| async move {
+                    (StatusCode::FOUND, [(header::LOCATION, to)])
+                }),
+            )
+            .route(
+                "/big/{bytes}",
+                get(|Path(bytes): Path<usize>| async move {
+                    let mut body = vec![b'x'; bytes.saturating_sub(4)];
+                    body.extend_from_slice(b"TAIL");
+                    body
+                }),
+            )
+            .route("/nul", get(|| async { &b"ab\0cd"[..] }))
+            .fallback(|| async { "OK" })
+            .layer(axum::middleware::from_fn_with_state(hits.clone(), record))
+            .with_state(hits.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {

@@ -183,6 +183,105 @@ async fn the_old_apps_scenarios_and_error_kinds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_denied_network_is_blocked_by_address_name_and_redirect_and_never_reached() {
+    let s = setup("guard").await;
+    // Something listening on 127.0.0.2 that counts every connection it is offered.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let forbidden = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while listener.accept().await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let in_region = |url: String, region: &'static str| {
+        let db = &s.db;
+        async move {
+            db.query_one(
+                "INSERT INTO webmon.monitors (url, check_interval, regions) VALUES ($1, '1 hour', ARRAY[$2]) RETURNING id",
+                &[&url, &region],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+        }
+    };
+    // Region a: a probe told by its environment to deny 127.0.0.2.
+    let direct = in_region(format!("http://{forbidden}/direct"), "a").await;
+    let redirected = in_region(
+        s.target
+            .url(&format!("/redirect/http://{forbidden}/redirected")),
+        "a",
+    )
+    .await;
+    let allowed = in_region(s.target.url("/ok"), "a").await;
+    // Region b: a probe told by its flag to deny 127.0.0.1, checking `localhost`.
+    let by_name = in_region(
+        format!("http://localhost:{}/by-name", s.target.addr.port()),
+        "b",
+    )
+    .await;
+    let mut env_probe = s.probe(
+        "guard-a",
+        &[
+            ("WEBMON_REGION", "a"),
+            ("WEBMON_DENY_NETWORKS", "127.0.0.2/32"),
+        ],
+    );
+    let url = s.cluster.url("postgres");
+    let mut flag_probe = Probe::spawn(
+        &["--deny-networks", "127.0.0.1/32", "--region", "b"],
+        &[
+            ("DATABASE_URL", url.as_str()),
+            ("WEBMON_PROBE_NAME", "guard-b"),
+        ],
+        s.cluster.dir.join("guard-b.log"),
+    )
+    .unwrap();
+
+    assert!(
+        s.wait_rows("metrics", allowed, 1, Duration::from_secs(15))
+            .await,
+        "{}",
+        env_probe.output()
+    );
+    for id in [direct, redirected, by_name] {
+        assert!(
+            s.wait_rows("errors", id, 1, Duration::from_secs(15)).await,
+            "no errors row for monitor {id}\n{}\n{}",
+            env_probe.output(),
+            flag_probe.output()
+        );
+        let row =
+            s.db.query_one(
+                "SELECT error_kind, error FROM webmon.errors WHERE monitor_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        let message: String = row.get(1);
+        assert_eq!(
+            row.get::<_, String>(0),
+            "blocked",
+            "monitor {id}: {message}"
+        );
+        assert!(message.contains("network policy"), "{message}");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(s.target.hits.of("/by-name").is_empty());
+    assert_eq!(
+        s.target
+            .hits
+            .of(&format!("/redirect/http://{forbidden}/redirected"))
+            .len(),
+        1
+    );
+    env_probe.stop_cleanly(libc::SIGTERM).await;
+    flag_probe.stop_cleanly(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_one_second_interval_checks_on_its_grid_from_the_insert() {
     let s = setup("interval").await;
     let mut probe = s.probe("interval", &[]);

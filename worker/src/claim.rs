@@ -2,6 +2,7 @@
 //! NOTIFY (with a slow poll as a fallback), and start each check at its slot.
 
 use crate::config::RunArgs;
+use crate::db::DbConfig;
 use crate::db::{self, DbError};
 use crate::probe::{CheckResult, DbClock, Job, Prober};
 use crate::stats::Stats;
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify, Semaphore};
-use tokio_postgres::{Client, Config, Row};
+use tokio_postgres::{Client, Row};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,7 +20,7 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 
 /// Everything the claimer and its check tasks share.
 pub struct Claimer {
-    pub config: Config,
+    pub config: DbConfig,
     pub args: RunArgs,
     pub probe: String,
     pub prober: Arc<Prober>,

@@ -71,6 +71,15 @@ pub struct DatabaseArgs {
     pub db_user_name: String,
     #[arg(long, env = "DB_USER_PASSWORD", global = true, hide_env_values = true)]
     pub db_user_password: Option<String>,
+    /// TLS to the database, as libpq's sslmode: disable, prefer (the default), require,
+    /// verify-ca, verify-full. In DATABASE_URL: `?sslmode=…`.
+    #[arg(long, env = "DB_SSLMODE", global = true)]
+    pub db_sslmode: Option<String>,
+    /// The CA certificate(s) (PEM) the database's certificate must chain to, or `system`
+    /// (Mozilla's roots); default ~/.postgresql/root.crt if it exists. In DATABASE_URL:
+    /// `&sslrootcert=…`.
+    #[arg(long, env = "DB_SSLROOTCERT", global = true)]
+    pub db_sslrootcert: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

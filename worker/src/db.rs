@@ -2,18 +2,26 @@
 //! reconnect backoff. The probe only calls the extension's API functions.
 
 use crate::config::DatabaseArgs;
+use crate::db_tls::{default_root_file, split_options, DbTls, TlsError, TlsOptions};
 use futures_util::StreamExt;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("invalid DATABASE_URL: {0}")]
     Url(tokio_postgres::Error),
+    #[error("database TLS settings: {0}")]
+    Tls(#[from] TlsError),
+    #[error("cannot connect to the database ({tls}): {}", describe(.error))]
+    Connect {
+        tls: String,
+        error: tokio_postgres::Error,
+    },
     #[error("database: {}", describe(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("shutting down")]
@@ -79,9 +87,19 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     text
 }
 
-pub fn config(args: &DatabaseArgs) -> Result<Config, DbError> {
-    let mut config = match &args.database_url {
-        Some(url) => Config::from_str(url).map_err(DbError::Url)?,
+/// Where and how the probe connects: tokio-postgres's settings and the TLS connector.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub pg: Config,
+    pub tls: DbTls,
+}
+
+pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
+    let (mut config, tls) = match &args.database_url {
+        Some(url) => {
+            let (rest, tls) = split_options(url)?;
+            (Config::from_str(&rest).map_err(DbError::Url)?, tls)
+        }
         None => {
             let mut config = Config::new();
             config
@@ -92,18 +110,31 @@ pub fn config(args: &DatabaseArgs) -> Result<Config, DbError> {
             if let Some(password) = &args.db_user_password {
                 config.password(password);
             }
-            config
+            let tls = TlsOptions {
+                mode: args.db_sslmode.clone(),
+                root_cert: args.db_sslrootcert.clone(),
+            };
+            (config, tls)
         }
     };
+    let tls = DbTls::new(&tls, default_root_file().as_deref())?;
     config
         .application_name("webmon-worker")
-        .connect_timeout(Duration::from_secs(10));
-    Ok(config)
+        .connect_timeout(Duration::from_secs(10))
+        .ssl_mode(tls.mode.wire());
+    Ok(DbConfig { pg: config, tls })
 }
 
 /// Connects once. `notify` (if any) is woken on every NOTIFY this connection receives.
-pub async fn connect(config: &Config, notify: Option<Arc<Notify>>) -> Result<Client, DbError> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+pub async fn connect(config: &DbConfig, notify: Option<Arc<Notify>>) -> Result<Client, DbError> {
+    let (client, mut connection) = config
+        .pg
+        .connect(config.tls.connector.clone())
+        .await
+        .map_err(|error| DbError::Connect {
+            tls: config.tls.describe(),
+            error,
+        })?;
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
@@ -126,7 +157,7 @@ pub async fn connect(config: &Config, notify: Option<Arc<Notify>>) -> Result<Cli
 
 /// Connects, retrying with exponential backoff (100 ms to 5 s) until it works or `cancel` fires.
 pub async fn connect_with_backoff(
-    config: &Config,
+    config: &DbConfig,
     notify: Option<Arc<Notify>>,
     cancel: &CancellationToken,
     what: &str,
@@ -163,16 +194,29 @@ mod tests {
             database_name: "webmon".into(),
             db_user_name: "probe".into(),
             db_user_password: Some("secret".into()),
+            db_sslmode: None,
+            db_sslrootcert: None,
         }
     }
 
     #[test]
     fn old_app_variables_build_the_config() {
         let config = config(&args()).unwrap();
-        assert_eq!(config.get_ports(), &[6543]);
-        assert_eq!(config.get_dbname(), Some("webmon"));
-        assert_eq!(config.get_user(), Some("probe"));
-        assert_eq!(config.get_password(), Some(&b"secret"[..]));
+        assert_eq!(config.pg.get_ports(), &[6543]);
+        assert_eq!(config.pg.get_dbname(), Some("webmon"));
+        assert_eq!(config.pg.get_user(), Some("probe"));
+        assert_eq!(config.pg.get_password(), Some(&b"secret"[..]));
+        assert_eq!(config.tls.describe(), "sslmode=prefer");
+        let mut with_tls = args();
+        with_tls.db_sslmode = Some("require".into());
+        let config = super::config(&with_tls).unwrap();
+        assert_eq!(
+            config.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        with_tls.db_sslmode = Some("verify-full".into());
+        with_tls.db_sslrootcert = Some("/nonexistent/ca.pem".into());
+        assert!(matches!(super::config(&with_tls), Err(DbError::Tls(_))));
     }
 
     #[test]
@@ -180,8 +224,16 @@ mod tests {
         let mut with_url = args();
         with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other".into());
         let config = config(&with_url).unwrap();
-        assert_eq!(config.get_ports(), &[7000]);
-        assert_eq!(config.get_dbname(), Some("other"));
+        assert_eq!(config.pg.get_ports(), &[7000]);
+        assert_eq!(config.pg.get_dbname(), Some("other"));
+        // The URL's TLS options win; the DB_* ones are ignored with a URL.
+        with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other?sslmode=disable".into());
+        with_url.db_sslmode = Some("verify-full".into());
+        let config = super::config(&with_url).unwrap();
+        assert_eq!(
+            config.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
         with_url.database_url = Some("postgresql://u@127.0.0.1:notaport/x".into());
         assert!(super::config(&with_url).is_err());
     }

@@ -7,6 +7,7 @@ pub mod claim;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod db_tls;
 pub mod demo_target;
 pub mod guard;
 pub mod probe;

@@ -131,7 +131,7 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
 }
 
 /// Hands back jobs that were claimed but not run, so another probe can take them at once.
-async fn release(config: &tokio_postgres::Config, probe: &str, job_ids: &[i64]) {
+async fn release(config: &db::DbConfig, probe: &str, job_ids: &[i64]) {
     if job_ids.is_empty() {
         return;
     }

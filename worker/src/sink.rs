@@ -5,6 +5,7 @@
 //! the same transaction. A batch refused for its data is split until the bad row is found.
 
 use crate::db;
+use crate::db::DbConfig;
 use crate::probe::{CheckResult, ErrorKind, Outcome};
 use crate::stats::Stats;
 use std::sync::atomic::Ordering::Relaxed;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Mutex};
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, Config, Statement};
+use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 use webmon_core::text::one_line;
 
@@ -41,7 +42,7 @@ enum Stored {
 
 pub struct Writer {
     pub id: usize,
-    pub config: Config,
+    pub config: DbConfig,
     pub probe: String,
     pub results: Arc<Mutex<mpsc::Receiver<(CheckResult, Instant)>>>,
     pub batch_size: usize,
