@@ -3,7 +3,9 @@
 -- The probe's target guard adds the error kind `blocked`: the errors table's CHECK is built
 -- again from the library's list (webmon.error_kinds(), which now includes it), and
 -- complete_checks stores a kind it does not know (from a probe newer than the schema) as an
--- `other` error instead of refusing the whole batch.
+-- `other` error instead of refusing the whole batch. A monitor's name, regex text and
+-- regions get limits, checked by the validation trigger, which now also fires on an UPDATE
+-- of name or regions.
 
 COMMENT ON TABLE webmon.errors IS
     'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, blocked, lost, no_probe, other (see webmon.error_kinds()).';
@@ -86,3 +88,34 @@ END
 $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
     'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
+
+CREATE FUNCTION webmon.validate_monitor_labels(
+	"name" TEXT, /* Option < & str > */
+	"regex" TEXT, /* Option < & str > */
+	"regions" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS void
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'validate_monitor_labels_wrapper';
+COMMENT ON FUNCTION webmon.validate_monitor_labels(text, text, text[]) IS
+    'pg_webmon: refuse a monitor whose name (256 bytes), regex (4,096 bytes) or regions (1 to 32 names of 1 to 63 bytes, or NULL) break their limits (SQLSTATE 22023); used by the monitors trigger.';
+
+CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    NEW.method := upper(NEW.method);
+    PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
+                                    NEW.timeout, NEW.regex, isempty(NEW.expected_status));
+    -- One row must not make every probe that claims it allocate hundreds of MiB.
+    PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
+    PERFORM webmon.validate_monitor_labels(NEW.name, NEW.regex, NEW.regions);
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_validate() IS
+    'pg_webmon: trigger that refuses invalid monitors (SQLSTATE 22023, or 2201B for a bad regex).';
+
+DROP TRIGGER monitors_validate ON webmon.monitors;
+CREATE TRIGGER monitors_validate
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();

@@ -48,6 +48,7 @@ BEGIN
                                     NEW.timeout, NEW.regex, isempty(NEW.expected_status));
     -- One row must not make every probe that claims it allocate hundreds of MiB.
     PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
+    PERFORM webmon.validate_monitor_labels(NEW.name, NEW.regex, NEW.regions);
     RETURN NEW;
 END
 $$;
@@ -55,7 +56,7 @@ COMMENT ON FUNCTION webmon.monitors_validate() IS
     'pg_webmon: trigger that refuses invalid monitors (SQLSTATE 22023, or 2201B for a bad regex).';
 
 CREATE TRIGGER monitors_validate
-    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
 
 -- A changed check_interval, or a monitor enabled again, is next checked at most one (new)

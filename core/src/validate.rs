@@ -12,6 +12,14 @@ pub const MAX_URL_BYTES: usize = 2048;
 pub const MAX_HEADERS_BYTES: usize = 16 * 1024;
 /// Largest request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest monitor name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Longest regex pattern, in bytes (its compiled size has `REGEX_SIZE_LIMIT` as well).
+pub const MAX_REGEX_BYTES: usize = 4096;
+/// Most regions one monitor may list.
+pub const MAX_REGIONS: usize = 32;
+/// Longest region name, in bytes.
+pub const MAX_REGION_BYTES: usize = 63;
 /// Methods a monitor may use.
 pub const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -44,6 +52,8 @@ pub enum ValidationError {
         size: usize,
         max: usize,
     },
+    #[error("invalid regions: {0}")]
+    Regions(String),
 }
 
 impl ValidationError {
@@ -149,6 +159,52 @@ pub fn validate_sizes(
     ] {
         if size > max {
             return Err(ValidationError::TooLarge { what, size, max });
+        }
+    }
+    Ok(())
+}
+
+/// Limits on the monitor's name, regex text and regions: each is copied into places that
+/// every check reads (jobs, claims, the status view). `regions` is NULL (any probe) or 1 to
+/// `MAX_REGIONS` non-empty names; an empty list would never be checked by anyone.
+pub fn validate_labels(
+    name: Option<&str>,
+    regex: Option<&str>,
+    regions: Option<&[Option<String>]>,
+) -> Result<(), ValidationError> {
+    for (what, size, max) in [
+        ("name", name.map_or(0, str::len), MAX_NAME_BYTES),
+        ("regex", regex.map_or(0, str::len), MAX_REGEX_BYTES),
+    ] {
+        if size > max {
+            return Err(ValidationError::TooLarge { what, size, max });
+        }
+    }
+    let Some(regions) = regions else {
+        return Ok(());
+    };
+    let refuse = |reason: String| Err(ValidationError::Regions(reason));
+    if regions.is_empty() {
+        return refuse(
+            "the list is empty, so no probe would check it; NULL means any probe".into(),
+        );
+    }
+    if regions.len() > MAX_REGIONS {
+        return refuse(format!(
+            "{} regions, at most {MAX_REGIONS} are allowed",
+            regions.len()
+        ));
+    }
+    for region in regions {
+        match region.as_deref() {
+            None | Some("") => return refuse("a region is NULL or empty".into()),
+            Some(region) if region.len() > MAX_REGION_BYTES => {
+                return refuse(format!(
+                    "a region name of {} bytes, at most {MAX_REGION_BYTES} are allowed",
+                    region.len()
+                ))
+            }
+            Some(_) => {}
         }
     }
     Ok(())
@@ -268,6 +324,38 @@ mod tests {
             err.to_string(),
             "invalid body: 65537 bytes, at most 65536 are allowed"
         );
+    }
+
+    #[test]
+    fn names_regexes_and_regions_are_bounded() {
+        let regions = |list: &[&str]| -> Vec<Option<String>> {
+            list.iter().map(|r| Some(r.to_string())).collect()
+        };
+        assert!(validate_labels(Some("shop"), Some("ok"), Some(&regions(&["eu", "us"]))).is_ok());
+        assert!(validate_labels(None, None, None).is_ok());
+        let long_name = "n".repeat(MAX_NAME_BYTES + 1);
+        assert_eq!(
+            validate_labels(Some(&long_name), None, None)
+                .unwrap_err()
+                .to_string(),
+            "invalid name: 257 bytes, at most 256 are allowed"
+        );
+        assert!(validate_labels(None, Some(&"a".repeat(MAX_REGEX_BYTES + 1)), None).is_err());
+        for bad in [
+            vec![],
+            regions(&[""]),
+            vec![None],
+            regions(&[&"r".repeat(MAX_REGION_BYTES + 1)]),
+            (0..=MAX_REGIONS).map(|i| Some(format!("r{i}"))).collect(),
+        ] {
+            assert!(
+                matches!(
+                    validate_labels(None, None, Some(&bad)),
+                    Err(ValidationError::Regions(_))
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

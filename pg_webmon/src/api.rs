@@ -1,8 +1,9 @@
 //! SQL functions written in Rust. The queue API itself is plain SQL in `sql/schema.sql`;
 //! what lives here needs the rules of `webmon-core` (validation, slot arithmetic, error
-//! kinds, config parsing). The C symbols of functions that 0.1.0 declared
-//! (`validate_monitor`, `current_slot`, `run_maintenance`, `import_monitors`) keep their
-//! names and signatures: a database still on the 0.1.0 schema calls them until it is updated.
+//! kinds, config parsing). The C symbols of functions that an earlier release declared keep
+//! their names and signatures (0.1.0: `validate_monitor`, `current_slot`, `run_maintenance`,
+//! `import_monitors`; 0.2.0: every function here but `validate_monitor_labels`): a database
+//! still on an older schema calls them until it is updated.
 
 use crate::error::{or_raise, ApiError};
 use crate::{gucs, partitions};
@@ -50,6 +51,17 @@ fn validate_monitor(
 #[pg_extern(immutable, parallel_safe)]
 fn validate_monitor_size(url: &str, headers: pgrx::JsonB, body: Option<&str>) {
     or_raise(validate::validate_sizes(url, &headers.0, body));
+}
+
+/// Refuses a monitor whose name, regex text or regions list breaks its limits; called by
+/// the `monitors_validate` trigger.
+#[pg_extern(immutable, parallel_safe)]
+fn validate_monitor_labels(
+    name: Option<&str>,
+    regex: Option<&str>,
+    regions: Option<Vec<Option<String>>>,
+) {
+    or_raise(validate::validate_labels(name, regex, regions.as_deref()));
 }
 
 /// Why a stored monitor cannot be scheduled or claimed (an interval or timeout the checks

@@ -510,6 +510,39 @@ mod tests {
             "UPDATE webmon.monitors SET body = repeat('b', 65537) WHERE url = 'https://example.com/size'"
         )
         .starts_with("22023"));
+        // Name, regex text and regions, on INSERT and on an UPDATE of only that column.
+        for (column, value, says) in [
+            ("name", "repeat('n', 257)", "invalid name"),
+            ("regex", "repeat('a', 4097)", "invalid regex"),
+            (
+                "regions",
+                "'{}'::text[]",
+                "invalid regions: the list is empty",
+            ),
+            ("regions", "ARRAY[NULL]::text[]", "invalid regions"),
+            (
+                "regions",
+                "array_fill('r'::text, ARRAY[33])",
+                "invalid regions: 33 regions",
+            ),
+            ("regions", "ARRAY[repeat('r', 64)]", "invalid regions"),
+        ] {
+            for statement in [
+                format!("INSERT INTO webmon.monitors (url, {column}) VALUES ('https://example.com/labels', {value})"),
+                format!("UPDATE webmon.monitors SET {column} = {value} WHERE url = 'https://example.com/size'"),
+            ] {
+                let refused = outcome(&statement);
+                assert!(
+                    refused.starts_with("22023") && refused.contains(says),
+                    "{statement}: {refused}"
+                );
+            }
+        }
+        assert_eq!(
+            outcome("UPDATE webmon.monitors SET name = repeat('n', 256), regions = array_fill('r'::text, ARRAY[32])
+                     WHERE url = 'https://example.com/size'"),
+            "accepted"
+        );
         let loose = one::<i64>(
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              JOIN pg_language l ON l.oid = p.prolang
