@@ -10,8 +10,8 @@ COMMENT ON FUNCTION webmon.import_monitors(jsonb) IS
     'pg_webmon: import the old app''s urls.config.<env>.json array ({url, interval seconds, regex?, timeout ms?}), all or nothing; same url and regex updates instead of duplicating. Returns the number of new monitors.';
 COMMENT ON FUNCTION webmon.validate_monitor_size(text, jsonb, text) IS
     'pg_webmon: refuse a monitor whose url (2,048 bytes), headers (16 KiB as JSON) or body (64 KiB) is too large (SQLSTATE 22023); used by the monitors trigger.';
-COMMENT ON FUNCTION webmon.validate_monitor_labels(text, text, text[]) IS
-    'pg_webmon: refuse a monitor whose name (256 bytes), regex (4,096 bytes) or regions (1 to 32 names of 1 to 63 bytes, or NULL) break their limits (SQLSTATE 22023); used by the monitors trigger.';
+COMMENT ON FUNCTION webmon.monitor_labels_problem(text, text, text[]) IS
+    'pg_webmon: why a monitor''s name (256 bytes), regex (4,096 bytes) or regions (1 to 32 names of 1 to 63 bytes, or NULL) break their limits, NULL when they do not; the monitors trigger raises it (SQLSTATE 22023).';
 COMMENT ON FUNCTION webmon.monitor_problem(interval, interval) IS
     'pg_webmon: why a stored monitor cannot be scheduled (its interval or timeout breaks the rules), NULL when it can; the scheduler reports such monitors instead of queueing them.';
 COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS

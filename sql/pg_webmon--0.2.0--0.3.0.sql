@@ -2,10 +2,14 @@
 --
 -- The probe's target guard adds the error kind `blocked`: the errors table's CHECK is built
 -- again from the library's list (webmon.error_kinds(), which now includes it), and
--- complete_checks stores a kind it does not know (from a probe newer than the schema) as an
--- `other` error instead of refusing the whole batch. A monitor's name, regex text and
--- regions get limits, checked by the validation trigger, which now also fires on an UPDATE
--- of name or regions.
+-- complete_checks stores a kind the library does not know (from a probe newer than the
+-- library) as an `other` error instead of refusing the whole batch. A monitor's name, regex
+-- text and regions get limits, checked by the validation trigger when they are set (it now
+-- also fires on an UPDATE of name or regions); stored rows are counted, not changed.
+
+-- In the order readers take them (monitor_status reads monitors, then errors), so that a
+-- reader cannot deadlock with the update.
+LOCK TABLE webmon.monitors, webmon.errors IN ACCESS EXCLUSIVE MODE;
 
 COMMENT ON TABLE webmon.errors IS
     'pg_webmon: one row per check that got no response. error_kind: dns, connect, tls, timeout, redirect, body, blocked, lost, no_probe, other (see webmon.error_kinds()).';
@@ -62,7 +66,7 @@ BEGIN
                         AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
                              OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
                    THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
-                   -- A kind from a newer probe than this schema (update the extension first).
+                   -- A kind the library does not know (a probe newer than the library).
                    WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
                    THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
                END AS refused
@@ -89,26 +93,35 @@ $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
     'pg_webmon: store one batch of results (parallel arrays, one element per job; error_kinds NULL means a response) in one transaction. Only jobs still leased by this probe are stored and removed from the queue; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
 
-CREATE FUNCTION webmon.validate_monitor_labels(
+CREATE FUNCTION webmon.monitor_labels_problem(
 	"name" TEXT, /* Option < & str > */
 	"regex" TEXT, /* Option < & str > */
 	"regions" TEXT[] /* :: std :: option :: Option < Vec < Option < String > > > */
-) RETURNS void
+) RETURNS TEXT /* Option < String > */
 IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'validate_monitor_labels_wrapper';
-COMMENT ON FUNCTION webmon.validate_monitor_labels(text, text, text[]) IS
-    'pg_webmon: refuse a monitor whose name (256 bytes), regex (4,096 bytes) or regions (1 to 32 names of 1 to 63 bytes, or NULL) break their limits (SQLSTATE 22023); used by the monitors trigger.';
+AS 'MODULE_PATHNAME', 'monitor_labels_problem_wrapper';
+COMMENT ON FUNCTION webmon.monitor_labels_problem(text, text, text[]) IS
+    'pg_webmon: why a monitor''s name (256 bytes), regex (4,096 bytes) or regions (1 to 32 names of 1 to 63 bytes, or NULL) break their limits, NULL when they do not; the monitors trigger raises it (SQLSTATE 22023).';
 
 CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
 BEGIN
     NEW.method := upper(NEW.method);
     PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
                                     NEW.timeout, NEW.regex, isempty(NEW.expected_status));
     -- One row must not make every probe that claims it allocate hundreds of MiB.
     PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
-    PERFORM webmon.validate_monitor_labels(NEW.name, NEW.regex, NEW.regions);
+    -- Checked when set, so that a row stored before these limits existed can still be edited.
+    IF TG_OP = 'INSERT'
+       OR (NEW.name, NEW.regex, NEW.regions) IS DISTINCT FROM (OLD.name, OLD.regex, OLD.regions) THEN
+        problem := webmon.monitor_labels_problem(NEW.name, NEW.regex, NEW.regions);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -119,3 +132,16 @@ DROP TRIGGER monitors_validate ON webmon.monitors;
 CREATE TRIGGER monitors_validate
     BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
+
+DO $$
+DECLARE
+    over bigint;
+BEGIN
+    SELECT count(*) INTO over FROM webmon.monitors m
+    WHERE webmon.monitor_labels_problem(m.name, m.regex, m.regions) IS NOT NULL;
+    IF over > 0 THEN
+        RAISE WARNING 'pg_webmon 0.3.0: % monitors have a name, regex or regions over the new limits; they are kept and checked as before, and a change to one of those columns must bring it within them', over
+            USING HINT = 'SELECT id, webmon.monitor_labels_problem(name, regex, regions) FROM webmon.monitors WHERE webmon.monitor_labels_problem(name, regex, regions) IS NOT NULL';
+    END IF;
+END
+$$;

@@ -42,13 +42,22 @@ COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The next slot. Set it to now
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
 CREATE FUNCTION webmon.monitors_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
 BEGIN
     NEW.method := upper(NEW.method);
     PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
                                     NEW.timeout, NEW.regex, isempty(NEW.expected_status));
     -- One row must not make every probe that claims it allocate hundreds of MiB.
     PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
-    PERFORM webmon.validate_monitor_labels(NEW.name, NEW.regex, NEW.regions);
+    -- Checked when set, so that a row stored before these limits existed can still be edited.
+    IF TG_OP = 'INSERT'
+       OR (NEW.name, NEW.regex, NEW.regions) IS DISTINCT FROM (OLD.name, OLD.regex, OLD.regions) THEN
+        problem := webmon.monitor_labels_problem(NEW.name, NEW.regex, NEW.regions);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -565,7 +574,7 @@ BEGIN
                         AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
                              OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
                    THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
-                   -- A kind from a newer probe than this schema (update the extension first).
+                   -- A kind the library does not know (a probe newer than the library).
                    WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
                    THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
                END AS refused

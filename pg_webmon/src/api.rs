@@ -2,7 +2,7 @@
 //! what lives here needs the rules of `webmon-core` (validation, slot arithmetic, error
 //! kinds, config parsing). The C symbols of functions that an earlier release declared keep
 //! their names and signatures (0.1.0: `validate_monitor`, `current_slot`, `run_maintenance`,
-//! `import_monitors`; 0.2.0: every function here but `validate_monitor_labels`): a database
+//! `import_monitors`; 0.2.0: every function here but `monitor_labels_problem`): a database
 //! still on an older schema calls them until it is updated.
 
 use crate::error::{or_raise, ApiError};
@@ -53,15 +53,17 @@ fn validate_monitor_size(url: &str, headers: pgrx::JsonB, body: Option<&str>) {
     or_raise(validate::validate_sizes(url, &headers.0, body));
 }
 
-/// Refuses a monitor whose name, regex text or regions list breaks its limits; called by
-/// the `monitors_validate` trigger.
+/// Why a monitor's name, regex text or regions list breaks its limits, NULL when it does
+/// not; the `monitors_validate` trigger raises it (22023), the 0.3.0 update counts rows.
 #[pg_extern(immutable, parallel_safe)]
-fn validate_monitor_labels(
+fn monitor_labels_problem(
     name: Option<&str>,
     regex: Option<&str>,
     regions: Option<Vec<Option<String>>>,
-) {
-    or_raise(validate::validate_labels(name, regex, regions.as_deref()));
+) -> Option<String> {
+    validate::validate_labels(name, regex, regions.as_deref())
+        .err()
+        .map(|e| e.to_string())
 }
 
 /// Why a stored monitor cannot be scheduled or claimed (an interval or timeout the checks

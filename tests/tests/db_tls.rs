@@ -183,15 +183,16 @@ async fn the_probe_verifies_the_database_certificate_and_says_why_it_cannot() {
     )]));
     assert!(message.contains("needs a root certificate"), "{message}");
 
-    // A running probe (registered through its TLS connection): every connection is encrypted.
-    let database_url = format!(
-        "host=localhost port={} user=postgres dbname=webmon sslmode=verify-full sslrootcert='{ca_path}'",
-        cluster.port
-    );
+    // A running probe with the default sslmode (prefer), registered through its
+    // connection: every connection is encrypted.
     let mut probe = Probe::spawn(
         &[],
         &[
-            ("DATABASE_URL", database_url.as_str()),
+            ("DB_HOST", "localhost"),
+            ("DB_PORT", port.as_str()),
+            ("DATABASE_NAME", "webmon"),
+            ("DB_USER_NAME", "postgres"),
+            ("HOME", "/nonexistent"),
             ("WEBMON_PROBE_NAME", "tls-probe"),
         ],
         cluster.dir.join("probe.log"),
@@ -230,4 +231,44 @@ async fn the_probe_verifies_the_database_certificate_and_says_why_it_cannot() {
         .get(0);
     assert_eq!(registered, 1);
     probe.stop_cleanly(libc::SIGTERM).await;
+
+    // libpq's self-signed setup: the server's own certificate (a CA certificate, as
+    // `openssl req -x509` makes it) is the client's root file.
+    let (own, own_key) = self_signed_ca_for_localhost();
+    write_owned_by_the_server(&data.join("server.crt"), &own);
+    write_owned_by_the_server(&data.join("server.key"), &own_key);
+    let own_file = cluster.dir.join("own.pem");
+    std::fs::write(&own_file, &own).unwrap();
+    db.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+    let own_path = own_file.display().to_string();
+    let reloaded = wait_until(Duration::from_secs(10), || async {
+        db_settings("verify-full", &own_path).status.success()
+    })
+    .await;
+    assert!(
+        reloaded,
+        "{}",
+        failure(&db_settings("verify-full", &own_path))
+    );
+    success(&db_settings("verify-ca", &own_path));
+    let message = failure(&status(&[(
+        "DATABASE_URL",
+        &url(
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={own_path}"),
+        ),
+    )]));
+    assert!(message.contains("not valid for name"), "{message}");
+    let message = failure(&db_settings("verify-ca", &ca_path));
+    assert!(message.contains("invalid peer certificate"), "{message}");
+}
+
+/// A self-signed CA certificate for `localhost` and its key (PEM).
+fn self_signed_ca_for_localhost() -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
 }

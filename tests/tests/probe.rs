@@ -216,7 +216,7 @@ async fn a_denied_network_is_blocked_by_address_name_and_redirect_and_never_reac
     )
     .await;
     let allowed = in_region(s.target.url("/ok"), "a").await;
-    // Region b: a probe told by its flag to deny 127.0.0.1, checking `localhost`.
+    // Region b: a probe told by its flag to deny 127.0.0.1 and ::1, checking `localhost`.
     let by_name = in_region(
         format!("http://localhost:{}/by-name", s.target.addr.port()),
         "b",
@@ -231,7 +231,7 @@ async fn a_denied_network_is_blocked_by_address_name_and_redirect_and_never_reac
     );
     let url = s.cluster.url("postgres");
     let mut flag_probe = Probe::spawn(
-        &["--deny-networks", "127.0.0.1/32", "--region", "b"],
+        &["--deny-networks", "127.0.0.1/32,::1/128", "--region", "b"],
         &[
             ("DATABASE_URL", url.as_str()),
             ("WEBMON_PROBE_NAME", "guard-b"),

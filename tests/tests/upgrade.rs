@@ -185,7 +185,10 @@ async fn an_upgrade_from_0_2_0_keeps_rows_and_leases_and_equals_a_fresh_install(
              SELECT now() - g * interval '3 minutes', 1 + g % 20, (ARRAY['dns', 'lost', 'no_probe'])[1 + g % 3], 'x', 1
              FROM generate_series(1, 300) g;
          INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-             SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE id = 3;",
+             SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE id = 3;
+         -- Accepted by 0.2.0, over 0.3.0's limits.
+         INSERT INTO webmon.monitors (url, check_interval, name, regions, enabled)
+             VALUES ('http://127.0.0.1:9/kept/over', '1 hour', repeat('n', 300), '{}', false);",
     )
     .await
     .unwrap();
@@ -222,6 +225,35 @@ async fn an_upgrade_from_0_2_0_keeps_rows_and_leases_and_equals_a_fresh_install(
         .unwrap()
         .get(0);
     assert_eq!(kind, "blocked");
+
+    // The row over the new limits is kept and can still be edited; its labels cannot be
+    // changed to other values over the limits.
+    let over: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webmon.monitors
+             WHERE webmon.monitor_labels_problem(name, regex, regions) IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(over, 1);
+    db.batch_execute(
+        "UPDATE webmon.monitors SET check_interval = '2 hours' WHERE url = 'http://127.0.0.1:9/kept/over'",
+    )
+    .await
+    .unwrap();
+    let refused = db
+        .batch_execute(
+            "UPDATE webmon.monitors SET name = repeat('m', 300) WHERE url = 'http://127.0.0.1:9/kept/over'",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code().map(|c| c.code()),
+        Some("22023"),
+        "{refused:?}"
+    );
 
     assert_same_schema_as_a_fresh_install(&cluster, &db).await;
     probes_again(&cluster, &db, 2, "kept-probe").await;

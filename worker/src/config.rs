@@ -58,7 +58,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// libpq-style URL or key=value string; when set, the DB_* settings are ignored.
+    /// libpq-style URL or key=value string; when set, the DB_* settings are ignored (but for
+    /// DB_SSLMODE and DB_SSLROOTCERT, defaults for what the URL does not say).
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     #[arg(long, env = "DB_HOST", default_value = "localhost", global = true)]

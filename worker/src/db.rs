@@ -2,7 +2,7 @@
 //! reconnect backoff. The probe only calls the extension's API functions.
 
 use crate::config::DatabaseArgs;
-use crate::db_tls::{default_root_file, split_options, DbTls, TlsError, TlsOptions};
+use crate::db_tls::{default_root_file, split_options, DbTls, SslMode, TlsError, TlsOptions};
 use futures_util::StreamExt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -97,7 +97,11 @@ pub struct DbConfig {
 pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
     let (mut config, tls) = match &args.database_url {
         Some(url) => {
-            let (rest, tls) = split_options(url)?;
+            // DB_SSLMODE/DB_SSLROOTCERT are defaults for what the URL does not say (as
+            // libpq's PGSSLMODE/PGSSLROOTCERT are).
+            let (rest, mut tls) = split_options(url)?;
+            tls.mode = tls.mode.or_else(|| args.db_sslmode.clone());
+            tls.root_cert = tls.root_cert.or_else(|| args.db_sslrootcert.clone());
             (Config::from_str(&rest).map_err(DbError::Url)?, tls)
         }
         None => {
@@ -118,23 +122,46 @@ pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
         }
     };
     let tls = DbTls::new(&tls, default_root_file().as_deref())?;
+    // Unix sockets never use TLS (libpq ignores sslmode there).
+    let hosts = config.get_hosts();
+    let only_sockets = !hosts.is_empty()
+        && hosts
+            .iter()
+            .all(|host| !matches!(host, tokio_postgres::config::Host::Tcp(_)));
+    let wire = if only_sockets {
+        tokio_postgres::config::SslMode::Disable
+    } else {
+        tls.mode.wire()
+    };
     config
         .application_name("webmon-worker")
         .connect_timeout(Duration::from_secs(10))
-        .ssl_mode(tls.mode.wire());
+        .ssl_mode(wire);
     Ok(DbConfig { pg: config, tls })
 }
 
 /// Connects once. `notify` (if any) is woken on every NOTIFY this connection receives.
 pub async fn connect(config: &DbConfig, notify: Option<Arc<Notify>>) -> Result<Client, DbError> {
-    let (client, mut connection) = config
-        .pg
-        .connect(config.tls.connector.clone())
-        .await
-        .map_err(|error| DbError::Connect {
+    let connector = config.tls.connector.clone();
+    let (client, mut connection) = match config.pg.connect(connector.clone()).await {
+        // libpq's `prefer`: when TLS did not work (the server did not refuse us itself),
+        // once more without it. The first error is the one reported.
+        Err(error) if config.tls.mode == SslMode::Prefer && error.as_db_error().is_none() => {
+            let mut plain = config.pg.clone();
+            plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            plain
+                .connect(connector)
+                .await
+                .map_err(|_| DbError::Connect {
+                    tls: config.tls.describe(),
+                    error,
+                })?
+        }
+        connected => connected.map_err(|error| DbError::Connect {
             tls: config.tls.describe(),
             error,
-        })?;
+        })?,
+    };
     tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(message) = messages.next().await {
@@ -226,9 +253,20 @@ mod tests {
         let config = config(&with_url).unwrap();
         assert_eq!(config.pg.get_ports(), &[7000]);
         assert_eq!(config.pg.get_dbname(), Some("other"));
-        // The URL's TLS options win; the DB_* ones are ignored with a URL.
+        // The URL's TLS options win; DB_SSLMODE/DB_SSLROOTCERT fill in what it leaves out.
         with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other?sslmode=disable".into());
         with_url.db_sslmode = Some("verify-full".into());
+        let config = super::config(&with_url).unwrap();
+        assert_eq!(
+            config.pg.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+        with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other".into());
+        with_url.db_sslmode = Some("require".into());
+        let config = super::config(&with_url).unwrap();
+        assert_eq!(config.tls.describe(), "sslmode=require");
+        // A Unix socket never uses TLS, whatever the mode.
+        with_url.database_url = Some("host=/var/run/postgresql dbname=x".into());
         let config = super::config(&with_url).unwrap();
         assert_eq!(
             config.pg.get_ssl_mode(),

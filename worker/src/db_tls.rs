@@ -2,16 +2,21 @@
 //! verify-ca, verify-full) and `sslrootcert` (a PEM file, or `system` for the Mozilla roots
 //! that HTTPS checks use), in `DATABASE_URL` or the `DB_SSLMODE`/`DB_SSLROOTCERT` settings.
 //!
-//! As in libpq: the default is `prefer` (TLS when the server offers it); `prefer` and
-//! `require` verify the server's certificate chain only when a root certificate is given or
-//! `~/.postgresql/root.crt` exists; `verify-ca` always verifies the chain; `verify-full` also
-//! the host name; `sslrootcert=system` needs `verify-full`.
+//! As in libpq: the default is `prefer` (TLS when the server offers it, and a connection
+//! without it when TLS fails); `prefer` and `require` verify the server's certificate chain
+//! only when a root certificate is given or `~/.postgresql/root.crt` exists; `verify-ca`
+//! always verifies the chain; `verify-full` also the host name; `sslrootcert=system` needs
+//! `verify-full`; Unix sockets never use TLS. A server certificate that is itself in the
+//! root file is trusted as it is (libpq's self-signed setup, where `server.crt` is copied to
+//! `root.crt`). Unlike libpq (OpenSSL), a name is only looked for in the certificate's
+//! subjectAltName, not in its CN.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{verify_server_name, WebPkiServerVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
@@ -76,11 +81,12 @@ pub enum RootCert {
 }
 
 impl RootCert {
-    pub fn parse(text: &str) -> RootCert {
-        if text == "system" {
-            RootCert::System
-        } else {
-            RootCert::File(PathBuf::from(text))
+    /// `None` for an empty value (libpq's default then applies).
+    pub fn parse(text: &str) -> Option<RootCert> {
+        match text {
+            "" => None,
+            "system" => Some(RootCert::System),
+            path => Some(RootCert::File(PathBuf::from(path))),
         }
     }
 }
@@ -138,7 +144,7 @@ impl DbTls {
 
     /// Builds the connector. `default_root` is libpq's `~/.postgresql/root.crt`.
     pub fn new(options: &TlsOptions, default_root: Option<&Path>) -> Result<DbTls, TlsError> {
-        let given_root = options.root_cert.as_deref().map(RootCert::parse);
+        let given_root = options.root_cert.as_deref().and_then(RootCert::parse);
         let mode = match (&options.mode, &given_root) {
             (Some(mode), _) => SslMode::parse(mode)?,
             (None, Some(RootCert::System)) => SslMode::VerifyFull,
@@ -170,20 +176,32 @@ impl DbTls {
         let verifier: Arc<dyn ServerCertVerifier> = match (&roots, mode) {
             (_, SslMode::Disable) | (None, _) => Arc::new(Unverified(provider)),
             (Some(roots), mode) => {
-                let chain = WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(root_store(roots)?),
-                    provider,
-                )
-                .build()
-                .map_err(|e| TlsError::BadRootCert {
-                    path: describe_root(roots),
-                    reason: e.to_string(),
-                })?;
-                if mode == SslMode::VerifyFull {
-                    chain
-                } else {
-                    Arc::new(ChainOnly(chain))
+                let trusted = root_certificates(roots)?;
+                let mut store = match roots {
+                    RootCert::System => RootCertStore {
+                        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                    },
+                    RootCert::File(_) => RootCertStore::empty(),
+                };
+                for certificate in &trusted {
+                    store
+                        .add(certificate.clone())
+                        .map_err(|e| TlsError::BadRootCert {
+                            path: describe_root(roots),
+                            reason: e.to_string(),
+                        })?;
                 }
+                let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+                    .build()
+                    .map_err(|e| TlsError::BadRootCert {
+                        path: describe_root(roots),
+                        reason: e.to_string(),
+                    })?;
+                Arc::new(Verified {
+                    chain,
+                    pinned: trusted,
+                    check_name: mode == SslMode::VerifyFull,
+                })
             }
         };
         let config = builder
@@ -210,13 +228,10 @@ fn describe_root(roots: &RootCert) -> String {
     }
 }
 
-fn root_store(roots: &RootCert) -> Result<RootCertStore, TlsError> {
+/// The trusted certificates (none for `system`: its roots come as trust anchors).
+fn root_certificates(roots: &RootCert) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let path = match roots {
-        RootCert::System => {
-            return Ok(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-        }
+        RootCert::System => return Ok(Vec::new()),
         RootCert::File(path) => path,
     };
     let bad = |reason: String| TlsError::BadRootCert {
@@ -230,11 +245,7 @@ fn root_store(roots: &RootCert) -> Result<RootCertStore, TlsError> {
     if certificates.is_empty() {
         return Err(bad("no PEM certificate in it".to_string()));
     }
-    let mut store = RootCertStore::empty();
-    for certificate in certificates {
-        store.add(certificate).map_err(|e| bad(e.to_string()))?;
-    }
-    Ok(store)
+    Ok(certificates)
 }
 
 /// `prefer`/`require` without roots: encrypted, the certificate not verified (libpq's
@@ -287,11 +298,17 @@ impl ServerCertVerifier for Unverified {
     }
 }
 
-/// `verify-ca`: the chain must lead to a trusted root; the host name is not compared.
+/// A verifying mode: the chain must lead to a trusted root, and with `check_name` (verify-full)
+/// the certificate must name the host. A server certificate that is itself one of the
+/// trusted certificates is trusted as it is (its name still checked for verify-full).
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Verified {
+    chain: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+    check_name: bool,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verified {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -300,13 +317,29 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let verdict = self.chain.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        );
+        match verdict {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
+            Err(refused)
+                if self
+                    .pinned
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                if self.check_name {
+                    let parsed = ParsedCertificate::try_from(end_entity).map_err(|_| refused)?;
+                    verify_server_name(&parsed, server_name)?;
+                }
+                Ok(ServerCertVerified::assertion())
+            }
             other => other,
         }
     }
@@ -317,7 +350,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.chain.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -326,11 +359,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.chain.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.chain.supported_verify_schemes()
     }
 }
 
@@ -520,6 +553,9 @@ mod tests {
             error.starts_with("root certificate file /nonexistent/ca.pem:"),
             "{error}"
         );
+        // An empty sslrootcert is libpq's default.
+        let tls = DbTls::new(&options(Some("require"), Some("")), Some(missing)).unwrap();
+        assert_eq!(tls.roots, None);
         for bad in ["verify_full", "allow", ""] {
             assert!(SslMode::parse(bad).is_err(), "{bad}");
         }

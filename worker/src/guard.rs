@@ -95,10 +95,10 @@ impl NetworkPolicy {
         }
     }
 
-    /// May a check connect to `address`? An IPv4 address written as IPv6
-    /// (`::ffff:169.254.169.254`) is judged as the IPv4 address it is.
+    /// May a check connect to `address`? An IPv4 address written as IPv6 is judged as the
+    /// IPv4 address it reaches (see `reaches`).
     pub fn check(&self, address: IpAddr) -> Result<(), Blocked> {
-        let address = address.to_canonical();
+        let address = reaches(address);
         let deciding = self
             .rules
             .iter()
@@ -137,6 +137,20 @@ impl NetworkPolicy {
     }
 }
 
+/// The address a connection to `address` reaches: an IPv4-mapped IPv6 address
+/// (`::ffff:169.254.169.254`) is that IPv4 address, and so is one in the well-known NAT64
+/// prefix `64:ff9b::/96` (RFC 6052), which a NAT64 gateway — or DNS64 answering a name with
+/// only an IPv4 address — turns into the IPv4 address in its last 32 bits.
+pub fn reaches(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+            let [.., a, b, c, d] = v6.octets();
+            IpAddr::from([a, b, c, d])
+        }
+        other => other,
+    }
+}
+
 /// One network for `--deny-networks`/`--allow-networks`: CIDR (`10.0.0.0/8`, `fd00::/8`) or a
 /// single address (`127.0.0.2`, meaning /32 or /128).
 pub fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -168,6 +182,7 @@ mod tests {
             "169.254.0.1",
             "fe80::1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
             "0.0.0.0",
             "::",
             "fd00:ec2::254",
@@ -200,6 +215,9 @@ mod tests {
         let policy = NetworkPolicy::new(&nets(&["127.0.0.2/32", "10.0.0.0/8"]), &[]);
         assert!(!allowed(&policy, "127.0.0.2"));
         assert!(!allowed(&policy, "::ffff:127.0.0.2"));
+        assert!(!allowed(&policy, "64:ff9b::7f00:2"));
+        assert!(!allowed(&policy, "64:ff9b::a00:5"), "NAT64 to 10.0.0.5");
+        assert!(allowed(&policy, "64:ff9b::808:808"));
         assert!(!allowed(&policy, "10.200.0.1"));
         assert!(!allowed(&policy, "169.254.169.254"));
         assert!(allowed(&policy, "127.0.0.1"));

@@ -178,7 +178,9 @@ impl Prober {
     /// (which covers every redirect and the body).
     async fn exchange(&self, job: &Job) -> Result<(u16, Vec<u8>), Failure> {
         let timeout = job.timeout.unwrap_or(self.default_timeout);
-        match tokio::time::timeout(timeout, self.follow(job)).await {
+        // Boxed: a claimed check waiting for its slot then holds a pointer, not the state of
+        // a whole exchange.
+        match tokio::time::timeout(timeout, Box::pin(self.follow(job))).await {
             Ok(result) => result,
             Err(_) => Err((
                 ErrorKind::Timeout,
@@ -190,16 +192,19 @@ impl Prober {
     async fn follow(&self, job: &Job) -> Result<(u16, Vec<u8>), Failure> {
         let mut method = reqwest::Method::from_bytes(job.method.as_bytes())
             .map_err(|_| (ErrorKind::Other, format!("invalid method {:?}", job.method)))?;
-        let origin = reqwest::Url::parse(&job.url)
+        let mut url = reqwest::Url::parse(&job.url)
             .map_err(|e| (ErrorKind::Other, format!("invalid url: {e}")))?;
-        let mut url = origin.clone();
+        // The monitor's own URL, kept once a redirect leads elsewhere.
+        let mut origin: Option<reqwest::Url> = None;
         let mut body = job.body.as_ref();
         let mut body_dropped = false;
-        let mut visited = Vec::new();
+        let mut followed = 0;
         loop {
             self.guard_address(&url)?;
-            let other_host = !redirect::same_host(&origin, &url);
-            let mut request = self.client.request(method.clone(), url.clone());
+            let other_host = origin
+                .as_ref()
+                .is_some_and(|origin| !redirect::same_host(origin, &url));
+            let mut request = self.client.request(method.clone(), url);
             for (name, value) in &job.headers {
                 let withheld = (other_host && !redirect::crosses_hosts(name))
                     || (body_dropped && redirect::describes_body(name));
@@ -214,16 +219,18 @@ impl Prober {
             let status = response.status().as_u16();
             if job.follow_redirects {
                 let location = response.headers().get(reqwest::header::LOCATION);
-                match redirect::next(&url, &method, status, location, &visited) {
+                match redirect::next(response.url(), &method, status, location, followed) {
                     redirect::Next::Final => {}
                     redirect::Next::Follow {
                         url: next,
                         method: next_method,
                         keep_body,
                     } => {
+                        origin.get_or_insert_with(|| response.url().clone());
                         // Dropping the response closes its connection (no pooling).
                         drop(response);
-                        visited.push(std::mem::replace(&mut url, next));
+                        followed += 1;
+                        url = next;
                         method = next_method;
                         if !keep_body && body.is_some() {
                             body = None;

@@ -1,7 +1,8 @@
 //! Following redirects, by the probe itself rather than by reqwest, so that every hop passes
 //! the target guard before it is connected to and so that a monitor's custom headers (an
 //! `X-Api-Key`, a bearer token) never reach a host other than the one they were written for.
-//! Methods and bodies change as browsers and reqwest change them.
+//! Methods and bodies change as reqwest changed them: a 303 makes anything but HEAD a GET
+//! without body, a 301 or 302 does that to a POST only, a 307 or 308 keeps both.
 
 use reqwest::header::HeaderValue;
 use reqwest::{Method, Url};
@@ -24,23 +25,24 @@ pub enum Next {
     Fail(String),
 }
 
-/// The next step after a response with `status` to `method current`. `visited` holds the
-/// URLs already requested before `current`.
+/// The next step after a response with `status` to `method current`, when `followed`
+/// redirects were followed before it. A loop ends at the limit, like any long chain.
 pub fn next(
     current: &Url,
     method: &Method,
     status: u16,
     location: Option<&HeaderValue>,
-    visited: &[Url],
+    followed: usize,
 ) -> Next {
-    let keeps_method = match status {
-        301..=303 => false,
-        307 | 308 => true,
+    let becomes_get = match status {
+        303 => *method != Method::HEAD,
+        301 | 302 => *method == Method::POST,
+        307 | 308 => false,
         _ => return Next::Final,
     };
     // No usable Location: the redirect response is the answer (as reqwest does).
     let Some(url) = location
-        .and_then(|value| value.to_str().ok())
+        .and_then(|value| std::str::from_utf8(value.as_bytes()).ok())
         .and_then(|text| current.join(text).ok())
     else {
         return Next::Final;
@@ -51,16 +53,13 @@ pub fn next(
             url.scheme()
         ));
     }
-    if visited.len() >= REDIRECT_LIMIT {
+    if followed >= REDIRECT_LIMIT {
         return Next::Fail(format!("more than {REDIRECT_LIMIT} redirects"));
     }
-    if url == *current || visited.contains(&url) {
-        return Next::Fail("redirect loop".to_string());
-    }
-    let (method, keep_body) = if keeps_method || *method == Method::GET || *method == Method::HEAD {
-        (method.clone(), keeps_method)
-    } else {
+    let (method, keep_body) = if becomes_get {
         (Method::GET, false)
+    } else {
+        (method.clone(), true)
     };
     Next::Follow {
         url,
@@ -69,10 +68,12 @@ pub fn next(
     }
 }
 
-/// Are `a` and `b` the same host (name or address, and port)? A monitor's own headers go
-/// only to its own host.
+/// Are `a` and `b` the same host (scheme, name or address, and port)? A monitor's own
+/// headers go only to its own host, and not in clear text when they were meant for TLS.
 pub fn same_host(a: &Url, b: &Url) -> bool {
-    a.host_str() == b.host_str() && a.port_or_known_default() == b.port_or_known_default()
+    a.scheme() == b.scheme()
+        && a.host_str() == b.host_str()
+        && a.port_or_known_default() == b.port_or_known_default()
 }
 
 /// May the monitor's header `name` be sent to another host after a redirect?
@@ -101,40 +102,55 @@ mod tests {
     }
 
     fn follow(from: &str, method: Method, status: u16, location: &str) -> Next {
-        next(
-            &url(from),
-            &method,
-            status,
-            Some(&HeaderValue::from_str(location).unwrap()),
-            &[],
-        )
+        let location = HeaderValue::from_bytes(location.as_bytes()).unwrap();
+        next(&url(from), &method, status, Some(&location), 0)
+    }
+
+    fn to(target: &str, method: Method, keep_body: bool) -> Next {
+        Next::Follow {
+            url: url(target),
+            method,
+            keep_body,
+        }
     }
 
     #[test]
-    fn relative_locations_resolve_and_methods_change_as_browsers_do() {
+    fn relative_locations_resolve_and_methods_change_as_reqwest_did() {
         assert_eq!(
             follow("http://127.0.0.1:8080/a/b", Method::POST, 302, "../c?x=1"),
-            Next::Follow {
-                url: url("http://127.0.0.1:8080/c?x=1"),
-                method: Method::GET,
-                keep_body: false
-            }
+            to("http://127.0.0.1:8080/c?x=1", Method::GET, false)
         );
         assert_eq!(
             follow("http://127.0.0.1/", Method::POST, 307, "/again"),
-            Next::Follow {
-                url: url("http://127.0.0.1/again"),
-                method: Method::POST,
-                keep_body: true
-            }
+            to("http://127.0.0.1/again", Method::POST, true)
         );
         assert_eq!(
             follow("http://127.0.0.1/", Method::HEAD, 303, "/other"),
-            Next::Follow {
-                url: url("http://127.0.0.1/other"),
-                method: Method::HEAD,
-                keep_body: false
-            }
+            to("http://127.0.0.1/other", Method::HEAD, true)
+        );
+        assert_eq!(
+            follow("http://127.0.0.1/", Method::DELETE, 303, "/done"),
+            to("http://127.0.0.1/done", Method::GET, false)
+        );
+        // A PUT behind a 301 (http to https) stays a PUT with its body.
+        assert_eq!(
+            follow(
+                "http://127.0.0.1/x",
+                Method::PUT,
+                301,
+                "https://127.0.0.1/x"
+            ),
+            to("https://127.0.0.1/x", Method::PUT, true)
+        );
+        // Post/redirect/get to the same URL is not a loop.
+        assert_eq!(
+            follow("http://127.0.0.1/form", Method::POST, 303, "/form"),
+            to("http://127.0.0.1/form", Method::GET, false)
+        );
+        // A Location in UTF-8 rather than ASCII is followed.
+        assert_eq!(
+            follow("http://127.0.0.1/", Method::GET, 302, "/caf\u{e9}"),
+            to("http://127.0.0.1/caf%C3%A9", Method::GET, true)
         );
         for status in [200, 300, 304, 404] {
             assert_eq!(
@@ -144,36 +160,30 @@ mod tests {
         }
         // A redirect without a usable Location is the answer.
         assert_eq!(
-            next(&url("http://127.0.0.1/"), &Method::GET, 302, None, &[]),
+            next(&url("http://127.0.0.1/"), &Method::GET, 302, None, 0),
             Next::Final
         );
     }
 
     #[test]
-    fn loops_limits_and_other_schemes_fail() {
+    fn the_limit_and_other_schemes_fail() {
         assert!(matches!(
             follow("http://127.0.0.1/", Method::GET, 301, "file:///etc/passwd"),
             Next::Fail(_)
         ));
-        assert!(matches!(
-            follow("http://127.0.0.1/a", Method::GET, 301, "/a"),
-            Next::Fail(m) if m == "redirect loop"
-        ));
-        let visited: Vec<Url> = (0..REDIRECT_LIMIT)
-            .map(|i| url(&format!("http://127.0.0.1/{i}")))
-            .collect();
         let location = HeaderValue::from_static("/next");
+        let last = url("http://127.0.0.1/last");
         assert!(matches!(
-            next(&url("http://127.0.0.1/last"), &Method::GET, 302, Some(&location), &visited),
+            next(&last, &Method::GET, 302, Some(&location), REDIRECT_LIMIT),
             Next::Fail(m) if m.contains("more than 10")
         ));
         assert!(matches!(
             next(
-                &url("http://127.0.0.1/last"),
+                &last,
                 &Method::GET,
                 302,
                 Some(&location),
-                &visited[1..]
+                REDIRECT_LIMIT - 1
             ),
             Next::Follow { .. }
         ));
@@ -181,22 +191,13 @@ mod tests {
 
     #[test]
     fn only_user_agent_and_accept_cross_to_another_host() {
-        assert!(same_host(
-            &url("http://127.0.0.1/a"),
-            &url("http://127.0.0.1:80/b")
-        ));
-        assert!(!same_host(
-            &url("http://127.0.0.1/a"),
-            &url("http://127.0.0.2/a")
-        ));
-        assert!(!same_host(
-            &url("http://127.0.0.1:8080/"),
-            &url("http://127.0.0.1:8081/")
-        ));
-        assert!(!same_host(
-            &url("http://localhost/"),
-            &url("http://127.0.0.1/")
-        ));
+        let same = |a: &str, b: &str| same_host(&url(a), &url(b));
+        assert!(same("http://127.0.0.1/a", "http://127.0.0.1:80/b"));
+        assert!(!same("http://127.0.0.1/a", "http://127.0.0.2/a"));
+        assert!(!same("http://127.0.0.1:8080/", "http://127.0.0.1:8081/"));
+        assert!(!same("http://localhost/", "http://127.0.0.1/"));
+        // From TLS to clear text on the same host and port: not the same.
+        assert!(!same("https://127.0.0.1:8443/", "http://127.0.0.1:8443/"));
         assert!(crosses_hosts("User-Agent") && crosses_hosts("accept"));
         for name in ["X-Api-Key", "Authorization", "Cookie", "Accept-Language"] {
             assert!(!crosses_hosts(name), "{name}");

@@ -16,7 +16,8 @@ use webmon_worker::probe::{DbClock, ErrorKind, Job, Outcome, Prober};
 type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, String)>>>;
 
 /// An HTTP server on `ip` that records every request. `/to/<url>` redirects (302) to the
-/// URL, `/keep/<url>` with 307, `/slow` answers after 2 s; anything else is 200 "ok".
+/// URL, `/keep/<url>` with 307, `/slowly-to/<url>` with 302 after 200 ms, `/slow` answers
+/// after 2 s; anything else is 200 "ok".
 async fn recording_server(ip: &str) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new().fallback(record).with_state(seen.clone());
@@ -43,6 +44,10 @@ async fn record(State(seen): State<Seen>, request: Request) -> Response {
         String::from_utf8_lossy(&body).into_owned(),
     ));
     if let Some(target) = path.strip_prefix("/to/") {
+        return (StatusCode::FOUND, [("location", target.to_string())]).into_response();
+    }
+    if let Some(target) = path.strip_prefix("/slowly-to/") {
+        tokio::time::sleep(Duration::from_millis(200)).await;
         return (StatusCode::FOUND, [("location", target.to_string())]).into_response();
     }
     if let Some(target) = path.strip_prefix("/keep/") {
@@ -126,12 +131,12 @@ async fn a_denied_address_is_blocked_by_address_name_or_redirect_and_never_conne
         "{fine:?}"
     );
 
-    // A host name: `localhost` resolves to 127.0.0.1 (this probe denies it), directly and
-    // as a redirect from an allowed address.
+    // A host name: `localhost` resolves to 127.0.0.1, and to ::1 on many hosts (this probe
+    // denies both), directly and as a redirect from an allowed address.
     let (name_target, name_accepted) = counting_listener("127.0.0.1").await;
     let name_port = name_target.rsplit(':').next().unwrap();
     let (other, _) = recording_server("127.0.0.2").await;
-    let probe = prober(&["127.0.0.1/32"]);
+    let probe = prober(&["127.0.0.1/32", "::1/128"]);
     let by_name = probe
         .check(&job(&format!("http://localhost:{name_port}/")))
         .await;
@@ -214,6 +219,22 @@ async fn redirect_loops_and_the_timeout_cover_every_hop() {
     let mut slow = job(&format!("{base}/to/{base}/slow"));
     slow.timeout = Some(Duration::from_millis(300));
     let result = probe.check(&slow).await;
+    assert!(
+        matches!(
+            result.outcome,
+            Outcome::NoResponse {
+                kind: ErrorKind::Timeout,
+                ..
+            }
+        ),
+        "{result:?}"
+    );
+    // Three hops of 200 ms each: each within a 500 ms timeout, together not.
+    let mut hops = job(&format!(
+        "{base}/slowly-to/{base}/slowly-to/{base}/slowly-to/{base}/ok"
+    ));
+    hops.timeout = Some(Duration::from_millis(500));
+    let result = probe.check(&hops).await;
     assert!(
         matches!(
             result.outcome,
