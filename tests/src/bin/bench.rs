@@ -45,6 +45,8 @@ struct Outcome {
     offered_per_s: f64,
     stored_per_s: f64,
     lateness_ms: [Option<f64>; 3],
+    /// Recorded response_time_ms minus the target's delay, p50 and p99, over the window.
+    response_error_ms: [Option<f64>; 2],
     probe_cpu_s: f64,
     probe_peak_rss_mib: f64,
     db_cpu_s: f64,
@@ -345,6 +347,18 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
         percentile(&lateness, 0.99),
         percentile(&lateness, 0.999),
     ];
+    // Response-time truth: the target answers after exactly its delay, so what the probe
+    // records beyond that is connection setup on loopback plus time the check waited for
+    // the probe's (or the target's) runtime.
+    let errors = db
+        .query_one(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY response_time_ms - $1::float8),
+                    percentile_cont(0.99) WITHIN GROUP (ORDER BY response_time_ms - $1::float8)
+             FROM webmon.metrics WHERE request_timestamp BETWEEN $2 AND $3",
+            &[&(scenario.latency_ms as f64), &measure_start, &measure_end],
+        )
+        .await?;
+    outcome.response_error_ms = [errors.get(0), errors.get(1)];
     outcome.bytes_per_row = db
         .query_one(
             "SELECT sum(pg_relation_size(i.inhrelid) + pg_indexes_size(i.inhrelid))::float8 / nullif((SELECT count(*) FROM webmon.metrics), 0)
@@ -419,6 +433,18 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         probe_threads: 1,
     });
     all.push(Scenario {
+        id: "6",
+        name: "probe memory: 30,000 monitors @ 10 s, target 200 ms, 4,000 workers".into(),
+        monitors: 30_000,
+        interval: Duration::from_secs(10),
+        latency_ms: 200,
+        warmup: secs(20.0),
+        measure: secs(40.0),
+        max_in_flight: 4000,
+        burst: false,
+        probe_threads: 1,
+    });
+    all.push(Scenario {
         id: "5",
         name: "scale: 100,000 monitors @ 60 s for 10 min".into(),
         monitors: 100_000,
@@ -454,6 +480,10 @@ async fn main() -> Result<()> {
         .unwrap_or(1.0);
     // Only the scenario rows with this many monitors (e.g. one saturation step).
     let monitors: Option<u64> = flag("--monitors").map(|v| v.parse()).transpose()?;
+    // The probe's WEBMON_THREADS for every scenario (default: each scenario's own).
+    let threads: Option<u16> = flag("--probe-threads").map(|v| v.parse()).transpose()?;
+    // Every monitor in one slot (as a bulk import makes them), for every scenario.
+    let burst = args.iter().any(|a| a == "--burst");
     let json_path = flag("--json").unwrap_or_else(|| "bench-results.json".into());
     raise_fd_limit();
     let worker = webmon_tests::probe::binary()?;
@@ -464,9 +494,13 @@ async fn main() -> Result<()> {
     let mut results = Vec::new();
     let mut saturated = false;
     let mut breakdowns = Vec::new();
-    println!("| # | scenario | offered/s | stored/s | lateness p50 / p99 / p99.9 ms | probe CPU s | checks per probe CPU-s | DB CPU s | checks per DB CPU-s | DB µs/check | probe peak RSS MiB | B/row | backlog start/max/end | holds |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for scenario in scenarios(scale) {
+    println!("| # | scenario | offered/s | stored/s | lateness p50 / p99 / p99.9 ms | response time − target delay p50 / p99 ms | probe CPU s | checks per probe CPU-s | DB CPU s | checks per DB CPU-s | DB µs/check | probe peak RSS MiB | B/row | backlog start/max/end | holds |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for mut scenario in scenarios(scale) {
+        if let Some(threads) = threads {
+            scenario.probe_threads = threads;
+        }
+        scenario.burst |= burst;
         if only
             .as_ref()
             .is_some_and(|o| !o.iter().any(|id| id == scenario.id))
@@ -506,7 +540,7 @@ async fn main() -> Result<()> {
                 .join(", ")
         ));
         println!(
-            "| {} | {} | {:.0} | {:.0} | {} / {} / {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {}/{}/{} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {} / {} / {} | {} / {} | {:.1} | {:.0} | {:.1} | {:.0} | {:.1} | {:.1} | {} | {}/{}/{} | {} |",
             scenario.id,
             scenario.name,
             outcome.offered_per_s,
@@ -514,6 +548,8 @@ async fn main() -> Result<()> {
             fmt(outcome.lateness_ms[0], 1),
             fmt(outcome.lateness_ms[1], 1),
             fmt(outcome.lateness_ms[2], 1),
+            fmt(outcome.response_error_ms[0], 1),
+            fmt(outcome.response_error_ms[1], 1),
             outcome.probe_cpu_s,
             per_probe_cpu,
             outcome.db_cpu_s,
@@ -532,6 +568,7 @@ async fn main() -> Result<()> {
             "measure_s": scenario.measure.as_secs_f64(), "offered_per_s": outcome.offered_per_s,
             "stored_per_s": outcome.stored_per_s, "lateness_p50_ms": outcome.lateness_ms[0],
             "lateness_p99_ms": outcome.lateness_ms[1], "lateness_p999_ms": outcome.lateness_ms[2],
+            "response_error_p50_ms": outcome.response_error_ms[0], "response_error_p99_ms": outcome.response_error_ms[1],
             "probe_cpu_s": outcome.probe_cpu_s, "checks_per_probe_cpu_s": per_probe_cpu,
             "db_cpu_s": outcome.db_cpu_s, "checks_per_db_cpu_s": per_db_cpu,
             "db_cpu_us_per_check": outcome.db_cpu_s * 1e6 / measured_checks.max(1.0),
