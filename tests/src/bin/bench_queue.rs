@@ -5,6 +5,11 @@
 //! 2. Batch encoding of complete_checks: parallel arrays + unnest (what the API uses) vs
 //!    COPY into a temp table, at 100 and 1,000 rows, side by side.
 //! 3. Bytes on disk per webmon.metrics row after 1,000,000 rows (heap + indexes).
+//! 4. The whole cycle of a check — schedule, claim, complete — with today's queue (the
+//!    scheduler's enqueue_due_checks, then the probe API) against a prototype of the next
+//!    queue (persistent rows per monitor and region, advanced in place by the claim and
+//!    marked done in place by the completion; issue 11), side by side in one run. The
+//!    prototype lives in a scratch schema here and is not part of the extension.
 //!
 //! Run: `cargo run --release -p webmon-tests --bin bench_queue` (as root or postgres-capable user).
 
@@ -67,6 +72,24 @@ async fn main() -> Result<()> {
             median(&copy) / median(&arrays)
         );
     }
+
+    println!("\n## the whole cycle of a check, database CPU µs per check (median of {rounds}, 10,000 checks each)");
+    let (mut today, mut prototype) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        today.push(cycle_today(&db, 10_000).await?);
+        prototype.push(cycle_prototype(&db, 10_000).await?);
+    }
+    println!(
+        "today (enqueue, claim, complete): {:.1} µs (runs {:?}); prototype (claim, complete in place): {:.1} µs (runs {:?}); prototype/today = {:.2}",
+        median(&today),
+        rounded(&today),
+        median(&prototype),
+        rounded(&prototype),
+        median(&prototype) / median(&today)
+    );
+    println!(
+        "(one backend, no concurrency, no autovacuum inside the round: a lower bound for both)"
+    );
 
     println!("\n## bytes per webmon.metrics row after 1,000,000 rows");
     bytes_per_row(&db).await?;
@@ -284,4 +307,148 @@ async fn bytes_per_row(db: &Client) -> Result<()> {
         (heap + indexes) as f64 / total as f64
     );
     Ok(())
+}
+
+/// Today's queue: `n` monitors due, one scheduler tick (`enqueue_due_checks`: monitor
+/// updated, job inserted), claims of 100 (job leased) and completions of 500 (job deleted,
+/// result inserted). Returns backend CPU µs per check.
+async fn cycle_today(db: &Client, n: i64) -> Result<f64> {
+    db.batch_execute(
+        "TRUNCATE webmon.jobs, webmon.monitors RESTART IDENTITY CASCADE; TRUNCATE webmon.metrics, webmon.errors",
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
+         SELECT 'http://127.0.0.1:9/' || g, '1 hour', now() - interval '1 second' FROM generate_series(1, $1::bigint) g",
+        &[&n],
+    )
+    .await?;
+    db.batch_execute("VACUUM ANALYZE webmon.monitors, webmon.jobs")
+        .await?;
+    db.batch_execute("SELECT webmon.register_probe('bench')")
+        .await?;
+    let claim = db
+        .prepare("SELECT job_id FROM webmon.claim_checks('bench', 100, '5 minutes', '1 second')")
+        .await?;
+    let complete = db
+        .prepare("SELECT webmon.complete_checks('bench', $1, $2, $3, $4, $5, $6, $7, $8)")
+        .await?;
+    let pid = backend_pid(db).await?;
+    let before = backend_cpu_seconds(pid)?;
+    let enqueued: i32 = db
+        .query_one("SELECT webmon.enqueue_due_checks('1 second', 100000)", &[])
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        i64::from(enqueued) == n,
+        "enqueued {enqueued} of {n} (did the scheduler tick first?)"
+    );
+    let mut pending: Vec<i64> = Vec::new();
+    let mut done = 0i64;
+    loop {
+        let rows = db.query(&claim, &[]).await?;
+        let empty = rows.is_empty();
+        pending.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        if pending.len() >= 500 || (empty && !pending.is_empty()) {
+            done += i64::from(complete_ok(db, &complete, &pending).await?);
+            pending.clear();
+        }
+        if empty {
+            break;
+        }
+    }
+    let cpu = backend_cpu_seconds(pid)? - before;
+    anyhow::ensure!(done == n, "completed {done} of {n}");
+    Ok(cpu * 1e6 / n as f64)
+}
+
+/// The prototype: one row per (monitor, region) that stays. A claim leases the due rows and
+/// moves each to its next slot in the same UPDATE (no scheduler enqueue, no job insert);
+/// a completion sets `done_slot` (no index on it: a HOT update) and inserts the result in
+/// the same statement. Expired leases would be found through `lease_expires_at`'s index
+/// from a watermark (not exercised here). Returns backend CPU µs per check.
+async fn cycle_prototype(db: &Client, n: i64) -> Result<f64> {
+    db.batch_execute(
+        "DROP SCHEMA IF EXISTS proto CASCADE; CREATE SCHEMA proto;
+         CREATE TABLE proto.schedule (
+             monitor_id bigint NOT NULL, region text NOT NULL DEFAULT '', check_interval interval NOT NULL,
+             next_slot timestamptz NOT NULL, lease_slot timestamptz, leased_by smallint,
+             lease_expires_at timestamptz, done_slot timestamptz, attempts smallint NOT NULL DEFAULT 0,
+             PRIMARY KEY (monitor_id, region)) WITH (fillfactor = 80);
+         CREATE INDEX ON proto.schedule (next_slot);
+         CREATE INDEX ON proto.schedule (lease_expires_at);
+         TRUNCATE webmon.metrics, webmon.errors;",
+    )
+    .await?;
+    db.execute(
+        "INSERT INTO proto.schedule (monitor_id, check_interval, next_slot)
+         SELECT g, '1 hour', now() - interval '1 second' FROM generate_series(1, $1::bigint) g",
+        &[&n],
+    )
+    .await?;
+    db.batch_execute("VACUUM ANALYZE proto.schedule").await?;
+    let claim = db
+        .prepare(
+            "UPDATE proto.schedule s
+             SET lease_slot = s.next_slot, next_slot = s.next_slot + s.check_interval, leased_by = 1,
+                 lease_expires_at = s.next_slot + interval '5 minutes', attempts = 1
+             WHERE (s.monitor_id, s.region) IN (
+                 SELECT d.monitor_id, d.region FROM proto.schedule d
+                 WHERE d.next_slot <= now() + interval '1 second'
+                   AND (d.lease_slot IS NULL OR d.done_slot IS NOT DISTINCT FROM d.lease_slot)
+                 ORDER BY d.next_slot LIMIT 100 FOR UPDATE SKIP LOCKED)
+             RETURNING s.monitor_id, s.region, s.lease_slot",
+        )
+        .await?;
+    let complete = db
+        .prepare(
+            "WITH b AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::real[], $6::smallint[])
+                     AS b(monitor_id, region, slot, request_timestamp, response_time_ms, http_status_code)
+             ), done AS (
+                 UPDATE proto.schedule s SET done_slot = b.slot, attempts = 0
+                 FROM b
+                 WHERE s.monitor_id = b.monitor_id AND s.region = b.region AND s.lease_slot = b.slot
+                   AND s.leased_by = 1 AND s.done_slot IS DISTINCT FROM b.slot
+                 RETURNING b.*
+             ), metric_rows AS (
+                 INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
+                 SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code, 1 FROM done d
+             )
+             SELECT count(*) FROM done",
+        )
+        .await?;
+    let pid = backend_pid(db).await?;
+    let before = backend_cpu_seconds(pid)?;
+    let mut pending: Vec<(i64, String, SystemTime)> = Vec::new();
+    let mut done = 0i64;
+    loop {
+        let rows = db.query(&claim, &[]).await?;
+        let empty = rows.is_empty();
+        pending.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
+        if pending.len() >= 500 || (empty && !pending.is_empty()) {
+            let monitors: Vec<i64> = pending.iter().map(|p| p.0).collect();
+            let regions: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
+            let slots: Vec<SystemTime> = pending.iter().map(|p| p.2).collect();
+            let now = vec![SystemTime::now(); pending.len()];
+            let times = vec![42.0f32; pending.len()];
+            let status = vec![200i16; pending.len()];
+            let accepted: i64 = db
+                .query_one(
+                    &complete,
+                    &[&monitors, &regions, &slots, &now, &times, &status],
+                )
+                .await?
+                .get(0);
+            done += accepted;
+            pending.clear();
+        }
+        if empty {
+            break;
+        }
+    }
+    let cpu = backend_cpu_seconds(pid)? - before;
+    anyhow::ensure!(done == n, "completed {done} of {n}");
+    db.batch_execute("DROP SCHEMA proto CASCADE").await?;
+    Ok(cpu * 1e6 / n as f64)
 }
