@@ -47,6 +47,8 @@ impl Probe {
             .current_dir(dir)
             .args(args)
             .env_remove("DATABASE_URL")
+            .env_remove("DB_SSLMODE")
+            .env_remove("DB_SSLROOTCERT")
             .env("LOG_LEVEL", "info")
             .env("WEBMON_SUMMARY_SECONDS", "1")
             .stdin(Stdio::null())

@@ -30,6 +30,8 @@ fn status(env: &[(&str, &str)]) -> Output {
     command
         .arg("status")
         .env_remove("DATABASE_URL")
+        .env_remove("DB_SSLMODE")
+        .env_remove("DB_SSLROOTCERT")
         .env("HOME", "/nonexistent")
         .stdin(std::process::Stdio::null());
     for (key, value) in env {
@@ -176,6 +178,18 @@ async fn the_probe_verifies_the_database_certificate_and_says_why_it_cannot() {
         "DATABASE_URL",
         &url("127.0.0.1", "sslmode=require"),
     )]));
+    // `prefer` with a root certificate that does not verify: connects without TLS, and says so.
+    let fallback = status(&[(
+        "DATABASE_URL",
+        &url(
+            "localhost",
+            &format!("sslmode=prefer&sslrootcert={wrong_path}"),
+        ),
+    )]);
+    success(&fallback);
+    let said = String::from_utf8_lossy(&fallback.stdout).into_owned()
+        + &String::from_utf8_lossy(&fallback.stderr);
+    assert!(said.contains("connecting without TLS"), "{said}");
     // A verifying mode without a root certificate is refused before connecting.
     let message = failure(&status(&[(
         "DATABASE_URL",

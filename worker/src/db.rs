@@ -87,6 +87,11 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     text
 }
 
+/// A setting given as an empty string counts as not given.
+fn non_empty(setting: &Option<String>) -> Option<String> {
+    setting.clone().filter(|value| !value.is_empty())
+}
+
 /// Where and how the probe connects: tokio-postgres's settings and the TLS connector.
 #[derive(Debug, Clone)]
 pub struct DbConfig {
@@ -100,8 +105,8 @@ pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
             // DB_SSLMODE/DB_SSLROOTCERT are defaults for what the URL does not say (as
             // libpq's PGSSLMODE/PGSSLROOTCERT are).
             let (rest, mut tls) = split_options(url)?;
-            tls.mode = tls.mode.or_else(|| args.db_sslmode.clone());
-            tls.root_cert = tls.root_cert.or_else(|| args.db_sslrootcert.clone());
+            tls.mode = tls.mode.or_else(|| non_empty(&args.db_sslmode));
+            tls.root_cert = tls.root_cert.or_else(|| non_empty(&args.db_sslrootcert));
             (Config::from_str(&rest).map_err(DbError::Url)?, tls)
         }
         None => {
@@ -115,8 +120,8 @@ pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
                 config.password(password);
             }
             let tls = TlsOptions {
-                mode: args.db_sslmode.clone(),
-                root_cert: args.db_sslrootcert.clone(),
+                mode: non_empty(&args.db_sslmode),
+                root_cert: non_empty(&args.db_sslrootcert),
             };
             (config, tls)
         }
@@ -144,9 +149,11 @@ pub fn config(args: &DatabaseArgs) -> Result<DbConfig, DbError> {
 pub async fn connect(config: &DbConfig, notify: Option<Arc<Notify>>) -> Result<Client, DbError> {
     let connector = config.tls.connector.clone();
     let (client, mut connection) = match config.pg.connect(connector.clone()).await {
-        // libpq's `prefer`: when TLS did not work (the server did not refuse us itself),
-        // once more without it. The first error is the one reported.
-        Err(error) if config.tls.mode == SslMode::Prefer && error.as_db_error().is_none() => {
+        // libpq's `prefer`: when the TLS handshake itself failed (a certificate that does
+        // not verify, a protocol the server lacks), once more without TLS, and say so. The
+        // first error is the one reported if that fails too.
+        Err(error) if config.tls.mode == SslMode::Prefer && tls_failed(&error) => {
+            tracing::warn!(error = %describe(&error), "sslmode=prefer: TLS to the database failed; connecting without TLS");
             let mut plain = config.pg.clone();
             plain.ssl_mode(tokio_postgres::config::SslMode::Disable);
             plain
@@ -180,6 +187,25 @@ pub async fn connect(config: &DbConfig, notify: Option<Arc<Notify>>) -> Result<C
         }
     });
     Ok(client)
+}
+
+/// Did the TLS handshake fail (rustls's error in the cause chain, also inside io::Errors)?
+fn tls_failed(error: &tokio_postgres::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        let mut inner = Some(current);
+        while let Some(candidate) = inner {
+            if candidate.is::<rustls::Error>() {
+                return true;
+            }
+            inner = candidate
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|e| e as &(dyn std::error::Error + 'static));
+        }
+        cause = current.source();
+    }
+    false
 }
 
 /// Connects, retrying with exponential backoff (100 ms to 5 s) until it works or `cancel` fires.
@@ -233,7 +259,7 @@ mod tests {
         assert_eq!(config.pg.get_dbname(), Some("webmon"));
         assert_eq!(config.pg.get_user(), Some("probe"));
         assert_eq!(config.pg.get_password(), Some(&b"secret"[..]));
-        assert_eq!(config.tls.describe(), "sslmode=prefer");
+        assert_eq!(config.tls.mode, SslMode::Prefer);
         let mut with_tls = args();
         with_tls.db_sslmode = Some("require".into());
         let config = super::config(&with_tls).unwrap();
@@ -264,7 +290,9 @@ mod tests {
         with_url.database_url = Some("postgresql://u@127.0.0.1:7000/other".into());
         with_url.db_sslmode = Some("require".into());
         let config = super::config(&with_url).unwrap();
-        assert_eq!(config.tls.describe(), "sslmode=require");
+        assert_eq!(config.tls.mode, SslMode::Require);
+        with_url.db_sslmode = Some(String::new());
+        assert_eq!(super::config(&with_url).unwrap().tls.mode, SslMode::Prefer);
         // A Unix socket never uses TLS, whatever the mode.
         with_url.database_url = Some("host=/var/run/postgresql dbname=x".into());
         let config = super::config(&with_url).unwrap();

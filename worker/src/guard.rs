@@ -96,9 +96,17 @@ impl NetworkPolicy {
     }
 
     /// May a check connect to `address`? An IPv4 address written as IPv6 is judged as the
-    /// IPv4 address it reaches (see `reaches`).
+    /// IPv4 address it reaches (see `reaches`); a NAT64 address must pass as itself as well.
     pub fn check(&self, address: IpAddr) -> Result<(), Blocked> {
-        let address = reaches(address);
+        let canonical = address.to_canonical();
+        let reached = reaches(canonical);
+        if reached != canonical {
+            self.decide(canonical)?;
+        }
+        self.decide(reached)
+    }
+
+    fn decide(&self, address: IpAddr) -> Result<(), Blocked> {
         let deciding = self
             .rules
             .iter()
@@ -222,6 +230,10 @@ mod tests {
         assert!(!allowed(&policy, "169.254.169.254"));
         assert!(allowed(&policy, "127.0.0.1"));
         assert!(allowed(&policy, "11.0.0.1"));
+        // Denying the NAT64 prefix itself works too.
+        let policy = NetworkPolicy::new(&nets(&["64:ff9b::/96"]), &[]);
+        assert!(!allowed(&policy, "64:ff9b::808:808"));
+        assert!(allowed(&policy, "8.8.8.8"));
     }
 
     #[test]

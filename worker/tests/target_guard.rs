@@ -17,7 +17,7 @@ type Seen = Arc<Mutex<Vec<(Method, String, HeaderMap, String)>>>;
 
 /// An HTTP server on `ip` that records every request. `/to/<url>` redirects (302) to the
 /// URL, `/keep/<url>` with 307, `/slowly-to/<url>` with 302 after 200 ms, `/slow` answers
-/// after 2 s; anything else is 200 "ok".
+/// after 2 s, `/loop` redirects to itself; anything else is 200 "ok".
 async fn recording_server(ip: &str) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let app = Router::new().fallback(record).with_state(seen.clone());
@@ -56,6 +56,9 @@ async fn record(State(seen): State<Seen>, request: Request) -> Response {
             [("location", target.to_string())],
         )
             .into_response();
+    }
+    if path == "/loop" {
+        return (StatusCode::FOUND, [("location", "/loop")]).into_response();
     }
     if path == "/slow" {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -162,9 +165,9 @@ async fn a_denied_address_is_blocked_by_address_name_or_redirect_and_never_conne
 #[tokio::test]
 async fn custom_headers_stay_with_their_host_and_bodies_follow_the_method() {
     let (base, seen) = recording_server("127.0.0.1").await;
-    let port = base.rsplit(':').next().unwrap();
+    let (other, seen_elsewhere) = recording_server("127.0.0.2").await;
     let probe = prober(&[]);
-    let mut with_headers = job(&format!("{base}/to/http://localhost:{port}/elsewhere"));
+    let mut with_headers = job(&format!("{base}/to/{other}/elsewhere"));
     with_headers.headers = vec![
         ("X-Api-Key".into(), "secret".into()),
         ("Accept".into(), "application/json".into()),
@@ -193,7 +196,11 @@ async fn custom_headers_stay_with_their_host_and_bodies_follow_the_method() {
             .find(|(_, p, _, _)| p == path)
             .unwrap_or_else(|| panic!("{path} not requested: {seen:?}"))
     };
-    let (_, _, headers, _) = request("/elsewhere");
+    let elsewhere = seen_elsewhere.lock().unwrap();
+    let (_, _, headers, _) = elsewhere
+        .iter()
+        .find(|(_, p, _, _)| p == "/elsewhere")
+        .expect("the other host was not reached");
     assert!(headers.get("x-api-key").is_none(), "{headers:?}");
     assert_eq!(headers["accept"], "application/json");
     assert_eq!(headers["user-agent"], "custom-agent");
@@ -228,6 +235,12 @@ async fn redirect_loops_and_the_timeout_cover_every_hop() {
             }
         ),
         "{result:?}"
+    );
+    // A redirect to itself ends at the limit too.
+    let looping = probe.check(&job(&format!("{base}/loop"))).await;
+    assert!(
+        matches!(&looping.outcome, Outcome::NoResponse { kind: ErrorKind::Redirect, message } if message.contains("more than 10")),
+        "{looping:?}"
     );
     // Three hops of 200 ms each: each within a 500 ms timeout, together not.
     let mut hops = job(&format!(
