@@ -1,6 +1,7 @@
 //! Database connections: from `DATABASE_URL` or the old app's `DB_*` settings, with
 //! reconnect backoff. The probe only calls the extension's API functions.
 
+use crate::causes::causes;
 use crate::config::DatabaseArgs;
 use crate::db_tls::{default_root_file, split_options, DbTls, SslMode, TlsError, TlsOptions};
 use futures_util::StreamExt;
@@ -191,21 +192,9 @@ pub async fn connect(config: &DbConfig, notify: Option<Arc<Notify>>) -> Result<C
 
 /// Did the TLS handshake fail (rustls's error in the cause chain, also inside io::Errors)?
 fn tls_failed(error: &tokio_postgres::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = cause {
-        let mut inner = Some(current);
-        while let Some(candidate) = inner {
-            if candidate.is::<rustls::Error>() {
-                return true;
-            }
-            inner = candidate
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .map(|e| e as &(dyn std::error::Error + 'static));
-        }
-        cause = current.source();
-    }
-    false
+    causes(error)
+        .iter()
+        .any(|cause| cause.is::<rustls::Error>())
 }
 
 /// Connects, retrying with exponential backoff (100 ms to 5 s) until it works or `cancel` fires.

@@ -3,6 +3,7 @@
 //! `sink` (batched writes); `run` wires them together with shutdown, `config`, `db` and
 //! `runtime` set them up.
 
+pub mod causes;
 pub mod claim;
 pub mod commands;
 pub mod config;

@@ -1,6 +1,7 @@
 //! One HTTP check: the monitor's request on a fresh connection, the body read up to a cap,
 //! the regex searched, and the outcome classified. A failed check is data, not an error.
 
+use crate::causes::causes;
 use crate::guard::{Blocked, NetworkPolicy};
 use crate::redirect;
 use regex::Regex;
@@ -400,12 +401,8 @@ pub fn kind_of(flags: Flags, error: &(dyn StdError + 'static)) -> ErrorKind {
     if flags.redirect {
         return ErrorKind::Redirect;
     }
-    let mut cause = Some(error);
-    while let Some(current) = cause {
-        if let Some(kind) = kind_within(current) {
-            return kind;
-        }
-        cause = current.source();
+    if let Some(kind) = causes(error).into_iter().find_map(kind_of_cause) {
+        return kind;
     }
     if flags.connect {
         ErrorKind::Connect
@@ -414,22 +411,6 @@ pub fn kind_of(flags: Flags, error: &(dyn StdError + 'static)) -> ErrorKind {
     } else {
         ErrorKind::Other
     }
-}
-
-/// The kind of `cause` or of the errors it wraps: an io::Error hides the error it wraps from
-/// `source()` (a TLS failure arrives as io::Error(io::Error(rustls::Error))), so look inside.
-fn kind_within(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {
-    let mut current = Some(cause);
-    while let Some(error) = current {
-        if let Some(kind) = kind_of_cause(error) {
-            return Some(kind);
-        }
-        current = error
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn StdError + 'static));
-    }
-    None
 }
 
 fn kind_of_cause(cause: &(dyn StdError + 'static)) -> Option<ErrorKind> {

@@ -390,18 +390,9 @@ async fn cycle_today(db: &Client, n: i64) -> Result<f64> {
 /// the same statement. Expired leases would be found through `lease_expires_at`'s index
 /// from a watermark (not exercised here). Returns backend CPU µs per check.
 async fn cycle_prototype(db: &Client, n: i64) -> Result<f64> {
-    db.batch_execute(
-        "DROP SCHEMA IF EXISTS proto CASCADE; CREATE SCHEMA proto;
-         CREATE TABLE proto.schedule (
-             monitor_id bigint NOT NULL, region text NOT NULL DEFAULT '', check_interval interval NOT NULL,
-             next_slot timestamptz NOT NULL, lease_slot timestamptz, leased_by smallint,
-             lease_expires_at timestamptz, done_slot timestamptz, attempts smallint NOT NULL DEFAULT 0,
-             PRIMARY KEY (monitor_id, region)) WITH (fillfactor = 80);
-         CREATE INDEX ON proto.schedule (next_slot);
-         CREATE INDEX ON proto.schedule (lease_expires_at);
-         TRUNCATE webmon.metrics, webmon.errors;",
-    )
-    .await?;
+    db.batch_execute(PROTOTYPE_SCHEMA).await?;
+    db.batch_execute("TRUNCATE webmon.metrics, webmon.errors")
+        .await?;
     db.execute(
         "INSERT INTO proto.schedule (monitor_id, check_interval, next_slot)
          SELECT g, '1 hour', now() - interval '1 second' FROM generate_series(1, $1::bigint) g",
@@ -409,60 +400,18 @@ async fn cycle_prototype(db: &Client, n: i64) -> Result<f64> {
     )
     .await?;
     db.batch_execute("VACUUM ANALYZE proto.schedule").await?;
-    let claim = db
-        .prepare(
-            "UPDATE proto.schedule s
-             SET lease_slot = s.next_slot, next_slot = s.next_slot + s.check_interval, leased_by = 1,
-                 lease_expires_at = s.next_slot + interval '5 minutes', attempts = 1
-             WHERE (s.monitor_id, s.region) IN (
-                 SELECT d.monitor_id, d.region FROM proto.schedule d
-                 WHERE d.next_slot <= now() + interval '1 second'
-                   AND (d.lease_slot IS NULL OR d.done_slot IS NOT DISTINCT FROM d.lease_slot)
-                 ORDER BY d.next_slot LIMIT 100 FOR UPDATE SKIP LOCKED)
-             RETURNING s.monitor_id, s.region, s.lease_slot",
-        )
-        .await?;
-    let complete = db
-        .prepare(
-            "WITH b AS (
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::real[], $6::smallint[])
-                     AS b(monitor_id, region, slot, request_timestamp, response_time_ms, http_status_code)
-             ), done AS (
-                 UPDATE proto.schedule s SET done_slot = b.slot, attempts = 0
-                 FROM b
-                 WHERE s.monitor_id = b.monitor_id AND s.region = b.region AND s.lease_slot = b.slot
-                   AND s.leased_by = 1 AND s.done_slot IS DISTINCT FROM b.slot
-                 RETURNING b.*
-             ), metric_rows AS (
-                 INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
-                 SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code, 1 FROM done d
-             )
-             SELECT count(*) FROM done",
-        )
-        .await?;
+    let claim = db.prepare(PROTOTYPE_CLAIM).await?;
+    let complete = db.prepare(PROTOTYPE_COMPLETE).await?;
     let pid = backend_pid(db).await?;
     let before = backend_cpu_seconds(pid)?;
     let mut pending: Vec<(i64, String, SystemTime)> = Vec::new();
     let mut done = 0i64;
     loop {
-        let rows = db.query(&claim, &[]).await?;
+        let rows = db.query(&claim, &[&100i64]).await?;
         let empty = rows.is_empty();
         pending.extend(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))));
         if pending.len() >= 500 || (empty && !pending.is_empty()) {
-            let monitors: Vec<i64> = pending.iter().map(|p| p.0).collect();
-            let regions: Vec<String> = pending.iter().map(|p| p.1.clone()).collect();
-            let slots: Vec<SystemTime> = pending.iter().map(|p| p.2).collect();
-            let now = vec![SystemTime::now(); pending.len()];
-            let times = vec![42.0f32; pending.len()];
-            let status = vec![200i16; pending.len()];
-            let accepted: i64 = db
-                .query_one(
-                    &complete,
-                    &[&monitors, &regions, &slots, &now, &times, &status],
-                )
-                .await?
-                .get(0);
-            done += accepted;
+            done += complete_prototype(db, &complete, &pending).await?;
             pending.clear();
         }
         if empty {
@@ -497,12 +446,12 @@ const PROTOTYPE_CLAIM: &str = "UPDATE proto.schedule s
          SELECT d.monitor_id, d.region FROM proto.schedule d
          WHERE d.next_slot <= now() + interval '1 second'
            AND (d.lease_slot IS NULL OR d.done_slot IS NOT DISTINCT FROM d.lease_slot)
-         ORDER BY d.next_slot LIMIT 5000 FOR UPDATE SKIP LOCKED)
+         ORDER BY d.next_slot LIMIT $1 FOR UPDATE SKIP LOCKED)
      RETURNING s.monitor_id, s.region, s.lease_slot";
 
 const PROTOTYPE_COMPLETE: &str = "WITH b AS (
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[])
-             AS b(monitor_id, region, slot)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::timestamptz[], $4::timestamptz[], $5::real[], $6::smallint[])
+             AS b(monitor_id, region, slot, request_timestamp, response_time_ms, http_status_code)
      ), done AS (
          UPDATE proto.schedule s SET done_slot = b.slot, attempts = 0
          FROM b
@@ -511,9 +460,31 @@ const PROTOTYPE_COMPLETE: &str = "WITH b AS (
          RETURNING b.*
      ), metric_rows AS (
          INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
-         SELECT now(), d.monitor_id, 42, 200, 1 FROM done d
+         SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code, 1 FROM done d
      )
      SELECT count(*) FROM done";
+
+/// Completes claimed prototype checks as 200 responses (the same data `complete_ok` sends
+/// today's API); returns how many were accepted.
+async fn complete_prototype(
+    db: &Client,
+    complete: &tokio_postgres::Statement,
+    claimed: &[(i64, String, SystemTime)],
+) -> Result<i64> {
+    let monitors: Vec<i64> = claimed.iter().map(|c| c.0).collect();
+    let regions: Vec<&str> = claimed.iter().map(|c| c.1.as_str()).collect();
+    let slots: Vec<SystemTime> = claimed.iter().map(|c| c.2).collect();
+    let now = vec![SystemTime::now(); claimed.len()];
+    let times = vec![42.0f32; claimed.len()];
+    let status = vec![200i16; claimed.len()];
+    Ok(db
+        .query_one(
+            complete,
+            &[&monitors, &regions, &slots, &now, &times, &status],
+        )
+        .await?
+        .get(0))
+}
 
 /// Expired leases since the last sweep, found through the lease index from a watermark; the
 /// prototype's stand-in for requeue_expired_leases (finds none here: every lease completes).
@@ -615,7 +586,7 @@ async fn steady_state(cluster: &Cluster, database: &str, design: Design) -> Resu
                         }
                     }
                     Design::Prototype => {
-                        for row in claimer.query(&statement, &[]).await? {
+                        for row in claimer.query(&statement, &[&5000i64]).await? {
                             let _ = sender.send(Claimed::Slot(row.get(0), row.get(1), row.get(2)));
                         }
                     }
@@ -641,24 +612,17 @@ async fn steady_state(cluster: &Cluster, database: &str, design: Design) -> Resu
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 tick.tick().await;
                 let mut jobs = Vec::new();
-                let (mut monitors, mut regions, mut slots) = (Vec::new(), Vec::new(), Vec::new());
+                let mut slots = Vec::new();
                 while let Ok(claimed) = receiver.try_recv() {
                     match claimed {
                         Claimed::Job(id) => jobs.push(id),
-                        Claimed::Slot(monitor, region, slot) => {
-                            monitors.push(monitor);
-                            regions.push(region);
-                            slots.push(slot);
-                        }
+                        Claimed::Slot(monitor, region, slot) => slots.push((monitor, region, slot)),
                     }
                 }
                 let done = if !jobs.is_empty() {
                     i64::from(complete_ok(&writer, &statement, &jobs).await?)
-                } else if !monitors.is_empty() {
-                    writer
-                        .query_one(&statement, &[&monitors, &regions, &slots])
-                        .await?
-                        .get(0)
+                } else if !slots.is_empty() {
+                    complete_prototype(&writer, &statement, &slots).await?
                 } else {
                     0
                 };
