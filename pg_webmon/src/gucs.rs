@@ -63,7 +63,7 @@ pub fn init(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"pg_webmon.lookahead",
-        c"How far ahead of its slot a check is queued.",
+        c"How far ahead of a slot the scheduler wakes the probes.",
         c"Probes claim checks this far ahead and start each at its slot.",
         &LOOKAHEAD_MS,
         0,
@@ -73,7 +73,7 @@ pub fn init(preloading: bool) {
     );
     GucRegistry::define_int_guc(
         c"pg_webmon.max_jobs_per_tick",
-        c"Most checks queued in one scheduler tick.",
+        c"Most checks one sweep requeues, or records as lost or no_probe, per region.",
         c"",
         &MAX_JOBS_PER_TICK,
         1,

@@ -16,9 +16,15 @@ mod transactions;
 
 extension_sql_file!("../../sql/schema.sql", name = "schema");
 extension_sql_file!(
+    "../../sql/queue.sql",
+    name = "queue",
+    requires = ["schema", monitor_problem, current_slot, next_slot, max_lease, error_kinds]
+);
+extension_sql_file!("../../sql/status.sql", name = "status", requires = ["queue"]);
+extension_sql_file!(
     "../../sql/partitions.sql",
     name = "partitions",
-    requires = ["schema"]
+    requires = ["status"]
 );
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 

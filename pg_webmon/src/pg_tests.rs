@@ -209,80 +209,98 @@ mod tests {
     }
 
     #[pg_test]
-    fn the_scheduler_enqueues_a_due_monitor_once_and_keeps_its_grid() {
-        assert!(
-            one::<bool>("SELECT tests.scheduler_running()"),
-            "scheduler worker never connected"
-        );
-        committed("INSERT INTO webmon.monitors (url, check_interval) VALUES ('http://127.0.0.1:9/sched', '1 hour')");
-        let id =
-            one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/sched'");
-        assert!(
-            wait_for(
-                &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {id})"),
-                2.0
-            ),
-            "no job within 2 s"
-        );
-        // No drift: the next slot is exactly one interval after the job's slot.
+    fn a_claim_leases_the_slot_and_moves_the_job_along_its_grid() {
+        // Claims hand out nothing before the first partitions exist.
+        maintenance();
+        Spi::run("SELECT webmon.register_probe('grid-probe', 'grid')").unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+             VALUES ('http://127.0.0.1:9/grid', '1 hour', '{grid}', now() - interval '1 second')",
+        )
+        .unwrap();
+        let job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                    WHERE m.url = 'http://127.0.0.1:9/grid')";
+        // The trigger made one job at the monitor's first slot.
         assert!(one::<bool>(&format!(
-            "SELECT m.next_check_at = j.scheduled_at + interval '1 hour' FROM webmon.monitors m
-             JOIN webmon.jobs j ON j.monitor_id = m.id WHERE m.id = {id}"
+            "SELECT scheduled_at = now() - interval '1 second' AND leased_by IS NULL FROM webmon.jobs WHERE id = {job}"
         )));
-        // Due again while its job is pending: still one job after several ticks.
-        committed(&format!("UPDATE webmon.monitors SET next_check_at = now() - interval '1 second' WHERE id = {id}"));
-        // The scheduler skips the passed slot (observable: next_check_at moves to the future)…
-        assert!(wait_for(
-            &format!(
-                "SELECT next_check_at > clock_timestamp() FROM webmon.monitors WHERE id = {id}"
-            ),
-            5.0
-        ));
-        // … without queueing a second job.
+        let slot = one::<bool>(
+            "SELECT scheduled_at = now() - interval '1 second' FROM webmon.claim_checks('grid-probe', 10, '1 minute')",
+        );
+        assert!(slot, "the claim did not hand out the job's own slot");
+        // No drift: the next slot is exactly one interval after the leased one; a second claim
+        // finds nothing (one check in flight per monitor and region).
+        assert!(one::<bool>(&format!(
+            "SELECT scheduled_at = leased_slot + interval '1 hour' AND leased_by IS NOT NULL
+                    AND lease_expires_at = now() + interval '1 minute' AND attempts = 1
+             FROM webmon.jobs WHERE id = {job}"
+        )));
         assert_eq!(
-            one::<i64>(&format!(
-                "SELECT count(*) FROM webmon.jobs WHERE monitor_id = {id}"
-            )),
-            1
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute')"),
+            0
         );
-        // ... and its passed slot was skipped: the next one is on the grid, in the future.
-        assert!(one::<bool>(&format!(
-            "SELECT next_check_at > clock_timestamp() AND next_check_at <= clock_timestamp() + interval '1 hour' FROM webmon.monitors WHERE id = {id}"
-        )));
 
-        // Far behind (10 intervals): one job for the latest slot, the next slot in the future.
-        committed(
-            "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
-             VALUES ('http://127.0.0.1:9/behind', '1 minute', now() - interval '10 minutes 30 seconds')",
+        // Far behind (10 intervals and a half): one check for the latest slot, then the next
+        // slot on the grid, in the future. Never a burst of catch-up checks.
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+             VALUES ('http://127.0.0.1:9/grid/behind', '1 minute', '{grid}', now() - interval '10 minutes 30 seconds')",
+        )
+        .unwrap();
+        let claimed = one::<i64>(
+            "SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute')
+             WHERE scheduled_at = now() - interval '30 seconds'",
         );
-        let behind =
-            one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/behind'");
-        assert!(wait_for(
-            &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {behind})"),
-            2.0
+        assert_eq!(claimed, 1);
+        assert!(one::<bool>(
+            "SELECT j.scheduled_at = now() + interval '30 seconds' AND j.leased_slot = now() - interval '30 seconds'
+             FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/grid/behind'"
         ));
-        assert!(one::<bool>(&format!(
-            "SELECT j.scheduled_at > now() - interval '1 minute' AND j.scheduled_at <= now()
-                    AND m.next_check_at = j.scheduled_at + interval '1 minute' AND m.next_check_at > now()
-                    AND extract(epoch FROM m.created_at - j.scheduled_at)::numeric % 60 BETWEEN 29 AND 31
-             FROM webmon.monitors m JOIN webmon.jobs j ON j.monitor_id = m.id WHERE m.id = {behind}"
-        )));
-        committed(&format!(
-            "DELETE FROM webmon.monitors WHERE id IN ({id}, {behind})"
+        // monitor_status shows the next slot.
+        assert!(one::<bool>(
+            "SELECT next_check_at = now() + interval '30 seconds' FROM webmon.monitor_status
+             WHERE url = 'http://127.0.0.1:9/grid/behind'"
         ));
     }
 
-    /// Disabled monitors in their own region with jobs due a minute ago (so a claim inside
-    /// the test's transaction, whose now() is older, still sees them due), so only this
-    /// test's probes claim them and the scheduler leaves them alone (it records a job as
-    /// `no_probe` only after pg_webmon.unclaimed_timeout, 2 minutes).
+    #[pg_test]
+    fn the_scheduler_wakes_probes_when_a_slot_comes_due() {
+        assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        // A listener on its own connection (a backend gets notifications between transactions).
+        Spi::run(
+            "CREATE EXTENSION IF NOT EXISTS dblink SCHEMA public;
+             SELECT public.dblink_connect('listener', tests.loopback());
+             SELECT public.dblink_exec('listener', 'LISTEN webmon_jobs')",
+        )
+        .unwrap();
+        // A slot three seconds ahead: the trigger says 'new' at once, the scheduler 'due' once
+        // the slot is within its lookahead (1 s).
+        committed(
+            "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+             VALUES ('http://127.0.0.1:9/wake', '1 hour', '{wake}', now() + interval '3 seconds')",
+        );
+        let heard = |what: &str, seconds: f64| {
+            wait_for(
+                &format!("SELECT EXISTS (SELECT 1 FROM public.dblink_get_notify('listener')
+                                         WHERE notify_name = 'webmon_jobs' AND extra = '{what}')"),
+                seconds,
+            )
+        };
+        assert!(heard("new", 2.0), "no NOTIFY for a new job");
+        assert!(heard("due", 6.0), "no NOTIFY when the slot came due");
+        Spi::run("SELECT public.dblink_disconnect('listener')").unwrap();
+        committed("DELETE FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/wake'");
+    }
+
+    /// Monitors in their own region, due a minute ago (so a claim inside the test's
+    /// transaction, whose now() is older, still sees them due), so only this test's probes
+    /// claim them (the scheduler records a check as `no_probe` only after
+    /// pg_webmon.unclaimed_timeout, 2 minutes).
     fn queue_jobs(region: &str, count: i32) {
         committed(&format!(
-            "WITH m AS (
-                 INSERT INTO webmon.monitors (url, enabled, regions)
-                 SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, false, ARRAY['{region}']
-                 FROM generate_series(1, {count}) g RETURNING id, regions)
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, now() - interval '1 minute', regions FROM m"
+            "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+             SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, '1 hour', ARRAY['{region}'], now() - interval '1 minute'
+             FROM generate_series(1, {count}) g"
         ));
     }
 
@@ -295,19 +313,20 @@ mod tests {
     #[pg_test]
     fn the_scheduler_reports_its_writes_so_autovacuum_sees_them() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
-        let before = one::<i64>(
-            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'webmon.monitors'::regclass",
-        );
+        queue_jobs("stats", 200);
+        committed("DO $d$ BEGIN PERFORM webmon.register_probe('stats-probe', 'stats'); END $d$");
+        // 200 leases that end at once: the scheduler's sweep updates 200 job rows.
         committed(
-            "INSERT INTO webmon.monitors (url, check_interval)
-             SELECT 'http://127.0.0.1:9/stats/' || g, '1 hour' FROM generate_series(1, 200) g",
+            "DO $d$ BEGIN PERFORM count(*) FROM webmon.claim_checks('stats-probe', 1000, '1 second'); END $d$",
         );
-        // 200 scheduler updates of monitors; other tests update a handful of rows at most.
+        let before = one::<i64>(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass",
+        );
         let reported = wait_for(
-            &format!("SELECT n_tup_upd >= {before} + 200 FROM pg_stat_user_tables WHERE relid = 'webmon.monitors'::regclass"),
-            5.0,
+            &format!("SELECT n_tup_upd >= {before} + 200 FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass"),
+            10.0,
         );
-        committed("DELETE FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/stats/%'");
+        drop_region("stats");
         assert!(
             reported,
             "the scheduler's updates never reached the statistics"
@@ -347,30 +366,39 @@ mod tests {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         queue_jobs("lease", 2);
         committed("DO $d$ BEGIN PERFORM webmon.register_probe('lease-probe', 'lease'); END $d$");
-        committed(
-            "WITH ids AS (SELECT j.id, row_number() OVER (ORDER BY j.id) AS n FROM webmon.jobs j
-                          JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.regions = ARRAY['lease'])
-             UPDATE webmon.jobs j SET leased_by = webmon.probe_id('lease-probe'),
-                    lease_expires_at = now() - interval '1 second',
-                    attempts = CASE WHEN ids.n = 1 THEN 1 ELSE 3 END
-             FROM ids WHERE ids.id = j.id",
-        );
+        // Both leased for a second and never completed; the second on its last attempt.
+        committed("DO $d$ BEGIN PERFORM count(*) FROM webmon.claim_checks('lease-probe', 10, '1 second'); END $d$");
+        committed("UPDATE webmon.jobs SET attempts = 3 WHERE id = (SELECT max(id) FROM webmon.jobs WHERE region = 'lease')");
         let first = "(SELECT min(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
         let second = "(SELECT max(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
         assert!(
-            wait_for(&format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {first} AND leased_by IS NULL)"), 3.0),
-            "expired lease was not requeued"
+            wait_for(
+                &format!(
+                    "SELECT leased_by IS NULL AND requeued AND scheduled_at = leased_slot AND attempts = 1
+                     FROM webmon.jobs WHERE monitor_id = {first}"
+                ),
+                5.0
+            ),
+            "expired lease was not requeued for the same slot"
         );
         assert!(
             wait_for(
                 &format!(
-                    "SELECT NOT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {second})
-                        AND EXISTS (SELECT 1 FROM webmon.errors WHERE monitor_id = {second} AND error_kind = 'lost')"
+                    "SELECT j.leased_by IS NULL AND NOT j.requeued AND j.scheduled_at > j.leased_slot
+                        AND EXISTS (SELECT 1 FROM webmon.errors e WHERE e.monitor_id = {second}
+                                    AND e.error_kind = 'lost' AND e.request_timestamp = j.leased_slot AND e.region = 'lease')
+                     FROM webmon.jobs j WHERE j.monitor_id = {second}"
                 ),
-                3.0
+                5.0
             ),
-            "job past max_attempts was not recorded as lost"
+            "a check past max_attempts was not recorded as lost"
         );
+        // The requeued slot is leased again as it is (not skipped), as attempt 2.
+        committed("DO $d$ BEGIN PERFORM count(*) FROM webmon.claim_checks('lease-probe', 10, '1 hour'); END $d$");
+        assert!(one::<bool>(&format!(
+            "SELECT leased_by IS NOT NULL AND attempts = 2 AND NOT requeued AND scheduled_at > leased_slot
+             FROM webmon.jobs WHERE monitor_id = {first}"
+        )));
         committed(&format!(
             "DELETE FROM webmon.errors WHERE monitor_id IN ({first}, {second})"
         ));
@@ -383,8 +411,7 @@ mod tests {
         maintenance();
         Spi::run("SELECT webmon.register_probe('p-a', 'complete'), webmon.register_probe('p-b', 'complete')").unwrap();
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/c', false, '{complete}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c'",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/c', '{complete}', '2000-01-01')",
         )
         .unwrap();
         let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-b', 10, '1 hour')");
@@ -400,12 +427,31 @@ mod tests {
         // A retried batch (e.g. after a lost COMMIT acknowledgement) stores nothing twice.
         assert_eq!(complete("p-b"), 0);
         assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c')"), 1);
-        assert_eq!(
-            one::<i64>(&format!(
-                "SELECT count(*) FROM webmon.jobs WHERE id = {job}"
-            )),
-            0
-        );
+        // The job stays, its lease ended: a HOT update of the row.
+        assert!(one::<bool>(&format!(
+            "SELECT leased_by IS NULL AND attempts = 0 FROM webmon.jobs WHERE id = {job}"
+        )));
+        // With slots (the 0.4.0 form), a result counts only for the slot it was given: the
+        // next lease of the same job refuses a late result of the one before.
+        let (next_job, slot) = Spi::get_two::<i64, pgrx::datum::TimestampWithTimeZone>(
+            "SELECT job_id, scheduled_at FROM webmon.claim_checks('p-b', 10, '1 hour', '2 hours')",
+        )
+        .unwrap();
+        assert_eq!(next_job, Some(job));
+        let complete_slot = |slot: &str| {
+            one::<i32>(&format!(
+                "SELECT webmon.complete_checks('p-b', ARRAY[{job}]::bigint[], ARRAY[{slot}]::timestamptz[],
+                     ARRAY[now()], ARRAY[10]::real[], ARRAY[200]::smallint[], ARRAY[NULL]::boolean[],
+                     ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[])"
+            ))
+        };
+        assert_eq!(complete_slot("'2000-01-01'::timestamptz"), 0, "a result for another slot was accepted");
+        let slot = slot.expect("a slot");
+        assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 1);
+        assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 0);
+        // The region a result ran from: the job's, else the probe's.
+        assert!(one::<bool>("SELECT bool_and(region = 'complete') FROM webmon.metrics
+                             WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c')"));
     }
 
     #[pg_test]
@@ -429,10 +475,8 @@ mod tests {
             );
         }
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled, regions)
-                 SELECT 'http://127.0.0.1:9/bounds/' || g, false, '{bounds}' FROM generate_series(1, 7) g;
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now(), regions FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/bounds/%'",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at)
+                 SELECT 'http://127.0.0.1:9/bounds/' || g, '{bounds}', now() FROM generate_series(1, 7) g",
         )
         .unwrap();
         let jobs = one::<Vec<i64>>(
@@ -634,7 +678,7 @@ mod tests {
                 role,
                 "CREATE TEMP TABLE IF NOT EXISTS decoy (id bigint, enabled boolean, regions text[])",
             );
-            for function in ["monitors_delete_job", "monitors_refresh_job"] {
+            for function in ["monitors_sync_jobs"] {
                 let refused = as_role(
                     role,
                     &format!("CREATE TRIGGER decoy_{function} AFTER DELETE ON decoy FOR EACH ROW EXECUTE FUNCTION webmon.{function}()"),
@@ -654,9 +698,7 @@ mod tests {
             "CREATE ROLE webmon_test_probe_a LOGIN; CREATE ROLE webmon_test_probe_b LOGIN;
              SELECT webmon.grant_probe('webmon_test_probe_a'), webmon.grant_probe('webmon_test_probe_b');
              GRANT USAGE ON SCHEMA tests TO webmon_test_probe_a, webmon_test_probe_b;
-             INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/owned', false, '{owned}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now(), regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/owned'",
+             INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/owned', '{owned}', now())",
         )
         .unwrap();
         // The probe API checks the login (session) role, so act as it, not only SET ROLE.
@@ -712,8 +754,7 @@ mod tests {
     fn release_checks_hands_jobs_back() {
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/r', false, '{release}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/r'",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/r', '{release}', '2000-01-01')",
         )
         .unwrap();
         let job = one::<i64>("SELECT job_id FROM webmon.claim_checks('p-r', 10, '1 hour')");
@@ -731,8 +772,7 @@ mod tests {
     #[pg_test]
     fn deleting_a_monitor_removes_its_pending_job() {
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled) VALUES ('http://127.0.0.1:9/del', false);
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/del'",
+            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/del')",
         )
         .unwrap();
         let id = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/del'");
@@ -755,8 +795,7 @@ mod tests {
     fn claim_respects_regions() {
         Spi::run("SELECT webmon.register_probe('eu-probe', 'eu'), webmon.register_probe('us-probe', 'us')").unwrap();
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/eu', false, '{eu}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/eu'",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/eu', '{eu}', '2000-01-01')",
         )
         .unwrap();
         let eu_job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/eu')";
@@ -771,8 +810,7 @@ mod tests {
         Spi::run("CREATE ROLE webmon_test_probe LOGIN").unwrap();
         Spi::run("SELECT webmon.grant_probe('webmon_test_probe')").unwrap();
         Spi::run(
-            "INSERT INTO webmon.monitors (url, enabled, regions) VALUES ('http://127.0.0.1:9/role', false, '{role}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions) SELECT id, '2000-01-01', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role'",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/role', '{role}', '2000-01-01')",
         )
         .unwrap();
         // No direct access to any table of the extension, for any command.
@@ -1065,28 +1103,32 @@ mod tests {
     #[pg_test]
     fn a_row_the_checks_cannot_run_is_reported_and_never_stops_the_others() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
-        // Written past the trigger (as with triggers disabled, or by an older version).
+        // Written past the triggers (as with triggers disabled, or by an older version): no
+        // job rows; webmon.sync_jobs (every minute) adds the healthy one's only.
         committed(
             "SET session_replication_role = replica;
              INSERT INTO webmon.monitors (url, check_interval, regions) VALUES
                  ('http://127.0.0.1:9/poison/interval', '300000 years', '{poison}'),
                  ('http://127.0.0.1:9/poison/negative', '-10 years 3601 days', '{poison}'),
-                 ('http://127.0.0.1:9/poison/healthy', '1 hour', '{poison}');
-             INSERT INTO webmon.monitors (url, timeout, enabled, regions) VALUES
-                 ('http://127.0.0.1:9/poison/timeout', '10 years -3600 days 1 second', false, '{poison-claim}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/timeout';
-             INSERT INTO webmon.monitors (url, enabled, regions) VALUES
-                 ('http://127.0.0.1:9/poison/claim-healthy', false, '{poison-claim}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/claim-healthy'",
+                 ('http://127.0.0.1:9/poison/healthy', '1 hour', '{poison}')",
         );
+        // Two monitors with jobs; then one's timeout is broken past the trigger.
+        committed(
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES
+                 ('http://127.0.0.1:9/poison/timeout', '{poison-claim}', now() - interval '1 minute'),
+                 ('http://127.0.0.1:9/poison/claim-healthy', '{poison-claim}', now() - interval '1 minute')",
+        );
+        committed(
+            "SET session_replication_role = replica;
+             UPDATE webmon.monitors SET timeout = '10 years -3600 days 1 second'
+             WHERE url = 'http://127.0.0.1:9/poison/timeout'",
+        );
+        committed("DO $d$ BEGIN PERFORM webmon.sync_jobs(); END $d$");
         let healthy =
             "(SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/healthy')";
-        let queued = wait_for(
-            &format!("SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {healthy})"),
-            5.0,
-        );
+        let queued = one::<bool>(&format!(
+            "SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {healthy})"
+        ));
         let reported = wait_for(
             "SELECT count(DISTINCT e.monitor_id) = 2 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
              WHERE m.url LIKE 'http://127.0.0.1:9/poison/%' AND e.error_kind = 'other'
@@ -1095,17 +1137,24 @@ mod tests {
         );
         let poisoned_queued = one::<i64>(
             "SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
-             WHERE m.url IN ('http://127.0.0.1:9/poison/interval', 'http://127.0.0.1:9/poison/negative')",
+             WHERE m.url IN ('http://127.0.0.1:9/poison/interval', 'http://127.0.0.1:9/poison/negative',
+                             'http://127.0.0.1:9/poison/timeout')",
         );
         let retry_in_an_hour = one::<bool>(
             "SELECT bool_and(next_check_at > now() + interval '59 minutes') FROM webmon.monitors
              WHERE url IN ('http://127.0.0.1:9/poison/interval', 'http://127.0.0.1:9/poison/negative')",
         );
-        // A claim over a job whose timeout is out of range still leases every job. (Claimed on
-        // its own connection: the cleanup below must not wait for this test's row locks.)
+        // A job whose monitor's timeout broke after it was made is still leased with the
+        // others (the probe's default timeout). Made again past the sync, as it was before.
+        committed(
+            "INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at)
+             SELECT id, 'poison-claim', check_interval, now() - interval '1 minute'
+             FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/timeout'",
+        );
         committed(
             "DO $d$ BEGIN PERFORM webmon.register_probe('poison-probe', 'poison-claim'); END $d$",
         );
+        // (Claimed on its own connection: the cleanup below must not wait for this test's locks.)
         let claimed = one::<i64>(
             "SELECT count(*) FROM public.dblink(tests.loopback(),
                  $c$SELECT timeout_ms FROM webmon.claim_checks('poison-probe', 10, '1 hour')$c$) AS t(timeout_ms int)
@@ -1113,7 +1162,7 @@ mod tests {
         );
         committed("DELETE FROM webmon.errors WHERE monitor_id IN (SELECT id FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/poison/%')");
         committed("DELETE FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/poison/%'");
-        assert!(queued, "the healthy monitor was not queued");
+        assert!(queued, "the healthy monitor got no job");
         assert!(reported, "the poisoned monitors were not reported");
         assert_eq!(poisoned_queued, 0);
         assert!(retry_in_an_hour);
@@ -1129,27 +1178,29 @@ mod tests {
         let job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.regions = ARRAY['requeued'])";
         // Its slot was an hour ago and its lease has just expired (a probe died).
         committed(&format!(
-            "UPDATE webmon.jobs SET scheduled_at = now() - interval '1 hour', attempts = 1,
+            "UPDATE webmon.jobs SET scheduled_at = now(), leased_slot = now() - interval '1 hour', attempts = 1,
                     leased_by = webmon.probe_id('requeued-probe'), lease_expires_at = now() - interval '1 second'
              WHERE id = {job}"
         ));
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         assert!(wait_for(
-            &format!("SELECT leased_by IS NULL FROM webmon.jobs WHERE id = {job}"),
+            &format!("SELECT leased_by IS NULL AND requeued FROM webmon.jobs WHERE id = {job}"),
             5.0
         ));
         // Back in the queue just now: not `no_probe` although its slot is an hour old.
         Spi::run("SELECT webmon.requeue_expired_leases(3, '2 minutes')").unwrap();
         let kept = one::<bool>(&format!(
-            "SELECT EXISTS (SELECT 1 FROM webmon.jobs WHERE id = {job})"
+            "SELECT requeued AND scheduled_at < now() - interval '59 minutes' FROM webmon.jobs WHERE id = {job}"
         ));
-        // Two minutes after it came back, it is.
+        // Two minutes after it came back, it is, and the job moves on to its next slot.
         Spi::run(&format!("UPDATE webmon.jobs SET lease_expires_at = now() - interval '3 minutes' WHERE id = {job}")).unwrap();
         Spi::run("SELECT webmon.requeue_expired_leases(3, '2 minutes')").unwrap();
-        let recorded = one::<bool>(
+        let recorded = one::<bool>(&format!(
             "SELECT EXISTS (SELECT 1 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
-                            WHERE m.regions = ARRAY['requeued'] AND e.error_kind = 'no_probe')",
-        );
+                            WHERE m.regions = ARRAY['requeued'] AND e.error_kind = 'no_probe'
+                              AND e.request_timestamp < now() - interval '59 minutes' AND e.region = 'requeued')
+                AND (SELECT NOT requeued AND scheduled_at > now() FROM webmon.jobs WHERE id = {job})"
+        ));
         assert!(kept, "a requeued check was recorded as no_probe at once");
         assert!(recorded);
     }
@@ -1184,8 +1235,6 @@ mod tests {
              GRANT SELECT, UPDATE, DELETE ON webmon.monitors TO webmon_test_editor;
              GRANT USAGE ON SCHEMA tests TO webmon_test_editor;
              INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/editor');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at)
-                 SELECT id, now() FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/editor';
              SET LOCAL ROLE webmon_test_editor",
         )
         .unwrap();
@@ -1196,12 +1245,14 @@ mod tests {
         let paused = outcome(&format!(
             "UPDATE webmon.monitors SET enabled = false WHERE {editor}"
         ));
-        // Deleting a monitor with a pending job (the delete trigger removes it).
+        // Deleting a monitor with jobs (the trigger removes them).
         Spi::run("RESET ROLE").unwrap();
         Spi::run(&format!(
-            "INSERT INTO webmon.jobs (monitor_id, scheduled_at) SELECT id, now() FROM webmon.monitors WHERE {editor}"
+            "UPDATE webmon.monitors SET enabled = true WHERE {editor}"
         ))
         .unwrap();
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                               WHERE m.url = 'http://127.0.0.1:9/editor'"), 1);
         Spi::run("SET LOCAL ROLE webmon_test_editor").unwrap();
         let deleted = outcome(&format!("DELETE FROM webmon.monitors WHERE {editor}"));
         Spi::run("RESET ROLE").unwrap();
@@ -1226,30 +1277,28 @@ mod tests {
         .unwrap();
         // An UPDATE that sets next_check_at itself is obeyed.
         Spi::run("UPDATE webmon.monitors SET check_interval = '1 second', next_check_at = now() + interval '2 hours' WHERE url = 'http://127.0.0.1:9/resched/c'").unwrap();
-        assert!(one::<bool>(
-            "SELECT next_check_at <= now() + interval '1 second' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/a'"
-        ));
-        assert!(one::<bool>(
-            "SELECT next_check_at <= now() + interval '10 seconds' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/b'"
-        ));
-        assert!(one::<bool>(
-            "SELECT next_check_at = now() + interval '2 hours' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/resched/c'"
-        ));
+        let next = |url: &str| {
+            format!("SELECT j.scheduled_at FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                     WHERE m.url = 'http://127.0.0.1:9/resched/{url}'")
+        };
+        assert!(one::<bool>(&format!("SELECT ({}) <= now() + interval '1 second'", next("a"))));
+        assert!(one::<bool>(&format!("SELECT ({}) <= now() + interval '10 seconds'", next("b"))));
+        assert!(one::<bool>(&format!("SELECT ({}) = now() + interval '2 hours'", next("c"))));
     }
 
     #[pg_test]
     fn the_pending_job_follows_regions_and_is_dropped_when_the_monitor_is_paused() {
         Spi::run("SELECT webmon.register_probe('follow-probe', 'follow-b')").unwrap();
         Spi::run(
-            "INSERT INTO webmon.monitors (url, regions) VALUES ('http://127.0.0.1:9/follow', '{follow-a}');
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now(), regions FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/follow'",
+            "INSERT INTO webmon.monitors (url, regions) VALUES ('http://127.0.0.1:9/follow', '{follow-a}')",
         )
         .unwrap();
         let job = "SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
                    WHERE m.url = 'http://127.0.0.1:9/follow'";
-        // Mistyped, then fixed: the waiting job takes the new regions and the probe claims it.
+        // Mistyped, then fixed: the job moves to the new region and the probe claims it.
         Spi::run("UPDATE webmon.monitors SET regions = '{follow-b}' WHERE url = 'http://127.0.0.1:9/follow'").unwrap();
+        assert!(one::<bool>("SELECT array_agg(region) = '{follow-b}' FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                             WHERE m.url = 'http://127.0.0.1:9/follow'"));
         assert_eq!(
             one::<i64>("SELECT count(*) FROM webmon.claim_checks('follow-probe', 10, '1 hour')"),
             1
@@ -1257,6 +1306,11 @@ mod tests {
         Spi::run("SELECT webmon.release_checks('follow-probe', ARRAY(SELECT id FROM webmon.jobs))")
             .unwrap();
         assert_eq!(one::<i64>(job), 1);
+        // A second region joins the grid of the first: one job each, the same next slot.
+        Spi::run("UPDATE webmon.monitors SET regions = '{follow-b,follow-c,follow-b}' WHERE url = 'http://127.0.0.1:9/follow'").unwrap();
+        assert!(one::<bool>("SELECT count(*) = 2 AND count(DISTINCT scheduled_at) = 1
+                             FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                             WHERE m.url = 'http://127.0.0.1:9/follow'"));
         Spi::run(
             "UPDATE webmon.monitors SET enabled = false WHERE url = 'http://127.0.0.1:9/follow'",
         )
@@ -1268,18 +1322,21 @@ mod tests {
     fn a_check_no_probe_claims_is_recorded_as_no_probe() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         committed(
-            "WITH m AS (INSERT INTO webmon.monitors (url, enabled, regions)
-                        VALUES ('http://127.0.0.1:9/no-probe', false, '{nowhere}') RETURNING id, regions)
-             INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
-                 SELECT id, now() - interval '1 hour', regions FROM m",
+            "INSERT INTO webmon.monitors (url, regions, next_check_at)
+             VALUES ('http://127.0.0.1:9/no-probe', '{nowhere}', now() - interval '1 hour')",
+        );
+        // Waiting for a probe since an hour ago.
+        committed(
+            "UPDATE webmon.jobs SET lease_expires_at = now() - interval '1 hour'
+             WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/no-probe')",
         );
         let id =
             one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/no-probe'");
         let recorded = wait_for(
             &format!(
-                "SELECT NOT EXISTS (SELECT 1 FROM webmon.jobs WHERE monitor_id = {id})
+                "SELECT (SELECT scheduled_at > now() AND leased_by IS NULL FROM webmon.jobs WHERE monitor_id = {id})
                     AND EXISTS (SELECT 1 FROM webmon.errors WHERE monitor_id = {id} AND error_kind = 'no_probe'
-                                AND error LIKE '%nowhere%')"
+                                AND error LIKE '%region nowhere%' AND region = 'nowhere')"
             ),
             5.0,
         );

@@ -1,9 +1,10 @@
-//! The scheduler background worker: every tick it queues due checks and, once a second,
-//! requeues expired leases, records checks nobody claimed and reports monitors that cannot
-//! run. It queues only while the database holds this library's version of the schema and
-//! its default partitions exist (the maintenance worker, `maintenance.rs`, makes them first),
-//! so every result has a place. An error in a tick is logged as a WARNING and the next tick
-//! goes on.
+//! The scheduler background worker: every tick it wakes the probes when a slot comes due
+//! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it requeues
+//! expired leases, records checks nobody claimed and reports monitors that cannot run; once a
+//! minute it adds job rows the monitors' trigger did not make. It works only while the
+//! database holds this library's version of the schema and its default partitions exist (the
+//! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
+//! before). An error in a step is logged as a WARNING and the next tick goes on.
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
@@ -22,7 +23,7 @@ pub fn register() {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     let database = bgw::start(NAME);
-    let mut last_requeue: Option<Instant> = None;
+    let mut sweeps = Sweeps::default();
     let mut last_state: Option<Installed> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         bgw::reload_on_sighup();
@@ -36,56 +37,121 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         if last_state.as_ref() != Some(&state) {
             bgw::report_state(NAME, &state, &database);
             last_state = Some(state.clone());
+            // Another version's queue, or none: start over (a full sweep, woken from scratch).
+            sweeps = Sweeps::default();
         }
         if state != (Installed::Current { partitioned: true }) {
             continue;
         }
-        bgw::report_activity("pg_webmon scheduler: queueing due checks");
-        // Leases last seconds: looking for expired ones once a second is enough. Its own
-        // transaction (it writes error rows), so a lock on webmon.errors never stops queueing.
-        if last_requeue.is_none_or(|at| at.elapsed() >= REQUEUE_PERIOD) {
-            last_requeue = Some(Instant::now());
-            if let Err(message) = guarded_transaction(|| requeue().map_err(|e| e.to_string())) {
-                warning!("{NAME}: requeue failed, retrying in a second: {message}");
+        bgw::report_activity("pg_webmon scheduler: waking probes");
+        // Each step in its own transaction: one that fails (a lock, a bad row) never stops
+        // the others, and the next tick tries again.
+        if sweeps.sync_due() {
+            if let Err(message) = guarded_transaction(|| sync().map_err(|e| e.to_string())) {
+                warning!("{NAME}: job sync failed, retrying in a minute: {message}");
             }
         }
-        if let Err(message) = guarded_transaction(|| enqueue().map_err(|e| e.to_string())) {
-            warning!("{NAME}: tick failed, retrying next tick: {message}");
+        // Leases last seconds: looking for expired ones once a second is enough.
+        if let Some(window) = sweeps.requeue_due() {
+            if let Err(message) = guarded_transaction(|| requeue(window).map_err(|e| e.to_string())) {
+                warning!("{NAME}: requeue failed, retrying in a second: {message}");
+                sweeps.requeue_failed();
+            }
+        }
+        match guarded_transaction(|| wake(sweeps.woken_up_to.clone()).map_err(|e| e.to_string())) {
+            Ok(horizon) => sweeps.woken_up_to = horizon,
+            Err(message) => warning!("{NAME}: tick failed, retrying next tick: {message}"),
         }
         // A background worker must flush its table statistics itself (a backend does it when
-        // idle): without this, autovacuum never sees the dead rows of monitors and jobs that
-        // the scheduler leaves, and never vacuums them. Rate-limited inside (once a second).
+        // idle): without this, autovacuum never sees the dead rows the queue leaves, and never
+        // vacuums them. Rate-limited inside (once a second).
         unsafe { pg_sys::pgstat_report_stat(false) };
         bgw::report_activity("pg_webmon scheduler: idle");
     }
     log!("{NAME} stopped");
 }
 
-/// How long the queue statements wait for a table lock before the tick gives up.
+/// How long the queue statements wait for a table lock before the step gives up.
 const TICK_LOCK_TIMEOUT: &str = "1s";
 const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
+/// Every so often (and first) the lease sweep reads every lease, not only recent ones.
+const FULL_SWEEP_PERIOD: Duration = Duration::from_secs(300);
+/// How far before the previous sweep the next one looks: a lease written by a claim that
+/// committed after that sweep read the table still ends after this.
+const SWEEP_MARGIN: Duration = Duration::from_secs(10);
+const SYNC_PERIOD: Duration = Duration::from_secs(60);
 
-/// Leases that expired, checks nobody claimed, monitors that cannot run: once a second.
-fn requeue() -> Result<(), pgrx::spi::SpiError> {
+/// When the periodic steps last ran.
+#[derive(Default)]
+struct Sweeps {
+    requeued_at: Option<Instant>,
+    full_sweep_at: Option<Instant>,
+    synced_at: Option<Instant>,
+    /// The last `wake_probes` horizon (database time, as text); None: wake for anything due.
+    woken_up_to: Option<String>,
+}
+
+impl Sweeps {
+    fn sync_due(&mut self) -> bool {
+        due(&mut self.synced_at, SYNC_PERIOD)
+    }
+
+    /// Whether to sweep leases now, and how far back to look: `None` for all of them.
+    fn requeue_due(&mut self) -> Option<Option<Duration>> {
+        let previous = self.requeued_at;
+        if !due(&mut self.requeued_at, REQUEUE_PERIOD) {
+            return None;
+        }
+        if due(&mut self.full_sweep_at, FULL_SWEEP_PERIOD) {
+            return Some(None);
+        }
+        Some(previous.map(|at| at.elapsed() + SWEEP_MARGIN))
+    }
+
+    /// A failed sweep may have missed leases: the next one reads them all.
+    fn requeue_failed(&mut self) {
+        self.full_sweep_at = None;
+    }
+}
+
+/// True (and the time noted) when `period` has passed since `last`, or it never ran.
+fn due(last: &mut Option<Instant>, period: Duration) -> bool {
+    if last.is_some_and(|at| at.elapsed() < period) {
+        return false;
+    }
+    *last = Some(Instant::now());
+    true
+}
+
+/// Job rows the monitors' trigger did not make (rows written with triggers off).
+fn sync() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
+    Spi::run("SELECT webmon.sync_jobs()")
+}
+
+/// Leases that expired, checks nobody claimed, monitors that cannot run. `window`: how far
+/// back lease ends are looked for; `None`: all of them.
+fn requeue(window: Option<Duration>) -> Result<(), pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
-        "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2))",
+        "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2),
+                    coalesce(now() - make_interval(secs => $3), '-infinity'), $4)",
         &[
             gucs::max_attempts().into(),
             f64::from(gucs::unclaimed_timeout_s()).into(),
+            window.map(|w| w.as_secs_f64()).into(),
+            gucs::max_jobs_per_tick().into(),
         ],
     )?;
     Spi::run("SELECT webmon.report_unrunnable_monitors()")
 }
 
-/// The due checks, every tick.
-fn enqueue() -> Result<(), pgrx::spi::SpiError> {
+/// Wakes the probes when a slot comes due; returns the horizon it looked up to.
+fn wake(after: Option<String>) -> Result<Option<String>, pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run_with_args(
-        "SELECT webmon.enqueue_due_checks(make_interval(secs => $1 / 1000.0), $2)",
-        &[
-            f64::from(gucs::lookahead_ms()).into(),
-            gucs::max_jobs_per_tick().into(),
-        ],
+    Spi::get_one_with_args::<String>(
+        "SELECT webmon.wake_probes(coalesce($1::timestamptz, '-infinity'),
+                                   make_interval(secs => $2 / 1000.0))::text",
+        &[after.into(), f64::from(gucs::lookahead_ms()).into()],
     )
 }

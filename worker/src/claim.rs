@@ -189,6 +189,7 @@ fn job_from_row(row: &Row, claimed_at: Instant) -> Result<(Job, Instant), tokio_
     };
     let job = Job {
         job_id: row.try_get("job_id")?,
+        slot: scheduled_at,
         monitor_id: row.try_get("monitor_id")?,
         url: row.try_get("url")?,
         method: row.try_get("method")?,

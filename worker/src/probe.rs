@@ -56,6 +56,8 @@ impl DbClock {
 #[derive(Debug, Clone)]
 pub struct Job {
     pub job_id: i64,
+    /// The slot this check belongs to (the database's time), sent back with the result.
+    pub slot: SystemTime,
     pub monitor_id: i64,
     pub url: String,
     pub method: String,
@@ -71,6 +73,7 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckResult {
     pub job_id: i64,
+    pub slot: SystemTime,
     pub request_timestamp: SystemTime,
     pub outcome: Outcome,
 }
@@ -147,6 +150,7 @@ impl Prober {
                         Err(message) => {
                             return CheckResult {
                                 job_id: job.job_id,
+                                slot: job.slot,
                                 request_timestamp,
                                 outcome: Outcome::NoResponse {
                                     kind: ErrorKind::Other,
@@ -170,6 +174,7 @@ impl Prober {
         };
         CheckResult {
             job_id: job.job_id,
+            slot: job.slot,
             request_timestamp,
             outcome,
         }

@@ -17,10 +17,12 @@ use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 use webmon_core::text::one_line;
 
-const COMPLETE_SQL: &str = "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-const COMPLETE_TYPES: [Type; 9] = [
+const COMPLETE_SQL: &str =
+    "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const COMPLETE_TYPES: [Type; 10] = [
     Type::TEXT,
     Type::INT8_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
     Type::TIMESTAMPTZ_ARRAY,
     Type::FLOAT4_ARRAY,
     Type::INT2_ARRAY,
@@ -56,6 +58,7 @@ pub struct Writer {
 #[derive(Debug, Default, PartialEq)]
 pub struct Columns {
     pub job_ids: Vec<i64>,
+    pub slots: Vec<SystemTime>,
     pub request_timestamps: Vec<SystemTime>,
     pub response_times_ms: Vec<Option<f32>>,
     pub status_codes: Vec<Option<i16>>,
@@ -70,6 +73,7 @@ impl Columns {
         let mut columns = Columns::default();
         for (result, _) in results {
             columns.job_ids.push(result.job_id);
+            columns.slots.push(result.slot);
             columns.request_timestamps.push(result.request_timestamp);
             match &result.outcome {
                 Outcome::Response {
@@ -159,6 +163,7 @@ impl Writer {
             tracing::warn!(writer = self.id, job_id = result.job_id, error = %refusal, "the database refused a result; storing it as an error of kind other");
             let replacement = CheckResult {
                 job_id: result.job_id,
+                slot: result.slot,
                 request_timestamp: result.request_timestamp,
                 outcome: Outcome::NoResponse {
                     kind: ErrorKind::Other,
@@ -234,6 +239,7 @@ impl Writer {
                 &[
                     &self.probe,
                     &columns.job_ids,
+                    &columns.slots,
                     &columns.request_timestamps,
                     &columns.response_times_ms,
                     &columns.status_codes,
@@ -259,6 +265,7 @@ mod tests {
             (
                 CheckResult {
                     job_id: 1,
+                    slot: at,
                     request_timestamp: at,
                     outcome: Outcome::Response {
                         status: 404,
@@ -272,6 +279,7 @@ mod tests {
             (
                 CheckResult {
                     job_id: 2,
+                    slot: at,
                     request_timestamp: at,
                     outcome: Outcome::NoResponse {
                         kind: ErrorKind::Connect,
@@ -283,6 +291,7 @@ mod tests {
         ];
         let columns = Columns::from_results(&results);
         assert_eq!(columns.job_ids, vec![1, 2]);
+        assert_eq!(columns.slots, vec![at, at]);
         assert_eq!(columns.status_codes, vec![Some(404), None]);
         assert_eq!(columns.response_times_ms, vec![Some(12.5), None]);
         assert_eq!(

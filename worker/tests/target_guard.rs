@@ -93,6 +93,7 @@ fn prober(deny: &[&str]) -> Prober {
 fn job(url: &str) -> Job {
     Job {
         job_id: 1,
+        slot: std::time::SystemTime::now(),
         monitor_id: 1,
         url: url.to_string(),
         method: "GET".to_string(),

@@ -1,0 +1,471 @@
+-- pg_webmon's check queue: one persistent row per monitor and region in webmon.jobs, leased
+-- and completed in place. Loaded by CREATE EXTENSION after schema.sql. The 0.3.0 → 0.4.0
+-- update runs this file's text as it was in 0.4.0 (functions that existed before are
+-- CREATE OR REPLACE, so that their grants stay).
+--
+-- A check costs two row versions of its job (the claim, which moves the row to its next slot,
+-- and the completion, a HOT update) and its result row. Nothing is queued ahead: a job is due
+-- when its scheduled_at has come, and the probe's claim is what advances it.
+
+CREATE TABLE webmon.jobs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    monitor_id       bigint      NOT NULL,
+    region           text        NOT NULL DEFAULT '',
+    check_interval   interval    NOT NULL,
+    scheduled_at     timestamptz NOT NULL,
+    leased_slot      timestamptz,
+    leased_by        smallint,
+    lease_expires_at timestamptz,
+    attempts         int         NOT NULL DEFAULT 0,
+    requeued         boolean     NOT NULL DEFAULT false,
+    UNIQUE (monitor_id, region)
+) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
+-- Due jobs of one region in slot order (claims, unclaimed checks). A claim moves its row to
+-- the next slot, so the head of each region's range holds only what is due and unclaimed.
+CREATE INDEX jobs_due_idx ON webmon.jobs (region, scheduled_at);
+-- Leases that end, found from a watermark. A completion changes neither indexed column (nor
+-- leased_by, which no index holds), so it is a HOT update.
+CREATE INDEX jobs_lease_idx ON webmon.jobs (lease_expires_at);
+
+COMMENT ON TABLE webmon.jobs IS
+    'pg_webmon: the check queue. One row per enabled monitor and region (kept in step with webmon.monitors by a trigger); probes lease due rows with webmon.claim_checks() and complete them in place with webmon.complete_checks().';
+COMMENT ON COLUMN webmon.jobs.region IS 'The region whose probes run this job; '''' when any probe may (the monitor''s regions are NULL).';
+COMMENT ON COLUMN webmon.jobs.check_interval IS 'Copy of the monitor''s check_interval, so that claiming reads only this table.';
+COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The next slot to check (a claim moves it to the slot after the one it leases). While requeued: the slot to check again.';
+COMMENT ON COLUMN webmon.jobs.leased_slot IS 'The slot of the last lease; with leased_by set, the check in flight.';
+COMMENT ON COLUMN webmon.jobs.leased_by IS 'The probe holding the lease; NULL when no check is in flight.';
+COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease ends. Back in the queue (a new row, an expired or released lease): when it came back, so pg_webmon.unclaimed_timeout counts from then.';
+COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this slot; after pg_webmon.max_attempts expired leases it is recorded as lost.';
+COMMENT ON COLUMN webmon.jobs.requeued IS 'The slot in scheduled_at came back from an expired or released lease and is checked again as it is (not skipped).';
+
+-- The job rows a monitor should have: one per listed region, or one any probe may run; none
+-- while it is paused or its stored interval or timeout cannot run.
+CREATE FUNCTION webmon.job_regions(enabled boolean, check_interval interval, timeout interval, regions text[])
+RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT DISTINCT r
+    FROM unnest(coalesce(regions, ARRAY[''])) AS r
+    WHERE enabled AND r IS NOT NULL AND webmon.monitor_problem(check_interval, timeout) IS NULL
+$$;
+COMMENT ON FUNCTION webmon.job_regions(boolean, interval, interval, text[]) IS
+    'pg_webmon: the regions a monitor has a job for ('''' for any probe); none while it is paused or cannot run.';
+
+-- Keeps a monitor's job rows in step with it. SECURITY DEFINER: a role that may change
+-- monitors needs no privilege on the queue.
+CREATE FUNCTION webmon.monitors_sync_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted text[];
+    first_slot timestamptz;
+BEGIN
+    -- Runs as the owner: only as the trigger on webmon.monitors (a trigger function's EXECUTE
+    -- is checked only when a trigger is created, so refuse any other table).
+    IF TG_RELID <> 'webmon.monitors'::regclass THEN
+        RAISE EXCEPTION 'webmon.monitors_sync_jobs() runs only on webmon.monitors' USING ERRCODE = '42501';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
+        RETURN NULL;
+    END IF;
+    wanted := ARRAY(SELECT webmon.job_regions(NEW.enabled, NEW.check_interval, NEW.timeout, NEW.regions));
+    -- A region no longer listed (or a paused monitor) loses its job; a check in flight there
+    -- is not stored.
+    DELETE FROM webmon.jobs WHERE monitor_id = NEW.id AND region <> ALL (wanted);
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.next_check_at IS DISTINCT FROM OLD.next_check_at THEN
+            -- Moved by hand (now() checks at once): every region, on the new grid.
+            UPDATE webmon.jobs
+            SET scheduled_at = NEW.next_check_at, check_interval = NEW.check_interval,
+                requeued = false,
+                lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
+            WHERE monitor_id = NEW.id;
+        ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
+            -- Next checked at most one new interval from now, not at the slot the old one left.
+            UPDATE webmon.jobs
+            SET check_interval = NEW.check_interval,
+                scheduled_at = least(scheduled_at, now() + NEW.check_interval)
+            WHERE monitor_id = NEW.id;
+        END IF;
+    END IF;
+    -- New regions join the grid the others follow; a new (or enabled again) monitor starts at
+    -- next_check_at, or within one interval from now.
+    SELECT min(scheduled_at) INTO first_slot FROM webmon.jobs WHERE monitor_id = NEW.id;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
+    SELECT NEW.id, r, NEW.check_interval,
+           coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)), now()
+    FROM unnest(wanted) AS r
+    ON CONFLICT (monitor_id, region) DO NOTHING;
+    IF FOUND THEN
+        PERFORM pg_notify('webmon_jobs', 'new');
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_sync_jobs() IS
+    'pg_webmon: trigger that keeps a monitor''s job rows in step with it: one per region (or one for any probe), none while paused; a moved next_check_at or a changed interval moves them.';
+CREATE TRIGGER monitors_sync_jobs
+    AFTER INSERT OR DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_sync_jobs();
+
+CREATE FUNCTION webmon.sync_jobs() RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    added int;
+BEGIN
+    -- What the trigger missed (rows written with triggers disabled, e.g. a restore with
+    -- --disable-triggers, or session_replication_role = replica): jobs of monitors that no
+    -- longer want them go, missing ones are added, copies of the interval are mended.
+    DELETE FROM webmon.jobs j
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.monitors m
+                      WHERE m.id = j.monitor_id
+                        AND j.region IN (SELECT webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions)));
+    UPDATE webmon.jobs j SET check_interval = m.check_interval
+    FROM webmon.monitors m
+    WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
+    SELECT m.id, r, m.check_interval, least(m.next_check_at, now() + m.check_interval), now()
+    FROM webmon.monitors m,
+         LATERAL webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions) AS r
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id AND j.region = r)
+    ON CONFLICT (monitor_id, region) DO NOTHING;
+    GET DIAGNOSTICS added = ROW_COUNT;
+    IF added > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'new');
+    END IF;
+    RETURN added;
+END
+$$;
+COMMENT ON FUNCTION webmon.sync_jobs() IS
+    'pg_webmon: bring webmon.jobs in step with webmon.monitors where a trigger did not run (the scheduler calls it every minute); returns how many job rows it added.';
+
+-- The regions that have job rows ('' first), one index probe each.
+CREATE FUNCTION webmon.queued_regions() RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH RECURSIVE r(region) AS (
+        (SELECT region FROM webmon.jobs ORDER BY region LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.region FROM webmon.jobs j WHERE j.region > r.region ORDER BY j.region LIMIT 1)
+        FROM r WHERE r.region IS NOT NULL
+    )
+    SELECT region FROM r WHERE region IS NOT NULL
+$$;
+COMMENT ON FUNCTION webmon.queued_regions() IS
+    'pg_webmon: the distinct regions of webmon.jobs ('''' for jobs any probe may run), read from its index.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Scheduler steps (the background worker calls them; users may too).
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION webmon.wake_probes(after timestamptz, lookahead interval DEFAULT '1 second')
+RETURNS timestamptz
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    horizon timestamptz := now() + lookahead;
+    r text;
+BEGIN
+    -- One NOTIFY when a slot in (after, now + lookahead] comes due in some region; probes
+    -- then claim. Jobs made or moved by hand notify themselves (monitors_sync_jobs).
+    FOR r IN SELECT webmon.queued_regions() LOOP
+        IF EXISTS (SELECT 1 FROM webmon.jobs j
+                   WHERE j.region = r AND j.scheduled_at > after AND j.scheduled_at <= horizon) THEN
+            PERFORM pg_notify('webmon_jobs', 'due');
+            EXIT;
+        END IF;
+    END LOOP;
+    RETURN horizon;
+END
+$$;
+COMMENT ON FUNCTION webmon.wake_probes(timestamptz, interval) IS
+    'pg_webmon: NOTIFY webmon_jobs when a job''s slot in (after, now() + lookahead] comes due; returns now() + lookahead, the next call''s after.';
+
+CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
+                                               unclaimed_timeout interval DEFAULT '2 minutes',
+                                               expired_since timestamptz DEFAULT '-infinity',
+                                               max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    requeued int;
+    r text;
+BEGIN
+    -- A check no probe claimed in time (no live probe in its region, or all busy) is recorded
+    -- as a `no_probe` error: the user sees it, and the job moves on to its next slot. The
+    -- time counts from the slot, or from when it came back to the queue.
+    FOR r IN SELECT webmon.queued_regions() LOOP
+        WITH unclaimed AS (
+            SELECT c.id, c.monitor_id, c.scheduled_at
+            FROM webmon.jobs c
+            WHERE c.region = r
+              AND c.scheduled_at < now() - unclaimed_timeout
+              AND c.leased_by IS NULL
+              AND coalesce(c.lease_expires_at, '-infinity') < now() - unclaimed_timeout
+            ORDER BY c.scheduled_at
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE webmon.jobs j
+            SET scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+                requeued = false, attempts = 0
+            FROM unclaimed u WHERE j.id = u.id
+            RETURNING u.monitor_id, u.scheduled_at
+        )
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
+        SELECT scheduled_at, monitor_id, 'no_probe',
+               CASE WHEN r = ''
+                    THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                    ELSE format('no probe of region %s claimed this check within %s', r, unclaimed_timeout)
+               END,
+               nullif(r, '')
+        FROM moved;
+    END LOOP;
+    -- Leases that ended since expired_since (the scheduler passes its previous sweep, less a
+    -- margin; '-infinity' looks at all): back to the queue for the same slot, or recorded as
+    -- lost after max_attempts leases.
+    WITH expired AS (
+        SELECT id, monitor_id, region, leased_slot, attempts, leased_by
+        FROM webmon.jobs
+        WHERE lease_expires_at > expired_since AND lease_expires_at < now() AND leased_by IS NOT NULL
+        ORDER BY lease_expires_at
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    ), gave_up AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false
+        FROM expired e
+        WHERE j.id = e.id AND e.attempts >= max_attempts
+        RETURNING e.*
+    ), lost AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT leased_slot, monitor_id, 'lost',
+               format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by,
+               nullif(region, '')
+        FROM gave_up
+    ), back AS (
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, requeued = true, scheduled_at = e.leased_slot, lease_expires_at = now()
+        FROM expired e
+        WHERE j.id = e.id AND e.attempts < max_attempts
+        RETURNING j.id
+    )
+    SELECT count(*) INTO requeued FROM back;
+    IF requeued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'requeued');
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int, interval, timestamptz, int) IS
+    'pg_webmon: record checks that no probe claimed within unclaimed_timeout as no_probe (the job moves to its next slot); put checks whose lease ended after expired_since back in the queue for the same slot, and after max_attempts leases record them in webmon.errors as lost. At most max_rows of each per region. Returns the number requeued.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Probe API. SECURITY DEFINER with a fixed search_path: a probe role needs EXECUTE only.
+-- ---------------------------------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEFAULT '1 minute',
+                                    lookahead interval DEFAULT '1 second')
+RETURNS TABLE (job_id bigint, monitor_id bigint, scheduled_at timestamptz, db_now timestamptz,
+               attempt int, url text, method text, headers jsonb, body text, timeout_ms int,
+               regex text, follow_redirects boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    claimer smallint := webmon.probe_id(probe);
+    claimer_region text;
+    -- From the library (calling it loads it), never from a session's placeholder setting.
+    max_lease interval := webmon.max_lease();
+    requested interval := lease;
+    picked tid[] := '{}';
+BEGIN
+    -- A lease is bounded: an endless one would hold its checks forever (never checked, never
+    -- recorded as lost), a negative one would burn attempts into false `lost` rows. Months
+    -- are refused (interval comparison counts 30-day months and 360-day years, addition does
+    -- not), and the rest is normalised to seconds before it is compared and used.
+    IF lease IS NOT NULL AND (extract(year FROM lease) <> 0 OR extract(month FROM lease) <> 0) THEN
+        lease := NULL;
+    END IF;
+    lease := make_interval(secs => extract(epoch FROM lease));
+    IF lease IS NULL OR lease <= interval '0' OR lease > max_lease THEN
+        RAISE EXCEPTION 'invalid lease %: it must be above 0, without months, and at most pg_webmon.max_lease (%)', requested, max_lease
+            USING ERRCODE = '22023',
+                  HINT = 'Lower the probe''s --lease-seconds, or raise pg_webmon.max_lease.';
+    END IF;
+    -- Nothing before the first partitions exist (the maintenance worker makes them at once):
+    -- every result needs a place.
+    IF max_jobs IS NULL OR max_jobs < 1
+       OR to_regclass('webmon.metrics_default') IS NULL OR to_regclass('webmon.errors_default') IS NULL THEN
+        RETURN;
+    END IF;
+    -- At most this many per call: a probe asks again when it has room.
+    max_jobs := least(max_jobs, 10000);
+    -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
+    SELECT nullif(region, '') INTO claimer_region FROM webmon.probes WHERE id = claimer;
+    -- This probe's region first (only its probes can run those), then jobs any probe may run.
+    -- Each reads the region's range of jobs_due_idx in slot order and stops at max_jobs; the
+    -- update finds the locked rows by tuple id (a TID scan), so a long queue is never scanned.
+    IF claimer_region IS NOT NULL THEN
+        picked := ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.region = claimer_region AND c.scheduled_at <= now() + lookahead
+              AND c.leased_by IS NULL
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(picked) < max_jobs THEN
+        picked := picked || ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.region = '' AND c.scheduled_at <= now() + lookahead
+              AND c.leased_by IS NULL
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs - cardinality(picked)
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(picked) = 0 THEN
+        RETURN;
+    END IF;
+    -- The slot: a requeued one as it is; else the job's slot, or, when it fell more than an
+    -- interval behind, the latest one not after now (skip, never a burst). The job moves on
+    -- to the slot after it.
+    RETURN QUERY
+    WITH leased AS (
+        UPDATE webmon.jobs j
+        SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
+                               ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END,
+            scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+            leased_by = claimer,
+            attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
+            requeued = false,
+            lease_expires_at = greatest(j.scheduled_at, now()) + lease
+        WHERE j.ctid = ANY (picked)
+        RETURNING j.id, j.monitor_id, j.leased_slot, j.attempts
+    )
+    SELECT l.id, l.monitor_id, l.leased_slot, now(), l.attempts, m.url, m.method, m.headers,
+           m.body, webmon.timeout_ms(m.timeout), m.regex, m.follow_redirects
+    FROM leased l JOIN webmon.monitors m ON m.id = l.monitor_id
+    ORDER BY l.leased_slot;
+END
+$$;
+COMMENT ON FUNCTION webmon.claim_checks(text, int, interval, interval) IS
+    'pg_webmon: lease up to max_jobs (at most 10,000) checks due within lookahead (FOR UPDATE SKIP LOCKED): this probe''s region first, then checks any probe may run. scheduled_at is the slot to start at; the lease runs from it for the given interval, above 0 and at most pg_webmon.max_lease.';
+
+CREATE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    slots timestamptz[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    completer smallint := webmon.probe_id(probe);
+    completer_region text;
+    accepted int;
+BEGIN
+    SELECT nullif(region, '') INTO completer_region FROM webmon.probes WHERE id = completer;
+    -- Only checks this probe still leases, for the slot it was given, count; ending the lease
+    -- makes a retried batch a no-op. The job row keeps every indexed column: a HOT update.
+    WITH done AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0
+        FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
+                    regex_matches, page_contents, error_kinds, error_messages)
+            AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                 page_content, error_kind, error)
+        WHERE j.id = b.job_id AND j.leased_by = completer
+          AND (b.slot IS NULL OR j.leased_slot = b.slot)
+        RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
+                  b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
+                  b.page_content, b.error_kind, b.error
+    ), checked AS (
+        -- A result counts as the probe says only when it can be true: started no earlier than a
+        -- minute before its slot (probes start at the slot, on the database's clock) and not
+        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
+        -- other result is stored as an `other` error at its slot saying why, so that no row can
+        -- claim "up" forever or hide newer failures.
+        SELECT d.*,
+               CASE
+                   WHEN d.request_timestamp IS NULL
+                        OR d.request_timestamp < d.leased - interval '1 minute'
+                        OR d.request_timestamp > now() + interval '5 seconds'
+                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                               d.request_timestamp, d.leased)
+                   WHEN d.error_kind IS NULL
+                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
+                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
+                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
+                   -- A kind the library does not know (a probe newer than the library).
+                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
+                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
+               END AS refused
+        FROM done d
+    ), metric_rows AS (
+        INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
+                                    probe_id, regex_matched, page_content, region)
+        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
+               completer, c.regex_matched, left(c.page_content, 1000), c.from_region
+        FROM checked c
+        WHERE c.error_kind IS NULL AND c.refused IS NULL
+    ), error_rows AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END, c.monitor_id,
+               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
+               left(coalesce(c.refused, c.error, ''), 1000), completer, c.from_region
+        FROM checked c
+        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
+    )
+    SELECT count(*) INTO accepted FROM done;
+    RETURN accepted;
+END
+$$;
+COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
+    'pg_webmon: store one batch of results (parallel arrays, one element per check: its job id and the slot claim_checks gave; error_kinds NULL means a response) in one transaction. Only checks this probe still leases for that slot are stored, each once; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
+
+-- The 0.3.0 probe's call, without slots: a result counts for the lease its probe holds.
+CREATE OR REPLACE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT webmon.complete_checks(probe, job_ids, NULL::timestamptz[], request_timestamps,
+                                  response_times_ms, http_status_codes, regex_matches,
+                                  page_contents, error_kinds, error_messages)
+$$;
+COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
+    'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job.';
+
+CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    releaser smallint := webmon.probe_id(probe);
+    released int;
+BEGIN
+    -- Not started: the same slot goes back to the queue at once, this lease not counted.
+    UPDATE webmon.jobs
+    SET leased_by = NULL, requeued = true, scheduled_at = leased_slot, lease_expires_at = now(),
+        attempts = greatest(attempts - 1, 0)
+    WHERE id = ANY (job_ids) AND leased_by = releaser;
+    GET DIAGNOSTICS released = ROW_COUNT;
+    IF released > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'released');
+    END IF;
+    RETURN released;
+END
+$$;
+COMMENT ON FUNCTION webmon.release_checks(text, bigint[]) IS
+    'pg_webmon: hand back leased checks that this probe did not start (on shutdown); their slots return to the queue at once.';
+
+REVOKE ALL ON FUNCTION webmon.monitors_sync_jobs() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.sync_jobs() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.wake_probes(timestamptz, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval, timestamptz, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;

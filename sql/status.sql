@@ -1,0 +1,179 @@
+-- Query in place: the state of each monitor and region, probes' regions, uptime. Loaded by
+-- CREATE EXTENSION after queue.sql; the 0.3.0 → 0.4.0 update runs this file's text as it was
+-- in 0.4.0 (what existed before is CREATE OR REPLACE).
+
+-- A probe counts as live while its heartbeat (every 10 seconds) is less than a minute old.
+CREATE FUNCTION webmon.probe_is_live(last_seen_at timestamptz) RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT last_seen_at > now() - interval '1 minute'
+$$;
+COMMENT ON FUNCTION webmon.probe_is_live(timestamptz) IS
+    'pg_webmon: whether a probe last seen at this time is live (its heartbeat, every 10 seconds, is less than a minute old).';
+
+-- What one result says about the site: true (up), false (down), or NULL when it says nothing
+-- (no_probe, lost: no probe checked it, which is the monitoring's failure, not the site's).
+CREATE FUNCTION webmon.result_is_up(expected_status int4range, http_status_code smallint,
+                                    regex_matched boolean, error_kind text) RETURNS boolean
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+               WHEN error_kind IN ('no_probe', 'lost') THEN NULL
+               WHEN error_kind IS NOT NULL THEN false
+               WHEN http_status_code IS NULL THEN NULL
+               ELSE expected_status @> http_status_code::int AND coalesce(regex_matched, true)
+           END
+$$;
+COMMENT ON FUNCTION webmon.result_is_up(int4range, smallint, boolean, text) IS
+    'pg_webmon: whether a result shows the site up (a response, status in expected_status, regex matched if any), down (any other result), or NULL (no_probe, lost: nobody checked it).';
+
+CREATE VIEW webmon.region_status AS
+SELECT m.id AS monitor_id,
+       r.region,
+       live.live,
+       last.request_timestamp AS last_checked_at,
+       CASE
+           WHEN NOT live.live THEN 'unmonitored'
+           WHEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'up'
+           WHEN NOT webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'down'
+           WHEN last.error_kind IS NOT NULL THEN 'unmonitored'
+           ELSE 'unknown'
+       END AS state,
+       webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) AS up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       j.scheduled_at AS next_check_at
+FROM webmon.monitors m
+CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)) r
+LEFT JOIN webmon.jobs j ON j.monitor_id = m.id AND j.region = r.region
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM webmon.probes p
+                   WHERE p.region = r.region AND webmon.probe_is_live(p.last_seen_at)) AS live
+) live
+LEFT JOIN LATERAL (
+    -- The newest result from this region, looked for over the last ten intervals (at least
+    -- an hour): older ones say nothing about now, and a region that stopped reporting must
+    -- not make this read all of the monitor's history.
+    SELECT x.* FROM (
+        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
+                NULL::text AS error_kind, NULL::text AS error
+         FROM webmon.metrics mt
+         WHERE mt.monitor_id = m.id AND mt.region = r.region
+           AND mt.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+         ORDER BY mt.request_timestamp DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error
+         FROM webmon.errors e
+         WHERE e.monitor_id = m.id AND e.region = r.region
+           AND e.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+         ORDER BY e.request_timestamp DESC LIMIT 1)
+    ) x
+    ORDER BY x.request_timestamp DESC
+    LIMIT 1
+) last ON true
+WHERE m.regions IS NOT NULL;
+COMMENT ON VIEW webmon.region_status IS
+    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result).';
+
+CREATE OR REPLACE VIEW webmon.monitor_status AS
+SELECT m.id AS monitor_id,
+       m.name,
+       m.url,
+       m.enabled,
+       last.request_timestamp AS last_checked_at,
+       CASE
+           WHEN m.regions IS NULL
+           THEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind)
+           -- From several regions: down when at least down_quorum regions failed in the same
+           -- slot (within an interval of the newest verdict); up when fewer did and at least
+           -- one saw it up; unknown otherwise (a region without a live probe never counts).
+           WHEN quorum.failing >= coalesce(m.down_quorum, quorum.regions / 2 + 1) THEN false
+           WHEN quorum.passing > 0 THEN true
+       END AS up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       (SELECT min(j.scheduled_at) FROM webmon.jobs j WHERE j.monitor_id = m.id) AS next_check_at,
+       last.region AS last_region,
+       quorum.states AS region_states,
+       CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum
+FROM webmon.monitors m
+LEFT JOIN LATERAL (
+    SELECT r.* FROM (
+        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
+                NULL::text AS error_kind, NULL::text AS error, mt.region
+         FROM webmon.metrics mt WHERE mt.monitor_id = m.id
+         ORDER BY mt.request_timestamp DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error, e.region
+         FROM webmon.errors e WHERE e.monitor_id = m.id
+         ORDER BY e.request_timestamp DESC LIMIT 1)
+    ) r
+    ORDER BY r.request_timestamp DESC
+    LIMIT 1
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS regions,
+           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND NOT s.up) AS failing,
+           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND s.up) AS passing,
+           jsonb_object_agg(s.region, s.state) AS states
+    FROM webmon.region_status s,
+         LATERAL (SELECT max(s2.last_checked_at) AS newest FROM webmon.region_status s2
+                  WHERE s2.monitor_id = m.id AND s2.up IS NOT NULL) v
+    WHERE s.monitor_id = m.id
+) quorum ON m.regions IS NOT NULL;
+COMMENT ON VIEW webmon.monitor_status IS
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum regions failed in the same slot, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
+
+CREATE VIEW webmon.regions AS
+WITH named AS (
+    SELECT DISTINCT u.region
+    FROM webmon.monitors m, unnest(m.regions) AS u(region)
+    WHERE m.enabled AND u.region IS NOT NULL
+    UNION
+    SELECT p.region FROM webmon.probes p WHERE p.region IS NOT NULL
+)
+SELECT n.region,
+       (SELECT count(*) FROM webmon.probes p
+        WHERE p.region = n.region AND webmon.probe_is_live(p.last_seen_at)) AS live_probes,
+       (SELECT count(*) FROM webmon.probes p WHERE p.region = n.region) AS probes,
+       (SELECT max(p.last_seen_at) FROM webmon.probes p WHERE p.region = n.region) AS last_seen_at,
+       (SELECT count(*) FROM webmon.monitors m WHERE m.enabled AND n.region = ANY (m.regions)) AS monitors
+FROM named n;
+COMMENT ON VIEW webmon.regions IS
+    'pg_webmon: every region that a probe or an enabled monitor names: its live probes (heartbeat less than a minute old), all its probes, when one was last seen, and how many monitors check from it. A region with monitors and no live probe is unmonitored.';
+CREATE OR REPLACE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH responses AS (
+        SELECT mt.monitor_id,
+               count(*) AS checks,
+               count(*) FILTER (WHERE NOT (m.expected_status @> mt.http_status_code::int
+                                           AND coalesce(mt.regex_matched, true))) AS failures,
+               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY mt.response_time_ms) AS pct
+        FROM webmon.metrics mt JOIN webmon.monitors m ON m.id = mt.monitor_id
+        WHERE mt.request_timestamp >= now() - since
+        GROUP BY mt.monitor_id
+    ), no_response AS (
+        SELECT e.monitor_id, count(*) AS checks
+        FROM webmon.errors e
+        -- Nobody checked these: neither up nor down.
+        WHERE e.request_timestamp >= now() - since AND e.error_kind NOT IN ('no_probe', 'lost')
+        GROUP BY e.monitor_id
+    )
+    SELECT m.id, m.url,
+           coalesce(r.checks, 0) + coalesce(n.checks, 0),
+           coalesce(r.failures, 0) + coalesce(n.checks, 0),
+           round(100.0 * (coalesce(r.checks, 0) - coalesce(r.failures, 0))
+                 / nullif(coalesce(r.checks, 0) + coalesce(n.checks, 0), 0), 3),
+           r.pct[1]::real, r.pct[2]::real, r.pct[3]::real
+    FROM webmon.monitors m
+    LEFT JOIN responses r ON r.monitor_id = m.id
+    LEFT JOIN no_response n ON n.monitor_id = m.id
+    ORDER BY m.id
+$$;
+COMMENT ON FUNCTION webmon.uptime(interval) IS
+    'pg_webmon: per monitor over the last `since`: checks, failures (down or no response), uptime %, and p50/p95/p99 response time in ms of the checks that got a response. Checks nobody ran (no_probe, lost) count neither way.';
+
