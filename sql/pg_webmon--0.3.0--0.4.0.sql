@@ -561,6 +561,8 @@ REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], rea
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
 
 
+-- New ids start after the carried-over ones.
+SELECT setval(pg_get_serial_sequence('webmon.jobs', 'id'), max(id)) FROM webmon.jobs_0_3 HAVING max(id) IS NOT NULL;
 -- One row per monitor and region. A monitor's 0.3.0 job goes to the region of the probe that
 -- leases it (else to its first region) and keeps its id and lease; while that job waited
 -- unclaimed, every region starts at its slot, else at the next slot 0.3.0 had set.
@@ -590,8 +592,6 @@ CROSS JOIN LATERAL (
                     THEN r.region = coalesce(o.leaser_region, '')
                     ELSE r.n = 1 END AS keeps_job
 ) k;
--- New ids start after the carried-over ones.
-SELECT setval(pg_get_serial_sequence('webmon.jobs', 'id'), max(id)) FROM webmon.jobs HAVING max(id) IS NOT NULL;
 DROP TABLE webmon.jobs_0_3;
 
 -- As sql/status.sql of 0.4.0:
@@ -776,7 +776,10 @@ COMMENT ON FUNCTION webmon.uptime(interval) IS
 
 
 -- ---------------------------------------------------------------------------------------------
--- Grants: roles that could complete checks may use the new form; readers see the new views.
+-- Grants. A GRANT made here would be recorded as the extension's own (pg_init_privs), so a
+-- dump would leave it out: roles are not granted here. Probe roles keep the 0.3.0 form of
+-- complete_checks (a 0.4.0 probe uses it while it may not call the new one); a NOTICE names
+-- the roles to grant again, which gives them the new function and views.
 -- ---------------------------------------------------------------------------------------------
 CREATE OR REPLACE FUNCTION webmon.grant_probe(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -812,27 +815,23 @@ COMMENT ON FUNCTION webmon.grant_reader(name) IS
 
 DO $$
 DECLARE
-    grantee_name name;
+    probes text;
+    readers text;
 BEGIN
-    FOR grantee_name IN
-        SELECT DISTINCT r.rolname
-        FROM pg_catalog.pg_proc p, LATERAL aclexplode(p.proacl) a
-        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-        WHERE p.oid = 'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'::regprocedure
-          AND a.privilege_type = 'EXECUTE'
-          AND r.rolname <> current_user
-    LOOP
-        EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) TO %I', grantee_name);
-    END LOOP;
-    FOR grantee_name IN
-        SELECT DISTINCT r.rolname
-        FROM pg_catalog.pg_class c, LATERAL aclexplode(c.relacl) a
-        JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
-        WHERE c.oid = 'webmon.metrics'::regclass AND a.privilege_type = 'SELECT'
-          AND r.rolname <> current_user
-    LOOP
-        EXECUTE format('GRANT SELECT ON webmon.region_status, webmon.regions TO %I', grantee_name);
-        EXECUTE format('GRANT SELECT (down_quorum) ON webmon.monitors TO %I', grantee_name);
-    END LOOP;
+    SELECT string_agg(DISTINCT quote_literal(r.rolname), ', ') INTO probes
+    FROM pg_catalog.pg_proc p, LATERAL aclexplode(p.proacl) a
+    JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+    WHERE p.oid = 'webmon.claim_checks(text, int, interval, interval)'::regprocedure
+      AND a.privilege_type = 'EXECUTE' AND r.rolname <> current_user;
+    SELECT string_agg(DISTINCT quote_literal(r.rolname), ', ') INTO readers
+    FROM pg_catalog.pg_class c, LATERAL aclexplode(c.relacl) a
+    JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+    WHERE c.oid = 'webmon.metrics'::regclass AND a.privilege_type = 'SELECT' AND r.rolname <> current_user;
+    IF probes IS NOT NULL THEN
+        RAISE NOTICE 'pg_webmon 0.4.0: grant the probe roles % again with webmon.grant_probe(): it adds the new form of complete_checks (until then their probes use the 0.3.0 form)', probes;
+    END IF;
+    IF readers IS NOT NULL THEN
+        RAISE NOTICE 'pg_webmon 0.4.0: grant the reading roles % again with webmon.grant_reader() or webmon.grant_editor(): it adds webmon.region_status, webmon.regions and monitors.down_quorum', readers;
+    END IF;
 END
 $$;

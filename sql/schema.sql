@@ -18,10 +18,10 @@ CREATE TABLE webmon.monitors (
     expected_status  int4range   NOT NULL DEFAULT '[200,400)',
     follow_redirects boolean     NOT NULL DEFAULT true,
     regions          text[],
-    down_quorum      int,
     enabled          boolean     NOT NULL DEFAULT true,
     next_check_at    timestamptz NOT NULL DEFAULT now(),
-    created_at       timestamptz NOT NULL DEFAULT now()
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    down_quorum      int
 );
 
 COMMENT ON TABLE webmon.monitors IS

@@ -102,14 +102,22 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     })
     .await;
     assert!(warned, "{}", cluster.server_log());
-    db.batch_execute("INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/after-error')")
-        .await
-        .unwrap();
+    // The scheduler still sweeps: a lease that ended a second ago goes back to the queue.
+    db.batch_execute(
+        "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/after-error');
+         UPDATE webmon.jobs SET leased_by = 1, leased_slot = now(), attempts = 1,
+                lease_expires_at = now() - interval '1 second'",
+    )
+    .await
+    .unwrap();
     let queued = wait_until(Duration::from_secs(5), || async {
-        db.query_one("SELECT count(*) FROM webmon.jobs", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0) == 1)
-            .unwrap_or(false)
+        db.query_one(
+            "SELECT count(*) FROM webmon.jobs WHERE requeued AND leased_by IS NULL",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0) == 1)
+        .unwrap_or(false)
     })
     .await;
     assert!(

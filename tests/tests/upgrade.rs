@@ -160,6 +160,117 @@ async fn update(db: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_3_0_carries_leases_into_the_new_queue_and_equals_a_fresh_install() {
+    let (cluster, db) = install_release("0.3.0").await;
+    db.batch_execute(
+        "SELECT webmon.run_maintenance();
+         INSERT INTO webmon.monitors (url, check_interval, regions, enabled)
+             SELECT 'http://127.0.0.1:9/kept/' || g, '1 hour',
+                    CASE g WHEN 3 THEN '{eu}'::text[] WHEN 4 THEN '{us,eu}' WHEN 6 THEN '{us}' END,
+                    g <> 7
+             FROM generate_series(1, 20) g;
+         SELECT webmon.register_probe('kept-probe', 'eu');
+         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
+             SELECT now() - g * interval '1 minute', 1 + g % 20, g % 300, 200, 1
+             FROM generate_series(1, 2000) g;
+         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id)
+             SELECT now() - g * interval '3 minutes', 1 + g % 20, (ARRAY['dns', 'lost', 'blocked'])[1 + g % 3], 'x', 1
+             FROM generate_series(1, 300) g;
+         -- 0.3.0's queue (its scheduler does not run under this release's library): jobs for
+         -- monitors 3, 4 and 5 that kept-probe leases, and one for 6 that waits for a probe in us.
+         INSERT INTO webmon.jobs (monitor_id, scheduled_at, regions)
+             SELECT id, now() - interval '1 minute', regions FROM webmon.monitors WHERE id IN (3, 4, 5, 6);",
+    )
+    .await
+    .unwrap();
+    let leased: Vec<i64> = db
+        .query(
+            "SELECT job_id FROM webmon.claim_checks('kept-probe', 10, '1 hour') ORDER BY monitor_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(leased.len(), 3);
+    let waiting: (i64, std::time::SystemTime) = db
+        .query_one(
+            "SELECT id, scheduled_at FROM webmon.jobs WHERE monitor_id = 6",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    scheduler_asks_for_the_update(&cluster).await;
+    let before = counts(&db).await;
+    update(&db).await;
+    assert_eq!(counts(&db).await, before);
+
+    // One job per enabled monitor and region; the leases kept their ids (monitor 4's in the
+    // leasing probe's region), and the waiting check its id, slot and region.
+    let shape: (bool, bool, bool) = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM webmon.jobs)
+                        = (SELECT sum(coalesce(cardinality(regions), 1)) FROM webmon.monitors WHERE enabled),
+                    (SELECT bool_and(leased_by IS NOT NULL AND leased_slot < now()) FROM webmon.jobs WHERE id = ANY ($1))
+                        AND (SELECT region = 'eu' FROM webmon.jobs WHERE id = $1[2]),
+                    (SELECT leased_by IS NULL AND region = 'us' AND scheduled_at = $3 AND monitor_id = 6
+                     FROM webmon.jobs WHERE id = $2)",
+            &[&leased, &waiting.0, &waiting.1],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .unwrap();
+    assert_eq!(shape, (true, true, true));
+    // A 0.3.0 probe completes its leases with its own form of complete_checks.
+    let stored: i32 = db
+        .query_one(
+            "SELECT webmon.complete_checks('kept-probe', $1, ARRAY[now(), now(), now()], ARRAY[5, 5, 5]::real[],
+                 ARRAY[200, 200, 200]::smallint[], ARRAY[NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL]::text[],
+                 ARRAY[NULL, NULL, NULL]::text[], ARRAY[NULL, NULL, NULL]::text[])",
+            &[&leased],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3, "leases from before the update were lost");
+    let regions: Vec<Option<String>> = db
+        .query(
+            "SELECT region FROM webmon.metrics WHERE monitor_id IN (3, 4, 5) AND request_timestamp > now() - interval '1 second'
+             ORDER BY monitor_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(regions, vec![Some("eu".to_string()); 3]);
+    // New job ids come after the carried-over ones.
+    db.batch_execute("INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/kept/new')")
+        .await
+        .unwrap();
+    let after: bool = db
+        .query_one(
+            "SELECT min(j.id) > (SELECT max(id) FROM webmon.jobs WHERE monitor_id <> m.id)
+             FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+             WHERE m.url = 'http://127.0.0.1:9/kept/new' GROUP BY m.id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(after, "a new job took an id at or below a carried-over one");
+    db.batch_execute("DELETE FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/kept/new'")
+        .await
+        .unwrap();
+    grants_made_before_0_4_0_keep_working(&cluster, &db).await;
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_from_0_2_0_keeps_rows_and_leases_and_equals_a_fresh_install() {
     let (cluster, db) = install_release("0.2.0").await;
     // 0.2.0's script builds the error kinds' CHECK from the library's list, and the library
@@ -427,8 +538,8 @@ async fn assert_same_schema_as_a_fresh_install(cluster: &Cluster, db: &Client) {
     );
     // The comparison sees the extension's own objects, not only CREATE EXTENSION.
     for object in [
-        "FUNCTION webmon.enqueue_due_checks",
-        "TRIGGER monitors_refresh_job",
+        "FUNCTION webmon.claim_checks",
+        "TRIGGER monitors_sync_jobs",
         "errors_error_kind_check",
     ] {
         assert!(
@@ -487,6 +598,45 @@ async fn probes_again(cluster: &Cluster, db: &Client, monitor_id: i64, probe_nam
         cluster.server_log()
     );
     probe.stop_cleanly(libc::SIGTERM).await;
+}
+
+/// Roles granted by 0.3.0's grant functions keep what they could do (the update grants
+/// nothing: its grants would be recorded as the extension's own, and left out of dumps), and
+/// get what 0.4.0 adds when granted again. In a database of its own: a dropped role would
+/// leave its mark in the extension's recorded privileges, which the schema comparison sees.
+async fn grants_made_before_0_4_0_keep_working(cluster: &Cluster, db: &Client) {
+    db.batch_execute("CREATE DATABASE grants").await.unwrap();
+    let grants = cluster.connect("grants").await.unwrap();
+    grants
+        .batch_execute(
+            "CREATE EXTENSION pg_webmon VERSION '0.3.0';
+             CREATE ROLE webmon_old_probe LOGIN; CREATE ROLE webmon_old_reader;
+             SELECT webmon.grant_probe('webmon_old_probe'), webmon.grant_reader('webmon_old_reader');
+             ALTER EXTENSION pg_webmon UPDATE;",
+        )
+        .await
+        .unwrap();
+    let granted = |sql: String| {
+        let grants = &grants;
+        async move { grants.query_one(&sql, &[]).await.unwrap().get::<_, bool>(0) }
+    };
+    let new_form = "'webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'";
+    let old_form = "'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'";
+    assert!(granted(format!("SELECT has_function_privilege('webmon_old_probe', {old_form}, 'EXECUTE')")).await);
+    assert!(!granted(format!("SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')")).await);
+    grants
+        .batch_execute("SELECT webmon.grant_probe('webmon_old_probe'), webmon.grant_reader('webmon_old_reader')")
+        .await
+        .unwrap();
+    assert!(granted(format!("SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')")).await);
+    assert!(
+        granted(
+            "SELECT has_table_privilege('webmon_old_reader', 'webmon.region_status', 'SELECT')
+                    AND has_column_privilege('webmon_old_reader', 'webmon.monitors', 'down_quorum', 'SELECT')"
+                .to_string()
+        )
+        .await
+    );
 }
 
 /// Lines only in one of the two texts, marked `-` (first) and `+` (second).

@@ -1,8 +1,9 @@
 //! Writers: collect results into batches (flush on size or time) and store each batch with
 //! one `webmon.complete_checks` call. A write that fails on the connection keeps its batch
 //! and retries on a new connection; a retried batch cannot double rows, because the extension
-//! accepts a result only while its job is still leased by this probe and deletes the job in
-//! the same transaction. A batch refused for its data is split until the bad row is found.
+//! accepts a result only while this probe still leases its job for that slot, and ends the
+//! lease in the same transaction. A batch refused for its data is split until the bad row is
+//! found.
 
 use crate::db;
 use crate::db::DbConfig;
@@ -17,8 +18,16 @@ use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 use webmon_core::text::one_line;
 
+/// The form with each check's slot (0.4.0).
 const COMPLETE_SQL: &str =
     "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+/// The form before 0.4.0, without slots: used while this role may not call the new one (a
+/// role granted before the 0.4.0 update, until `webmon.grant_probe()` runs again).
+const COMPLETE_WITHOUT_SLOTS_SQL: &str =
+    "SELECT webmon.complete_checks($1, $2, $4, $5, $6, $7, $8, $9, $10)";
+const MAY_SEND_SLOTS_SQL: &str = "SELECT coalesce(has_function_privilege(to_regprocedure(
+    'webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'),
+    'EXECUTE'), false)";
 const COMPLETE_TYPES: [Type; 10] = [
     Type::TEXT,
     Type::INT8_ARRAY,
@@ -31,6 +40,12 @@ const COMPLETE_TYPES: [Type; 10] = [
     Type::TEXT_ARRAY,
     Type::TEXT_ARRAY,
 ];
+
+/// A writer's connection with its prepared `complete_checks` call.
+struct Connection {
+    client: Client,
+    complete: Statement,
+}
 
 /// How a write ended.
 enum Stored {
@@ -108,7 +123,7 @@ impl Columns {
 impl Writer {
     /// Runs until the result channel is closed and drained.
     pub async fn run(self) {
-        let mut connection: Option<(Client, Statement)> = None;
+        let mut connection: Option<Connection> = None;
         loop {
             let batch = self.collect().await;
             if batch.is_empty() {
@@ -143,7 +158,7 @@ impl Writer {
     /// without end on data the database will never take.
     async fn flush(
         &self,
-        connection: &mut Option<(Client, Statement)>,
+        connection: &mut Option<Connection>,
         batch: &[(CheckResult, Instant)],
     ) {
         let mut parts = vec![batch.to_vec()];
@@ -182,7 +197,7 @@ impl Writer {
     /// One part, retried on connection errors with backoff.
     async fn store(
         &self,
-        connection: &mut Option<(Client, Statement)>,
+        connection: &mut Option<Connection>,
         part: &[(CheckResult, Instant)],
     ) -> Stored {
         let columns = Columns::from_results(part);
@@ -221,21 +236,28 @@ impl Writer {
 
     async fn write(
         &self,
-        connection: &mut Option<(Client, Statement)>,
+        connection: &mut Option<Connection>,
         columns: &Columns,
     ) -> Result<i32, db::DbError> {
-        let (client, statement) = match connection.take().filter(|(client, _)| !client.is_closed())
-        {
+        let open = match connection.take().filter(|open| !open.client.is_closed()) {
             Some(open) => connection.insert(open),
             None => {
                 let client = db::connect(&self.config, None).await?;
-                let statement = client.prepare_typed(COMPLETE_SQL, &COMPLETE_TYPES).await?;
-                connection.insert((client, statement))
+                let may_send_slots: bool = client.query_one(MAY_SEND_SLOTS_SQL, &[]).await?.get(0);
+                let sql = if may_send_slots {
+                    COMPLETE_SQL
+                } else {
+                    tracing::warn!(writer = self.id, "this role may not call complete_checks with slots (granted before pg_webmon 0.4.0): using the older form; run SELECT webmon.grant_probe(<role>) again");
+                    COMPLETE_WITHOUT_SLOTS_SQL
+                };
+                let complete = client.prepare_typed(sql, &COMPLETE_TYPES).await?;
+                connection.insert(Connection { client, complete })
             }
         };
-        let row = client
+        let row = open
+            .client
             .query_one(
-                &*statement,
+                &open.complete,
                 &[
                     &self.probe,
                     &columns.job_ids,

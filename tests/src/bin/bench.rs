@@ -194,8 +194,7 @@ fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
 async fn backlog(db: &Client) -> Result<i64> {
     Ok(db
         .query_one(
-            "SELECT (SELECT count(*) FROM webmon.jobs WHERE leased_by IS NULL AND scheduled_at < now() - interval '2 seconds')
-                  + (SELECT count(*) FROM webmon.monitors WHERE enabled AND next_check_at < now() - interval '2 seconds')",
+            "SELECT count(*) FROM webmon.jobs WHERE leased_by IS NULL AND scheduled_at < now() - interval '2 seconds'",
             &[],
         )
         .await?
