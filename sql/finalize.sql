@@ -16,6 +16,10 @@ COMMENT ON FUNCTION webmon.monitor_problem(interval, interval) IS
     'pg_webmon: why a stored monitor cannot be scheduled (its interval or timeout breaks the rules), NULL when it can; the scheduler reports such monitors instead of queueing them.';
 COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS
     'pg_webmon: the slot after the one a due monitor runs now (a day is 24 hours); an hour from now for an interval that cannot run. Never fails.';
+COMMENT ON FUNCTION webmon.slot_after(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the first slot of the grid grid_start + k × check_interval after a time (a day is 24 hours); an hour after it for an interval that cannot run. Never fails.';
+COMMENT ON FUNCTION webmon.grid_start(bigint, interval, timestamptz, timestamptz) IS
+    'pg_webmon: where a monitor''s grid of slots starts: next_check_at when it lies ahead of now, else next_check_at plus a fraction of the interval that follows the monitor id (monitors added together are spread over their interval).';
 COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS
     'pg_webmon: the slot that a next_check_at follows (next minus the interval, a day being 24 hours).';
 COMMENT ON FUNCTION webmon.timeout_ms(interval) IS

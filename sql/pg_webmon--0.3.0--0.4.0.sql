@@ -26,7 +26,7 @@ DROP FUNCTION webmon.monitors_refresh_job();
 DROP INDEX webmon.monitors_due_idx;
 COMMENT ON COLUMN webmon.monitors.regions IS 'Check from each of these regions in every slot (one check per region, by a probe registered with it). NULL: one check per slot, by any probe.';
 COMMENT ON COLUMN webmon.monitors.down_quorum IS 'How many regions must see a check fail in the same slot for the monitor to count as down. NULL: a majority of its regions.';
-COMMENT ON COLUMN webmon.monitors.next_check_at IS 'Where the grid of slots starts (the first check). Set it to move the next check there, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
+COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The first check (by default now(): right away). The checks after it are on a grid of check_interval that starts here when this time lies ahead, else a fraction of the interval later chosen by the monitor id, so that monitors added together are spread out (webmon.grid_start()). Set it to move the next check, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
 
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
 CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
@@ -67,6 +67,31 @@ CREATE TRIGGER monitors_validate
 
 
 -- ---------------------------------------------------------------------------------------------
+-- The library's new slot functions: monitors added together are spread over their interval.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION webmon.slot_after(
+	"grid_start" timestamp with time zone, /* TimestampWithTimeZone */
+	"check_interval" interval, /* Interval */
+	"after" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'slot_after_wrapper';
+COMMENT ON FUNCTION webmon.slot_after(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the first slot of the grid grid_start + k × check_interval after a time (a day is 24 hours); an hour after it for an interval that cannot run. Never fails.';
+CREATE FUNCTION webmon.grid_start(
+	"monitor_id" bigint, /* i64 */
+	"check_interval" interval, /* Interval */
+	"next_check_at" timestamp with time zone, /* TimestampWithTimeZone */
+	"now" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'grid_start_wrapper';
+COMMENT ON FUNCTION webmon.grid_start(bigint, interval, timestamptz, timestamptz) IS
+    'pg_webmon: where a monitor''s grid of slots starts: next_check_at when it lies ahead of now, else next_check_at plus a fraction of the interval that follows the monitor id (monitors added together are spread over their interval).';
+
+-- ---------------------------------------------------------------------------------------------
 -- Results carry the region (no stored row is rewritten: the column is NULL for them).
 -- ---------------------------------------------------------------------------------------------
 ALTER TABLE webmon.metrics ADD COLUMN region text;
@@ -102,6 +127,7 @@ CREATE TABLE webmon.jobs (
     monitor_id       bigint      NOT NULL,
     region           text        NOT NULL DEFAULT '',
     check_interval   interval    NOT NULL,
+    grid_start       timestamptz NOT NULL,
     scheduled_at     timestamptz NOT NULL,
     leased_slot      timestamptz,
     leased_by        smallint,
@@ -121,6 +147,7 @@ COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. One row per enabled monitor and region (kept in step with webmon.monitors by a trigger); probes lease due rows with webmon.claim_checks() and complete them in place with webmon.complete_checks().';
 COMMENT ON COLUMN webmon.jobs.region IS 'The region whose probes run this job; '''' when any probe may (the monitor''s regions are NULL).';
 COMMENT ON COLUMN webmon.jobs.check_interval IS 'Copy of the monitor''s check_interval, so that claiming reads only this table.';
+COMMENT ON COLUMN webmon.jobs.grid_start IS 'The slots after the first check are grid_start + k × check_interval (see webmon.grid_start()); every region of a monitor has the same.';
 COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The next slot to check (a claim moves it to the slot after the one it leases). While requeued: the slot to check again.';
 COMMENT ON COLUMN webmon.jobs.leased_slot IS 'The slot of the last lease; with leased_by set, the check in flight.';
 COMMENT ON COLUMN webmon.jobs.leased_by IS 'The probe holding the lease; NULL when no check is in flight.';
@@ -147,6 +174,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     wanted text[];
     first_slot timestamptz;
+    grid timestamptz;
 BEGIN
     -- Runs as the owner: only as the trigger on webmon.monitors (a trigger function's EXECUTE
     -- is checked only when a trigger is created, so refuse any other table).
@@ -166,22 +194,27 @@ BEGIN
             -- Moved by hand (now() checks at once): every region, on the new grid.
             UPDATE webmon.jobs
             SET scheduled_at = NEW.next_check_at, check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now()),
                 requeued = false,
                 lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
             WHERE monitor_id = NEW.id;
         ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
-            -- Next checked at most one new interval from now, not at the slot the old one left.
+            -- Next checked at most one new interval from now, not at the slot the old one
+            -- left; then on a grid of the new interval from now.
             UPDATE webmon.jobs
             SET check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, now(), now()),
                 scheduled_at = least(scheduled_at, now() + NEW.check_interval)
             WHERE monitor_id = NEW.id;
         END IF;
     END IF;
-    -- New regions join the grid the others follow; a new (or enabled again) monitor starts at
-    -- next_check_at, or within one interval from now.
-    SELECT min(scheduled_at) INTO first_slot FROM webmon.jobs WHERE monitor_id = NEW.id;
-    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
+    -- New regions join the grid the others follow; a new (or enabled again) monitor is first
+    -- checked at next_check_at, or within one interval from now.
+    SELECT j.scheduled_at, j.grid_start INTO first_slot, grid
+    FROM webmon.jobs j WHERE j.monitor_id = NEW.id ORDER BY j.scheduled_at LIMIT 1;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
     SELECT NEW.id, r, NEW.check_interval,
+           coalesce(grid, webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now())),
            coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)), now()
     FROM unnest(wanted) AS r
     ON CONFLICT (monitor_id, region) DO NOTHING;
@@ -209,11 +242,13 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM webmon.monitors m
                       WHERE m.id = j.monitor_id
                         AND j.region IN (SELECT webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions)));
-    UPDATE webmon.jobs j SET check_interval = m.check_interval
+    UPDATE webmon.jobs j
+    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now())
     FROM webmon.monitors m
     WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
-    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
-    SELECT m.id, r, m.check_interval, least(m.next_check_at, now() + m.check_interval), now()
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
+    SELECT m.id, r, m.check_interval, webmon.grid_start(m.id, m.check_interval, m.next_check_at, now()),
+           least(m.next_check_at, now() + m.check_interval), now()
     FROM webmon.monitors m,
          LATERAL webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions) AS r
     WHERE NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id AND j.region = r)
@@ -293,7 +328,7 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE webmon.jobs j
-            SET scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+            SET scheduled_at = webmon.slot_after(j.grid_start, j.check_interval, now()),
                 requeued = false, attempts = 0
             FROM unclaimed u WHERE j.id = u.id
             RETURNING u.monitor_id, u.scheduled_at
@@ -411,13 +446,15 @@ BEGIN
     END IF;
     -- The slot: a requeued one as it is; else the job's slot, or, when it fell more than an
     -- interval behind, the latest one not after now (skip, never a burst). The job moves on
-    -- to the slot after it.
+    -- to the next slot of its grid after it.
     RETURN QUERY
     WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
                                ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END,
-            scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+            scheduled_at = webmon.slot_after(j.grid_start, j.check_interval,
+                                             CASE WHEN j.requeued THEN j.scheduled_at
+                                                  ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END),
             leased_by = claimer,
             attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
             requeued = false,
@@ -565,12 +602,13 @@ REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
 SELECT setval(pg_get_serial_sequence('webmon.jobs', 'id'), max(id)) FROM webmon.jobs_0_3 HAVING max(id) IS NOT NULL;
 -- One row per monitor and region. A monitor's 0.3.0 job goes to the region of the probe that
 -- leases it (else to its first region) and keeps its id and lease; while that job waited
--- unclaimed, every region starts at its slot, else at the next slot 0.3.0 had set.
-INSERT INTO webmon.jobs (id, monitor_id, region, check_interval, scheduled_at, leased_slot,
+-- unclaimed, every region starts at its slot, else at the next slot 0.3.0 had set. The grid
+-- stays the one 0.3.0 followed (from its next_check_at).
+INSERT INTO webmon.jobs (id, monitor_id, region, check_interval, grid_start, scheduled_at, leased_slot,
                          leased_by, lease_expires_at, attempts)
 OVERRIDING SYSTEM VALUE
 SELECT CASE WHEN keeps_job THEN o.id ELSE nextval(pg_get_serial_sequence('webmon.jobs', 'id')) END,
-       m.id, r.region, m.check_interval,
+       m.id, r.region, m.check_interval, m.next_check_at,
        CASE WHEN o.id IS NOT NULL AND o.leased_by IS NULL THEN o.scheduled_at ELSE m.next_check_at END,
        CASE WHEN keeps_job AND o.leased_by IS NOT NULL THEN o.scheduled_at END,
        CASE WHEN keeps_job THEN o.leased_by END,

@@ -12,6 +12,7 @@ CREATE TABLE webmon.jobs (
     monitor_id       bigint      NOT NULL,
     region           text        NOT NULL DEFAULT '',
     check_interval   interval    NOT NULL,
+    grid_start       timestamptz NOT NULL,
     scheduled_at     timestamptz NOT NULL,
     leased_slot      timestamptz,
     leased_by        smallint,
@@ -31,6 +32,7 @@ COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. One row per enabled monitor and region (kept in step with webmon.monitors by a trigger); probes lease due rows with webmon.claim_checks() and complete them in place with webmon.complete_checks().';
 COMMENT ON COLUMN webmon.jobs.region IS 'The region whose probes run this job; '''' when any probe may (the monitor''s regions are NULL).';
 COMMENT ON COLUMN webmon.jobs.check_interval IS 'Copy of the monitor''s check_interval, so that claiming reads only this table.';
+COMMENT ON COLUMN webmon.jobs.grid_start IS 'The slots after the first check are grid_start + k × check_interval (see webmon.grid_start()); every region of a monitor has the same.';
 COMMENT ON COLUMN webmon.jobs.scheduled_at IS 'The next slot to check (a claim moves it to the slot after the one it leases). While requeued: the slot to check again.';
 COMMENT ON COLUMN webmon.jobs.leased_slot IS 'The slot of the last lease; with leased_by set, the check in flight.';
 COMMENT ON COLUMN webmon.jobs.leased_by IS 'The probe holding the lease; NULL when no check is in flight.';
@@ -57,6 +59,7 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     wanted text[];
     first_slot timestamptz;
+    grid timestamptz;
 BEGIN
     -- Runs as the owner: only as the trigger on webmon.monitors (a trigger function's EXECUTE
     -- is checked only when a trigger is created, so refuse any other table).
@@ -76,22 +79,27 @@ BEGIN
             -- Moved by hand (now() checks at once): every region, on the new grid.
             UPDATE webmon.jobs
             SET scheduled_at = NEW.next_check_at, check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now()),
                 requeued = false,
                 lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
             WHERE monitor_id = NEW.id;
         ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
-            -- Next checked at most one new interval from now, not at the slot the old one left.
+            -- Next checked at most one new interval from now, not at the slot the old one
+            -- left; then on a grid of the new interval from now.
             UPDATE webmon.jobs
             SET check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, now(), now()),
                 scheduled_at = least(scheduled_at, now() + NEW.check_interval)
             WHERE monitor_id = NEW.id;
         END IF;
     END IF;
-    -- New regions join the grid the others follow; a new (or enabled again) monitor starts at
-    -- next_check_at, or within one interval from now.
-    SELECT min(scheduled_at) INTO first_slot FROM webmon.jobs WHERE monitor_id = NEW.id;
-    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
+    -- New regions join the grid the others follow; a new (or enabled again) monitor is first
+    -- checked at next_check_at, or within one interval from now.
+    SELECT j.scheduled_at, j.grid_start INTO first_slot, grid
+    FROM webmon.jobs j WHERE j.monitor_id = NEW.id ORDER BY j.scheduled_at LIMIT 1;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
     SELECT NEW.id, r, NEW.check_interval,
+           coalesce(grid, webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now())),
            coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)), now()
     FROM unnest(wanted) AS r
     ON CONFLICT (monitor_id, region) DO NOTHING;
@@ -119,11 +127,13 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM webmon.monitors m
                       WHERE m.id = j.monitor_id
                         AND j.region IN (SELECT webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions)));
-    UPDATE webmon.jobs j SET check_interval = m.check_interval
+    UPDATE webmon.jobs j
+    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now())
     FROM webmon.monitors m
     WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
-    INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at, lease_expires_at)
-    SELECT m.id, r, m.check_interval, least(m.next_check_at, now() + m.check_interval), now()
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
+    SELECT m.id, r, m.check_interval, webmon.grid_start(m.id, m.check_interval, m.next_check_at, now()),
+           least(m.next_check_at, now() + m.check_interval), now()
     FROM webmon.monitors m,
          LATERAL webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions) AS r
     WHERE NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id AND j.region = r)
@@ -203,7 +213,7 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ), moved AS (
             UPDATE webmon.jobs j
-            SET scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+            SET scheduled_at = webmon.slot_after(j.grid_start, j.check_interval, now()),
                 requeued = false, attempts = 0
             FROM unclaimed u WHERE j.id = u.id
             RETURNING u.monitor_id, u.scheduled_at
@@ -321,13 +331,15 @@ BEGIN
     END IF;
     -- The slot: a requeued one as it is; else the job's slot, or, when it fell more than an
     -- interval behind, the latest one not after now (skip, never a burst). The job moves on
-    -- to the slot after it.
+    -- to the next slot of its grid after it.
     RETURN QUERY
     WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
                                ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END,
-            scheduled_at = webmon.next_slot(j.scheduled_at, j.check_interval, now()),
+            scheduled_at = webmon.slot_after(j.grid_start, j.check_interval,
+                                             CASE WHEN j.requeued THEN j.scheduled_at
+                                                  ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END),
             leased_by = claimer,
             attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
             requeued = false,

@@ -37,7 +37,7 @@ COMMENT ON COLUMN webmon.monitors.expected_status IS 'HTTP status codes that cou
 COMMENT ON COLUMN webmon.monitors.follow_redirects IS 'Follow up to 10 redirects (true) or report the redirect status itself (false).';
 COMMENT ON COLUMN webmon.monitors.regions IS 'Check from each of these regions in every slot (one check per region, by a probe registered with it). NULL: one check per slot, by any probe.';
 COMMENT ON COLUMN webmon.monitors.down_quorum IS 'How many regions must see a check fail in the same slot for the monitor to count as down. NULL: a majority of its regions.';
-COMMENT ON COLUMN webmon.monitors.next_check_at IS 'Where the grid of slots starts (the first check). Set it to move the next check there, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
+COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The first check (by default now(): right away). The checks after it are on a grid of check_interval that starts here when this time lies ahead, else a fraction of the interval later chosen by the monitor id, so that monitors added together are spread out (webmon.grid_start()). Set it to move the next check, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
 
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
 CREATE FUNCTION webmon.monitors_validate() RETURNS trigger

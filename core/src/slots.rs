@@ -25,6 +25,30 @@ pub fn slot_before(next: i64, interval: i64) -> i64 {
     clamp(i128::from(next) - i128::from(interval.max(1)))
 }
 
+/// The first slot of the grid `grid_start + k × interval` (k ≥ 0) after `t`.
+pub fn slot_after(grid_start: i64, interval: i64, t: i64) -> i64 {
+    if t < grid_start {
+        return grid_start;
+    }
+    next_slot(grid_start, interval, t)
+}
+
+/// Where a monitor's grid of slots starts, for a monitor whose next check is set to
+/// `next_check`: that time itself when it lies ahead (someone chose it: daily checks at
+/// midnight stay at midnight); otherwise — a new monitor, "check now", a monitor enabled
+/// again — `next_check` plus a fraction of the interval that follows the monitor's id. The
+/// first check still runs at `next_check`; the ones after it are spread evenly over the
+/// interval (ids in a row land a golden-ratio step apart), so monitors added together do not
+/// all start in the same instant, as Prometheus spreads its scrapes.
+pub fn grid_start(monitor_id: i64, interval: i64, next_check: i64, now: i64) -> i64 {
+    if next_check > now || interval <= 0 {
+        return next_check;
+    }
+    // frac(id × (φ − 1)) in 32-bit fixed point: 2654435769 = ⌊(φ − 1) × 2^32⌋.
+    let fraction = (monitor_id as u64).wrapping_mul(2_654_435_769) & 0xFFFF_FFFF;
+    clamp(i128::from(next_check) + ((i128::from(interval) * i128::from(fraction)) >> 32))
+}
+
 fn clamp(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
@@ -72,6 +96,36 @@ mod tests {
             slot = next_slot(slot, interval, now);
         }
         assert_eq!(slot, 1440 * interval);
+    }
+
+    #[test]
+    fn the_slot_after_a_time_is_on_the_grid_and_after_it() {
+        assert_eq!(slot_after(100 * S, 60 * S, 30 * S), 100 * S);
+        assert_eq!(slot_after(100 * S, 60 * S, 100 * S), 160 * S);
+        assert_eq!(slot_after(100 * S, 60 * S, 159 * S), 160 * S);
+        assert_eq!(slot_after(100 * S, 60 * S, 10_000 * S + 1), 10_060 * S);
+    }
+
+    #[test]
+    fn grids_of_monitors_added_together_are_spread_over_the_interval() {
+        let (interval, now) = (10 * S, 1_000 * S);
+        let starts: Vec<i64> = (1..=1000)
+            .map(|id| grid_start(id, interval, now, now) - now)
+            .collect();
+        assert!(starts.iter().all(|&offset| (0..interval).contains(&offset)));
+        // Every tenth of the interval holds 100 ± 10 of the 1,000 grids.
+        for tenth in 0..10 {
+            let held = starts
+                .iter()
+                .filter(|&&o| o / (interval / 10) == tenth)
+                .count();
+            assert!((90..=110).contains(&held), "tenth {tenth}: {held}");
+        }
+        // The same monitor always gets the same grid (enabled again, it keeps its slots).
+        assert_eq!(grid_start(7, interval, now, now), grid_start(7, interval, now, now));
+        // A time ahead is kept as it is.
+        assert_eq!(grid_start(7, interval, now + S, now), now + S);
+        assert_eq!(grid_start(i64::MAX, i64::MAX, i64::MAX, i64::MAX), i64::MAX);
     }
 
     #[test]

@@ -121,6 +121,36 @@ fn next_slot(
     timestamp(next, now)
 }
 
+/// The first slot of the grid `grid_start + k × check_interval` after `after` (see
+/// `webmon_core::slots`). For an interval the checks cannot run with, an hour after `after`.
+#[pg_extern(immutable, parallel_safe)]
+fn slot_after(
+    grid_start: TimestampWithTimeZone,
+    check_interval: Interval,
+    after: TimestampWithTimeZone,
+) -> TimestampWithTimeZone {
+    let next = match validate::validate_check_interval(parts(&check_interval), "") {
+        Ok(interval) => slots::slot_after(micros(grid_start), interval, micros(after)),
+        Err(_) => micros(after).saturating_add(PROBLEM_RETRY_MICROS),
+    };
+    timestamp(next, after)
+}
+
+/// Where a monitor's grid of slots starts (see `webmon_core::slots::grid_start`).
+#[pg_extern(immutable, parallel_safe)]
+fn grid_start(
+    monitor_id: i64,
+    check_interval: Interval,
+    next_check_at: TimestampWithTimeZone,
+    now: TimestampWithTimeZone,
+) -> TimestampWithTimeZone {
+    let interval = parts(&check_interval).fixed_micros().unwrap_or(0);
+    timestamp(
+        slots::grid_start(monitor_id, interval, micros(next_check_at), micros(now)),
+        next_check_at,
+    )
+}
+
 /// The slot that `next` follows (`next` minus the interval, a day being 24 hours).
 #[pg_extern(immutable, parallel_safe)]
 fn slot_before(next: TimestampWithTimeZone, check_interval: Interval) -> TimestampWithTimeZone {

@@ -18,7 +18,15 @@ extension_sql_file!("../../sql/schema.sql", name = "schema");
 extension_sql_file!(
     "../../sql/queue.sql",
     name = "queue",
-    requires = ["schema", monitor_problem, current_slot, next_slot, max_lease, error_kinds]
+    requires = [
+        "schema",
+        monitor_problem,
+        current_slot,
+        slot_after,
+        grid_start,
+        max_lease,
+        error_kinds
+    ]
 );
 extension_sql_file!("../../sql/status.sql", name = "status", requires = ["queue"]);
 extension_sql_file!(

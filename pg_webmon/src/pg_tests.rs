@@ -213,35 +213,57 @@ mod tests {
         // Claims hand out nothing before the first partitions exist.
         maintenance();
         Spi::run("SELECT webmon.register_probe('grid-probe', 'grid')").unwrap();
+        // A chosen time ahead: the grid starts there exactly.
         Spi::run(
             "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
-             VALUES ('http://127.0.0.1:9/grid', '1 hour', '{grid}', now() - interval '1 second')",
+             VALUES ('http://127.0.0.1:9/grid', '1 hour', '{grid}', now() + interval '0.5 seconds')",
         )
         .unwrap();
         let job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
                     WHERE m.url = 'http://127.0.0.1:9/grid')";
-        // The trigger made one job at the monitor's first slot.
         assert!(one::<bool>(&format!(
-            "SELECT scheduled_at = now() - interval '1 second' AND leased_by IS NULL FROM webmon.jobs WHERE id = {job}"
+            "SELECT scheduled_at = now() + interval '0.5 seconds' AND grid_start = scheduled_at
+                    AND leased_by IS NULL FROM webmon.jobs WHERE id = {job}"
         )));
         let slot = one::<bool>(
-            "SELECT scheduled_at = now() - interval '1 second' FROM webmon.claim_checks('grid-probe', 10, '1 minute')",
+            "SELECT scheduled_at = now() + interval '0.5 seconds' FROM webmon.claim_checks('grid-probe', 10, '1 minute')",
         );
         assert!(slot, "the claim did not hand out the job's own slot");
         // No drift: the next slot is exactly one interval after the leased one; a second claim
         // finds nothing (one check in flight per monitor and region).
         assert!(one::<bool>(&format!(
             "SELECT scheduled_at = leased_slot + interval '1 hour' AND leased_by IS NOT NULL
-                    AND lease_expires_at = now() + interval '1 minute' AND attempts = 1
+                    AND lease_expires_at = leased_slot + interval '1 minute' AND attempts = 1
              FROM webmon.jobs WHERE id = {job}"
         )));
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute')"),
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute', '2 seconds')"),
             0
         );
 
+        // Added "now" (the default), 200 monitors: each is first checked at once, and its
+        // later slots are spread over the interval by its id.
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, check_interval, regions)
+             SELECT 'http://127.0.0.1:9/grid/spread/' || g, '10 seconds', '{grid-spread}' FROM generate_series(1, 200) g",
+        )
+        .unwrap();
+        Spi::run("SELECT webmon.register_probe('spread-probe', 'grid-spread')").unwrap();
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('spread-probe', 1000, '1 minute') WHERE scheduled_at = now()"),
+            200
+        );
+        assert!(one::<bool>(
+            "SELECT bool_and(scheduled_at > now() AND scheduled_at <= now() + interval '10 seconds')
+                    -- 20 ± 4 of them in each second of the interval.
+                    AND (SELECT min(n) >= 16 AND max(n) <= 24 AND count(*) = 10 FROM (
+                             SELECT count(*) AS n FROM webmon.jobs WHERE region = 'grid-spread'
+                             GROUP BY floor(extract(epoch FROM scheduled_at - now()))) per_second)
+             FROM webmon.jobs WHERE region = 'grid-spread'"
+        ));
+
         // Far behind (10 intervals and a half): one check for the latest slot, then the next
-        // slot on the grid, in the future. Never a burst of catch-up checks.
+        // slot of its grid, in the future. Never a burst of catch-up checks.
         Spi::run(
             "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
              VALUES ('http://127.0.0.1:9/grid/behind', '1 minute', '{grid}', now() - interval '10 minutes 30 seconds')",
@@ -253,13 +275,15 @@ mod tests {
         );
         assert_eq!(claimed, 1);
         assert!(one::<bool>(
-            "SELECT j.scheduled_at = now() + interval '30 seconds' AND j.leased_slot = now() - interval '30 seconds'
+            "SELECT j.leased_slot = now() - interval '30 seconds' AND j.scheduled_at > now()
+                    AND j.scheduled_at <= now() + interval '30 seconds'
+                    AND j.scheduled_at = webmon.slot_after(j.grid_start, '1 minute', j.leased_slot)
              FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/grid/behind'"
         ));
         // monitor_status shows the next slot.
         assert!(one::<bool>(
-            "SELECT next_check_at = now() + interval '30 seconds' FROM webmon.monitor_status
-             WHERE url = 'http://127.0.0.1:9/grid/behind'"
+            "SELECT s.next_check_at = j.scheduled_at FROM webmon.monitor_status s JOIN webmon.jobs j ON j.monitor_id = s.monitor_id
+             WHERE s.url = 'http://127.0.0.1:9/grid/behind'"
         ));
     }
 
@@ -1147,8 +1171,8 @@ mod tests {
         // A job whose monitor's timeout broke after it was made is still leased with the
         // others (the probe's default timeout). Made again past the sync, as it was before.
         committed(
-            "INSERT INTO webmon.jobs (monitor_id, region, check_interval, scheduled_at)
-             SELECT id, 'poison-claim', check_interval, now() - interval '1 minute'
+            "INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at)
+             SELECT id, 'poison-claim', check_interval, now(), now() - interval '1 minute'
              FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/poison/timeout'",
         );
         committed(

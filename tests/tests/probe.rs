@@ -340,7 +340,10 @@ async fn a_one_second_interval_checks_on_its_grid_from_the_insert() {
 async fn five_thousand_results_at_batch_size_one_thousand_are_stored_exactly_once() {
     let s = setup("batch").await;
     s.db.execute(
-        "INSERT INTO webmon.monitors (url, check_interval) SELECT $1 || g, '1 hour' FROM generate_series(1, 5000) g",
+        // A grid from a time set ahead: one check each in this test's minute (a grid from
+        // now() would be spread over the hour, and some second checks would come within it).
+        "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
+         SELECT $1 || g, '1 hour', now() + interval '1 second' FROM generate_series(1, 5000) g",
         &[&s.target.url("/any/batch/")],
     )
     .await
