@@ -23,10 +23,10 @@ CREATE TABLE webmon.jobs (
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
 -- Due jobs of one region in slot order (claims, unclaimed checks). A claim moves its row to
 -- the next slot, so the head of each region's range holds only what is due and unclaimed.
+-- The only index besides the keys: a claim writes an entry in each (it moves the row), and
+-- a completion changes no indexed column, so it is a HOT update. Ended leases are found by
+-- reading the table every few seconds instead (requeue_expired_leases).
 CREATE INDEX jobs_due_idx ON webmon.jobs (region, scheduled_at);
--- Leases that end, found from a watermark. A completion changes neither indexed column (nor
--- leased_by, which no index holds), so it is a HOT update.
-CREATE INDEX jobs_lease_idx ON webmon.jobs (lease_expires_at);
 
 COMMENT ON TABLE webmon.jobs IS
     'pg_webmon: the check queue. One row per enabled monitor and region (kept in step with webmon.monitors by a trigger); probes lease due rows with webmon.claim_checks() and complete them in place with webmon.complete_checks().';
@@ -187,19 +187,19 @@ $$;
 COMMENT ON FUNCTION webmon.wake_probes(timestamptz, interval) IS
     'pg_webmon: NOTIFY webmon_jobs when a job''s slot in (after, now() + lookahead] comes due; returns now() + lookahead, the next call''s after.';
 
-CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3,
-                                               unclaimed_timeout interval DEFAULT '2 minutes',
-                                               expired_since timestamptz DEFAULT '-infinity',
+CREATE FUNCTION webmon.record_unclaimed_checks(unclaimed_timeout interval DEFAULT '2 minutes',
                                                max_rows int DEFAULT 100000)
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
 DECLARE
-    requeued int;
+    recorded int := 0;
+    found_here int;
     r text;
 BEGIN
     -- A check no probe claimed in time (no live probe in its region, or all busy) is recorded
     -- as a `no_probe` error: the user sees it, and the job moves on to its next slot. The
-    -- time counts from the slot, or from when it came back to the queue.
+    -- time counts from the slot, or from when it came back to the queue. Each region's due
+    -- range of jobs_due_idx, oldest first.
     FOR r IN SELECT webmon.queued_regions() LOOP
         WITH unclaimed AS (
             SELECT c.id, c.monitor_id, c.scheduled_at
@@ -226,15 +226,28 @@ BEGIN
                END,
                nullif(r, '')
         FROM moved;
+        GET DIAGNOSTICS found_here = ROW_COUNT;
+        recorded := recorded + found_here;
     END LOOP;
-    -- Leases that ended since expired_since (the scheduler passes its previous sweep, less a
-    -- margin; '-infinity' looks at all): back to the queue for the same slot, or recorded as
-    -- lost after max_attempts leases.
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION webmon.record_unclaimed_checks(interval, int) IS
+    'pg_webmon: record due checks that no probe claimed within unclaimed_timeout (from their slot, or from when they came back to the queue) as no_probe errors; each job moves on to its next slot. At most max_rows per region. Returns how many.';
+
+CREATE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3, max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    requeued int;
+BEGIN
+    -- Leases that ended: back to the queue for the same slot, or recorded as lost after
+    -- max_attempts leases. Reads the whole table (the scheduler calls it every few seconds):
+    -- an index on lease_expires_at would cost every claim an index entry instead.
     WITH expired AS (
         SELECT id, monitor_id, region, leased_slot, attempts, leased_by
         FROM webmon.jobs
-        WHERE lease_expires_at > expired_since AND lease_expires_at < now() AND leased_by IS NOT NULL
-        ORDER BY lease_expires_at
+        WHERE leased_by IS NOT NULL AND lease_expires_at < now()
         LIMIT max_rows
         FOR UPDATE SKIP LOCKED
     ), gave_up AS (
@@ -262,8 +275,8 @@ BEGIN
     RETURN requeued;
 END
 $$;
-COMMENT ON FUNCTION webmon.requeue_expired_leases(int, interval, timestamptz, int) IS
-    'pg_webmon: record checks that no probe claimed within unclaimed_timeout as no_probe (the job moves to its next slot); put checks whose lease ended after expired_since back in the queue for the same slot, and after max_attempts leases record them in webmon.errors as lost. At most max_rows of each per region. Returns the number requeued.';
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int, int) IS
+    'pg_webmon: put checks whose lease ended back in the queue for the same slot, and after max_attempts leases record them in webmon.errors as lost. At most max_rows. Returns the number requeued.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Probe API. SECURITY DEFINER with a fixed search_path: a probe role needs EXECUTE only.
@@ -476,7 +489,8 @@ COMMENT ON FUNCTION webmon.release_checks(text, bigint[]) IS
 REVOKE ALL ON FUNCTION webmon.monitors_sync_jobs() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.sync_jobs() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.wake_probes(timestamptz, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, interval, timestamptz, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.record_unclaimed_checks(interval, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.requeue_expired_leases(int, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_checks(text, int, interval, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) FROM PUBLIC;

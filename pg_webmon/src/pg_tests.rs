@@ -401,7 +401,7 @@ mod tests {
                     "SELECT leased_by IS NULL AND requeued AND scheduled_at = leased_slot AND attempts = 1
                      FROM webmon.jobs WHERE monitor_id = {first}"
                 ),
-                5.0
+                8.0
             ),
             "expired lease was not requeued for the same slot"
         );
@@ -413,7 +413,7 @@ mod tests {
                                     AND e.error_kind = 'lost' AND e.request_timestamp = j.leased_slot AND e.region = 'lease')
                      FROM webmon.jobs j WHERE j.monitor_id = {second}"
                 ),
-                5.0
+                8.0
             ),
             "a check past max_attempts was not recorded as lost"
         );
@@ -1209,16 +1209,16 @@ mod tests {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         assert!(wait_for(
             &format!("SELECT leased_by IS NULL AND requeued FROM webmon.jobs WHERE id = {job}"),
-            5.0
+            8.0
         ));
         // Back in the queue just now: not `no_probe` although its slot is an hour old.
-        Spi::run("SELECT webmon.requeue_expired_leases(3, '2 minutes')").unwrap();
+        Spi::run("SELECT webmon.record_unclaimed_checks('2 minutes')").unwrap();
         let kept = one::<bool>(&format!(
             "SELECT requeued AND scheduled_at < now() - interval '59 minutes' FROM webmon.jobs WHERE id = {job}"
         ));
         // Two minutes after it came back, it is, and the job moves on to its next slot.
         Spi::run(&format!("UPDATE webmon.jobs SET lease_expires_at = now() - interval '3 minutes' WHERE id = {job}")).unwrap();
-        Spi::run("SELECT webmon.requeue_expired_leases(3, '2 minutes')").unwrap();
+        Spi::run("SELECT webmon.record_unclaimed_checks('2 minutes')").unwrap();
         let recorded = one::<bool>(&format!(
             "SELECT EXISTS (SELECT 1 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
                             WHERE m.regions = ARRAY['requeued'] AND e.error_kind = 'no_probe'

@@ -1,7 +1,7 @@
 //! The scheduler background worker: every tick it wakes the probes when a slot comes due
-//! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it requeues
-//! expired leases, records checks nobody claimed and reports monitors that cannot run; once a
-//! minute it adds job rows the monitors' trigger did not make. It works only while the
+//! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it records checks
+//! nobody claimed and reports monitors that cannot run; every five seconds it requeues ended
+//! leases; once a minute it adds job rows the monitors' trigger did not make. It works only while the
 //! database holds this library's version of the schema and its default partitions exist (the
 //! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
 //! before). An error in a step is logged as a WARNING and the next tick goes on.
@@ -46,16 +46,19 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         bgw::report_activity("pg_webmon scheduler: waking probes");
         // Each step in its own transaction: one that fails (a lock, a bad row) never stops
         // the others, and the next tick tries again.
-        if sweeps.sync_due() {
+        if due(&mut sweeps.synced_at, SYNC_PERIOD) {
             if let Err(message) = guarded_transaction(|| sync().map_err(|e| e.to_string())) {
                 warning!("{NAME}: job sync failed, retrying in a minute: {message}");
             }
         }
-        // Leases last seconds: looking for expired ones once a second is enough.
-        if let Some(window) = sweeps.requeue_due() {
-            if let Err(message) = guarded_transaction(|| requeue(window).map_err(|e| e.to_string())) {
-                warning!("{NAME}: requeue failed, retrying in a second: {message}");
-                sweeps.requeue_failed();
+        if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
+            if let Err(message) = guarded_transaction(|| unclaimed().map_err(|e| e.to_string())) {
+                warning!("{NAME}: the unclaimed-check sweep failed, retrying in a second: {message}");
+            }
+        }
+        if due(&mut sweeps.leases_at, LEASE_SWEEP_PERIOD) {
+            if let Err(message) = guarded_transaction(|| leases().map_err(|e| e.to_string())) {
+                warning!("{NAME}: the lease sweep failed, retrying in a few seconds: {message}");
             }
         }
         match guarded_transaction(|| wake(sweeps.woken_up_to.clone()).map_err(|e| e.to_string())) {
@@ -73,45 +76,20 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
 
 /// How long the queue statements wait for a table lock before the step gives up.
 const TICK_LOCK_TIMEOUT: &str = "1s";
-const REQUEUE_PERIOD: Duration = Duration::from_secs(1);
-/// Every so often (and first) the lease sweep reads every lease, not only recent ones.
-const FULL_SWEEP_PERIOD: Duration = Duration::from_secs(300);
-/// How far before the previous sweep the next one looks: a lease written by a claim that
-/// committed after that sweep read the table still ends after this.
-const SWEEP_MARGIN: Duration = Duration::from_secs(10);
+/// Checks nobody claimed, and monitors that cannot run: once a second (index-driven).
+const UNCLAIMED_PERIOD: Duration = Duration::from_secs(1);
+/// Leases last a minute or two: reading every lease once in a few seconds is enough.
+const LEASE_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 const SYNC_PERIOD: Duration = Duration::from_secs(60);
 
 /// When the periodic steps last ran.
 #[derive(Default)]
 struct Sweeps {
-    requeued_at: Option<Instant>,
-    full_sweep_at: Option<Instant>,
+    unclaimed_at: Option<Instant>,
+    leases_at: Option<Instant>,
     synced_at: Option<Instant>,
     /// The last `wake_probes` horizon (database time, as text); None: wake for anything due.
     woken_up_to: Option<String>,
-}
-
-impl Sweeps {
-    fn sync_due(&mut self) -> bool {
-        due(&mut self.synced_at, SYNC_PERIOD)
-    }
-
-    /// Whether to sweep leases now, and how far back to look: `None` for all of them.
-    fn requeue_due(&mut self) -> Option<Option<Duration>> {
-        let previous = self.requeued_at;
-        if !due(&mut self.requeued_at, REQUEUE_PERIOD) {
-            return None;
-        }
-        if due(&mut self.full_sweep_at, FULL_SWEEP_PERIOD) {
-            return Some(None);
-        }
-        Some(previous.map(|at| at.elapsed() + SWEEP_MARGIN))
-    }
-
-    /// A failed sweep may have missed leases: the next one reads them all.
-    fn requeue_failed(&mut self) {
-        self.full_sweep_at = None;
-    }
 }
 
 /// True (and the time noted) when `period` has passed since `last`, or it never ran.
@@ -129,21 +107,29 @@ fn sync() -> Result<(), pgrx::spi::SpiError> {
     Spi::run("SELECT webmon.sync_jobs()")
 }
 
-/// Leases that expired, checks nobody claimed, monitors that cannot run. `window`: how far
-/// back lease ends are looked for; `None`: all of them.
-fn requeue(window: Option<Duration>) -> Result<(), pgrx::spi::SpiError> {
+/// Checks nobody claimed in time, and monitors that cannot run.
+fn unclaimed() -> Result<(), pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
-        "SELECT webmon.requeue_expired_leases($1, make_interval(secs => $2),
-                    coalesce(now() - make_interval(secs => $3), '-infinity'), $4)",
+        "SELECT webmon.record_unclaimed_checks(make_interval(secs => $1), $2)",
         &[
-            gucs::max_attempts().into(),
             f64::from(gucs::unclaimed_timeout_s()).into(),
-            window.map(|w| w.as_secs_f64()).into(),
             gucs::max_jobs_per_tick().into(),
         ],
     )?;
     Spi::run("SELECT webmon.report_unrunnable_monitors()")
+}
+
+/// Leases that ended: back to the queue, or `lost`.
+fn leases() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
+    Spi::run_with_args(
+        "SELECT webmon.requeue_expired_leases($1, $2)",
+        &[
+            gucs::max_attempts().into(),
+            gucs::max_jobs_per_tick().into(),
+        ],
+    )
 }
 
 /// Wakes the probes when a slot comes due; returns the horizon it looked up to.

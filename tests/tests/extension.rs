@@ -102,7 +102,8 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     })
     .await;
     assert!(warned, "{}", cluster.server_log());
-    // The scheduler still sweeps: a lease that ended a second ago goes back to the queue.
+    // The scheduler still sweeps: a lease that ended a second ago goes back to the queue
+    // (leases are swept every five seconds).
     db.batch_execute(
         "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/after-error');
          UPDATE webmon.jobs SET leased_by = 1, leased_slot = now(), attempts = 1,
@@ -110,7 +111,7 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
     )
     .await
     .unwrap();
-    let queued = wait_until(Duration::from_secs(5), || async {
+    let queued = wait_until(Duration::from_secs(12), || async {
         db.query_one(
             "SELECT count(*) FROM webmon.jobs WHERE requeued AND leased_by IS NULL",
             &[],
