@@ -33,6 +33,7 @@ CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text;
+    regions int;
 BEGIN
     NEW.method := upper(NEW.method);
     PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
@@ -47,10 +48,12 @@ BEGIN
             RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
-    IF NEW.down_quorum IS NOT NULL
-       AND NEW.down_quorum NOT BETWEEN 1 AND coalesce(cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))), 1) THEN
+    -- One check per slot without regions: a quorum of one at most.
+    regions := CASE WHEN NEW.regions IS NULL THEN 1
+                    ELSE cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))) END;
+    IF NEW.down_quorum NOT BETWEEN 1 AND regions THEN
         RAISE EXCEPTION 'invalid down_quorum %: it must be from 1 to the number of regions (%)',
-            NEW.down_quorum, coalesce(cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))), 1)
+            NEW.down_quorum, regions
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'NULL means a majority of the regions.';
     END IF;
@@ -155,17 +158,17 @@ COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease 
 COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this slot; after pg_webmon.max_attempts expired leases it is recorded as lost.';
 COMMENT ON COLUMN webmon.jobs.requeued IS 'The slot in scheduled_at came back from an expired or released lease and is checked again as it is (not skipped).';
 
--- The job rows a monitor should have: one per listed region, or one any probe may run; none
--- while it is paused or its stored interval or timeout cannot run.
-CREATE FUNCTION webmon.job_regions(enabled boolean, check_interval interval, timeout interval, regions text[])
-RETURNS SETOF text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT DISTINCT r
-    FROM unnest(coalesce(regions, ARRAY[''])) AS r
-    WHERE enabled AND r IS NOT NULL AND webmon.monitor_problem(check_interval, timeout) IS NULL
-$$;
-COMMENT ON FUNCTION webmon.job_regions(boolean, interval, interval, text[]) IS
-    'pg_webmon: the regions a monitor has a job for ('''' for any probe); none while it is paused or cannot run.';
+-- The job rows each monitor should have: one per listed region, or one that any probe may run
+-- (region ''); none while it is paused or its stored interval or timeout cannot run. The
+-- trigger reads it for one monitor (an index lookup), sync_jobs for all.
+CREATE VIEW webmon.wanted_jobs AS
+SELECT m.id AS monitor_id, coalesce(r.region, '') AS region
+FROM webmon.monitors m
+LEFT JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region) WHERE u.region IS NOT NULL) r ON true
+WHERE m.enabled AND webmon.monitor_problem(m.check_interval, m.timeout) IS NULL
+  AND (m.regions IS NULL OR r.region IS NOT NULL);
+COMMENT ON VIEW webmon.wanted_jobs IS
+    'pg_webmon: the job rows each monitor should have: one per region it lists, or one any probe may run (region ''''); none while it is paused or cannot run.';
 
 -- Keeps a monitor's job rows in step with it. SECURITY DEFINER: a role that may change
 -- monitors needs no privilege on the queue.
@@ -185,7 +188,7 @@ BEGIN
         DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
         RETURN NULL;
     END IF;
-    wanted := ARRAY(SELECT webmon.job_regions(NEW.enabled, NEW.check_interval, NEW.timeout, NEW.regions));
+    wanted := ARRAY(SELECT w.region FROM webmon.wanted_jobs w WHERE w.monitor_id = NEW.id);
     -- A region no longer listed (or a paused monitor) loses its job; a check in flight there
     -- is not stored.
     DELETE FROM webmon.jobs WHERE monitor_id = NEW.id AND region <> ALL (wanted);
@@ -208,14 +211,17 @@ BEGIN
             WHERE monitor_id = NEW.id;
         END IF;
     END IF;
-    -- New regions join the grid the others follow; a new (or enabled again) monitor is first
-    -- checked at next_check_at, or within one interval from now.
+    -- New regions join the grid the others follow; a new monitor is first checked at its
+    -- next_check_at, one enabled again at most one interval from now.
     SELECT j.scheduled_at, j.grid_start INTO first_slot, grid
     FROM webmon.jobs j WHERE j.monitor_id = NEW.id ORDER BY j.scheduled_at LIMIT 1;
     INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
     SELECT NEW.id, r, NEW.check_interval,
            coalesce(grid, webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now())),
-           coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)), now()
+           coalesce(first_slot,
+                    CASE WHEN TG_OP = 'INSERT' THEN NEW.next_check_at
+                         ELSE least(NEW.next_check_at, now() + NEW.check_interval) END),
+           now()
     FROM unnest(wanted) AS r
     ON CONFLICT (monitor_id, region) DO NOTHING;
     IF FOUND THEN
@@ -237,21 +243,19 @@ DECLARE
 BEGIN
     -- What the trigger missed (rows written with triggers disabled, e.g. a restore with
     -- --disable-triggers, or session_replication_role = replica): jobs of monitors that no
-    -- longer want them go, missing ones are added, copies of the interval are mended.
+    -- longer want them go, missing ones are added, copies of the interval are mended. Hash
+    -- joins over whole tables: the scheduler runs it every five minutes.
     DELETE FROM webmon.jobs j
-    WHERE NOT EXISTS (SELECT 1 FROM webmon.monitors m
-                      WHERE m.id = j.monitor_id
-                        AND j.region IN (SELECT webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions)));
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.wanted_jobs w WHERE w.monitor_id = j.monitor_id AND w.region = j.region);
     UPDATE webmon.jobs j
     SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now())
     FROM webmon.monitors m
     WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
     INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
-    SELECT m.id, r, m.check_interval, webmon.grid_start(m.id, m.check_interval, m.next_check_at, now()),
+    SELECT m.id, w.region, m.check_interval, webmon.grid_start(m.id, m.check_interval, m.next_check_at, now()),
            least(m.next_check_at, now() + m.check_interval), now()
-    FROM webmon.monitors m,
-         LATERAL webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions) AS r
-    WHERE NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = m.id AND j.region = r)
+    FROM webmon.wanted_jobs w JOIN webmon.monitors m ON m.id = w.monitor_id
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = w.monitor_id AND j.region = w.region)
     ON CONFLICT (monitor_id, region) DO NOTHING;
     GET DIAGNOSTICS added = ROW_COUNT;
     IF added > 0 THEN
@@ -261,18 +265,22 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.sync_jobs() IS
-    'pg_webmon: bring webmon.jobs in step with webmon.monitors where a trigger did not run (the scheduler calls it every minute); returns how many job rows it added.';
+    'pg_webmon: bring webmon.jobs in step with webmon.monitors where a trigger did not run (the scheduler calls it every five minutes); returns how many job rows it added.';
 
--- The regions that have job rows ('' first), one index probe each.
+-- The regions that have job rows ('' first), one index probe each. PL/pgSQL, so that its
+-- plan is kept (the scheduler calls it several times a second).
 CREATE FUNCTION webmon.queued_regions() RETURNS SETOF text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
     WITH RECURSIVE r(region) AS (
-        (SELECT region FROM webmon.jobs ORDER BY region LIMIT 1)
+        (SELECT j.region FROM webmon.jobs j ORDER BY j.region LIMIT 1)
         UNION ALL
         SELECT (SELECT j.region FROM webmon.jobs j WHERE j.region > r.region ORDER BY j.region LIMIT 1)
         FROM r WHERE r.region IS NOT NULL
     )
-    SELECT region FROM r WHERE region IS NOT NULL
+    SELECT r.region FROM r WHERE r.region IS NOT NULL;
+END
 $$;
 COMMENT ON FUNCTION webmon.queued_regions() IS
     'pg_webmon: the distinct regions of webmon.jobs ('''' for jobs any probe may run), read from its index.';
@@ -630,8 +638,8 @@ SELECT CASE WHEN keeps_job THEN o.id ELSE nextval(pg_get_serial_sequence('webmon
        CASE WHEN keeps_job AND o.leased_by IS NOT NULL THEN o.attempts ELSE 0 END
 FROM webmon.monitors m
 CROSS JOIN LATERAL (
-    SELECT x.region, row_number() OVER (ORDER BY x.region) AS n
-    FROM webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions) AS x(region)
+    SELECT w.region, row_number() OVER (ORDER BY w.region) AS n
+    FROM webmon.wanted_jobs w WHERE w.monitor_id = m.id
 ) r
 LEFT JOIN LATERAL (
     SELECT j.id, j.scheduled_at, j.attempts, j.leased_by, j.lease_expires_at,
@@ -640,7 +648,7 @@ LEFT JOIN LATERAL (
 ) o ON true
 CROSS JOIN LATERAL (
     SELECT o.id IS NOT NULL
-           AND CASE WHEN coalesce(o.leaser_region, '') IN (SELECT webmon.job_regions(m.enabled, m.check_interval, m.timeout, m.regions))
+           AND CASE WHEN coalesce(o.leaser_region, '') IN (SELECT w.region FROM webmon.wanted_jobs w WHERE w.monitor_id = m.id)
                     THEN r.region = coalesce(o.leaser_region, '')
                     ELSE r.n = 1 END AS keeps_job
 ) k;

@@ -44,6 +44,7 @@ CREATE FUNCTION webmon.monitors_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text;
+    regions int;
 BEGIN
     NEW.method := upper(NEW.method);
     PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
@@ -58,10 +59,12 @@ BEGIN
             RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
-    IF NEW.down_quorum IS NOT NULL
-       AND NEW.down_quorum NOT BETWEEN 1 AND coalesce(cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))), 1) THEN
+    -- One check per slot without regions: a quorum of one at most.
+    regions := CASE WHEN NEW.regions IS NULL THEN 1
+                    ELSE cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))) END;
+    IF NEW.down_quorum NOT BETWEEN 1 AND regions THEN
         RAISE EXCEPTION 'invalid down_quorum %: it must be from 1 to the number of regions (%)',
-            NEW.down_quorum, coalesce(cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))), 1)
+            NEW.down_quorum, regions
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'NULL means a majority of the regions.';
     END IF;

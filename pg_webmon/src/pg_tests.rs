@@ -1128,7 +1128,7 @@ mod tests {
     fn a_row_the_checks_cannot_run_is_reported_and_never_stops_the_others() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         // Written past the triggers (as with triggers disabled, or by an older version): no
-        // job rows; webmon.sync_jobs (every minute) adds the healthy one's only.
+        // job rows; webmon.sync_jobs (every five minutes) adds the healthy one's only.
         committed(
             "SET session_replication_role = replica;
              INSERT INTO webmon.monitors (url, check_interval, regions) VALUES
@@ -1387,6 +1387,122 @@ mod tests {
             outcome("INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error) VALUES (now(), 1, 'no_probe', 'x')"),
             "accepted"
         );
+    }
+
+    #[pg_test]
+    fn status_by_region_counts_a_quorum_of_failures_in_the_same_slot() {
+        maintenance();
+        Spi::run(
+            "SELECT webmon.register_probe('q-eu', 'q-eu'), webmon.register_probe('q-us', 'q-us'),
+                    webmon.register_probe('q-ap', 'q-ap');
+             UPDATE webmon.probes SET last_seen_at = now() - interval '2 minutes' WHERE name = 'q-ap';
+             INSERT INTO webmon.monitors (url, check_interval, regions, down_quorum) VALUES
+                 ('http://127.0.0.1:9/q/two-down', '1 minute', '{q-eu,q-us,q-ap}', NULL),
+                 ('http://127.0.0.1:9/q/one-down', '1 minute', '{q-eu,q-us,q-ap}', NULL),
+                 ('http://127.0.0.1:9/q/quorum-one', '1 minute', '{q-eu,q-us,q-ap}', 1),
+                 ('http://127.0.0.1:9/q/alone', '1 minute', '{q-eu,q-ap}', NULL),
+                 ('http://127.0.0.1:9/q/stale', '1 minute', '{q-eu,q-us}', NULL),
+                 ('http://127.0.0.1:9/q/nobody', '1 minute', NULL, NULL);
+             CREATE TEMP TABLE q AS SELECT id, substr(url, 22) AS name FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/q/%';
+             INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
+             SELECT now() - x.ago, q.id, x.kind, 'x', x.region
+             FROM q JOIN (VALUES ('two-down', 'q-eu', 'connect', interval '1 second'),
+                                 ('two-down', 'q-us', 'timeout', interval '2 seconds'),
+                                 ('one-down', 'q-eu', 'connect', interval '1 second'),
+                                 ('quorum-one', 'q-eu', 'connect', interval '1 second'),
+                                 ('alone', 'q-eu', 'dns', interval '1 second'),
+                                 ('stale', 'q-eu', 'dns', interval '1 second'),
+                                 ('stale', 'q-us', 'dns', interval '5 minutes'),
+                                 ('nobody', NULL, 'no_probe', interval '1 second')) AS x(name, region, kind, ago)
+               ON x.name = q.name;
+             INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, region)
+             SELECT now() - interval '3 seconds', q.id, 20, 200, 'q-us' FROM q WHERE q.name IN ('one-down', 'quorum-one');",
+        )
+        .unwrap();
+        let status = |name: &str| {
+            one::<String>(&format!(
+                "SELECT coalesce(s.up::text, 'null') || ' ' || coalesce(s.region_states::text, '-')
+                 FROM webmon.monitor_status s JOIN q ON q.id = s.monitor_id WHERE q.name = '{name}'"
+            ))
+        };
+        // Two of three regions failed in the same slot: down. The region without a live
+        // probe is unmonitored, never down.
+        assert_eq!(
+            status("two-down"),
+            r#"false {"q-ap": "unmonitored", "q-eu": "down", "q-us": "down"}"#
+        );
+        // One failed, one saw it up: up (below the majority), unless the quorum is one.
+        assert!(status("one-down").starts_with("true "), "{}", status("one-down"));
+        assert!(status("quorum-one").starts_with("false "));
+        // One region failing and the other unmonitored: not enough to say.
+        assert!(status("alone").starts_with("null "), "{}", status("alone"));
+        // The other region's failure is from five slots ago: not the same slot.
+        assert!(status("stale").starts_with("null "), "{}", status("stale"));
+        // Nobody checked it: neither up nor down, and not a failure in uptime.
+        assert_eq!(status("nobody"), "null -");
+        assert!(one::<bool>(
+            "SELECT checks = 0 AND failures = 0 FROM webmon.uptime('1 hour') u JOIN q ON q.id = u.monitor_id WHERE q.name = 'nobody'"
+        ));
+        assert!(one::<bool>(
+            "SELECT down_quorum = 2 FROM webmon.monitor_status s JOIN q ON q.id = s.monitor_id WHERE q.name = 'two-down'"
+        ));
+        // Which regions are covered.
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(region || ':' || live_probes || '/' || probes || '/' || monitors, ' ' ORDER BY region)
+                 FROM webmon.regions WHERE region LIKE 'q-%'"
+            ),
+            "q-ap:0/1/4 q-eu:1/1/5 q-us:1/1/4"
+        );
+        // A quorum is from 1 to the number of regions.
+        for (quorum, regions, accepted) in [
+            ("0", "'{a,b}'", false),
+            ("3", "'{a,b}'", false),
+            ("2", "'{a,b,b}'", true),
+            ("3", "'{a,b,b}'", false),
+            ("1", "NULL", true),
+            ("2", "NULL", false),
+        ] {
+            let result = outcome(&format!(
+                "INSERT INTO webmon.monitors (url, regions, down_quorum) VALUES ('http://127.0.0.1:9/q/v', {regions}, {quorum})"
+            ));
+            assert_eq!(
+                result == "accepted",
+                accepted,
+                "quorum {quorum}, regions {regions}: {result}"
+            );
+            if !accepted {
+                assert!(result.starts_with("22023"), "{result}");
+            }
+        }
+    }
+
+    #[pg_test]
+    fn sync_jobs_mends_what_triggers_did_not_see() {
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, regions) VALUES
+                 ('http://127.0.0.1:9/sync/paused', '{s-a}'), ('http://127.0.0.1:9/sync/moved', '{s-a}'),
+                 ('http://127.0.0.1:9/sync/slower', NULL);
+             SET LOCAL session_replication_role = replica;
+             INSERT INTO webmon.monitors (url, regions) VALUES ('http://127.0.0.1:9/sync/new', '{s-a,s-b}');
+             UPDATE webmon.monitors SET enabled = false WHERE url = 'http://127.0.0.1:9/sync/paused';
+             UPDATE webmon.monitors SET regions = '{s-b}' WHERE url = 'http://127.0.0.1:9/sync/moved';
+             UPDATE webmon.monitors SET check_interval = '1 hour' WHERE url = 'http://127.0.0.1:9/sync/slower';
+             SET LOCAL session_replication_role = origin;",
+        )
+        .unwrap();
+        let jobs = "SELECT string_agg(substr(m.url, 25) || ':' || j.region || ':' || j.check_interval, ' ' ORDER BY m.url, j.region)
+                    FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url LIKE 'http://127.0.0.1:9/sync/%'";
+        assert_eq!(
+            one::<String>(jobs),
+            "moved:s-a:00:01:00 paused:s-a:00:01:00 slower::00:01:00"
+        );
+        assert_eq!(one::<i32>("SELECT webmon.sync_jobs()"), 3);
+        assert_eq!(
+            one::<String>(jobs),
+            "moved:s-b:00:01:00 new:s-a:00:01:00 new:s-b:00:01:00 slower::01:00:00"
+        );
+        assert_eq!(one::<i32>("SELECT webmon.sync_jobs()"), 0);
     }
 
     #[pg_test]

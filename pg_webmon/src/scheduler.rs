@@ -1,7 +1,7 @@
 //! The scheduler background worker: every tick it wakes the probes when a slot comes due
 //! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it records checks
 //! nobody claimed and reports monitors that cannot run; every five seconds it requeues ended
-//! leases; once a minute it adds job rows the monitors' trigger did not make. It works only while the
+//! leases; every five minutes it adds job rows the monitors' trigger did not make. It works only while the
 //! database holds this library's version of the schema and its default partitions exist (the
 //! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
 //! before). An error in a step is logged as a WARNING and the next tick goes on.
@@ -48,7 +48,7 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         // the others, and the next tick tries again.
         if due(&mut sweeps.synced_at, SYNC_PERIOD) {
             if let Err(message) = guarded_transaction(|| sync().map_err(|e| e.to_string())) {
-                warning!("{NAME}: job sync failed, retrying in a minute: {message}");
+                warning!("{NAME}: job sync failed, retrying in five minutes: {message}");
             }
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
@@ -80,7 +80,7 @@ const TICK_LOCK_TIMEOUT: &str = "1s";
 const UNCLAIMED_PERIOD: Duration = Duration::from_secs(1);
 /// Leases last a minute or two: reading every lease once in a few seconds is enough.
 const LEASE_SWEEP_PERIOD: Duration = Duration::from_secs(5);
-const SYNC_PERIOD: Duration = Duration::from_secs(60);
+const SYNC_PERIOD: Duration = Duration::from_secs(300);
 
 /// When the periodic steps last ran.
 #[derive(Default)]
