@@ -147,10 +147,13 @@ impl Claimer {
                 _ = tokio::time::sleep_until(slot.into()) => {}
             }
             stats.record_lateness(slot.elapsed());
+            // Boxed, so that a check waiting for its slot holds only its job (a few hundred
+            // bytes), not the space of a running check's state inline in its task.
+            let check = Box::pin(prober.check(&job));
             let result = tokio::select! {
                 biased;
                 _ = abandon.cancelled() => return give_back(job.job_id),
-                result = prober.check(&job) => result,
+                result = check => result,
             };
             if matches!(result.outcome, crate::probe::Outcome::NoResponse { .. }) {
                 stats.no_response.fetch_add(1, Relaxed);

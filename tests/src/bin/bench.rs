@@ -34,10 +34,23 @@ struct Scenario {
     warmup: Duration,
     measure: Duration,
     max_in_flight: u64,
-    /// All monitors share one slot (a burst), instead of being spread over the interval.
-    burst: bool,
+    /// How the monitors' first slots are set.
+    start: Start,
     /// The probe's WEBMON_THREADS (1, the default, is the most efficient; 0: one per core).
     probe_threads: u16,
+}
+
+/// How a scenario's monitors get their slots.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// `next_check_at` set to slots spread evenly over the interval, from 5 s ahead.
+    Spread,
+    /// `next_check_at` set to one slot 5 s ahead for all (a burst, as 0.3.0 made of a bulk
+    /// import).
+    Burst,
+    /// One INSERT with `next_check_at` left to its default (now()): what users do. Each is
+    /// checked at once, then on its own grid (`webmon.grid_start`).
+    Default,
 }
 
 #[derive(Debug, Default)]
@@ -233,16 +246,18 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     let db = cluster.client().await?;
     let (target, port) = start_target(Duration::from_millis(scenario.latency_ms)).await?;
 
-    // Slots: monitor i starts at t0 + i × interval / N, so checks are spread evenly.
+    // Slots: with Spread, monitor i starts at t0 + i × interval / N; with Burst, all at t0;
+    // with Default, where webmon.grid_start puts them.
     let t0 = SystemTime::now() + Duration::from_secs(5);
     let interval_us = scenario.interval.as_micros() as i64;
     let n = scenario.monitors as i64;
-    let spread_us = if scenario.burst { 0 } else { interval_us };
+    let spread_us = if scenario.start == Start::Burst { 0 } else { interval_us };
     db.execute(
         "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
          SELECT format('http://127.0.0.%s:%s/m/%s', 1 + g % $5, $4::int, g),
                 make_interval(secs => $2::bigint / 1e6),
-                $1::timestamptz + make_interval(secs => (g * $6::bigint / $3::bigint) / 1e6)
+                CASE WHEN $7 THEN now()
+                     ELSE $1::timestamptz + make_interval(secs => (g * $6::bigint / $3::bigint) / 1e6) END
          FROM generate_series(0, $3::bigint - 1) g",
         &[
             &t0,
@@ -251,10 +266,22 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
             &i32::from(port),
             &(TARGET_HOSTS as i64),
             &spread_us,
+            &(scenario.start == Start::Default),
         ],
     )
     .await?;
     db.batch_execute("ANALYZE webmon.monitors").await?;
+    // Each monitor's grid, as the queue holds it: lateness is measured against it.
+    let grids: std::collections::HashMap<u64, SystemTime> = db
+        .query(
+            "SELECT split_part(m.url, '/m/', 2)::bigint, j.grid_start
+             FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, SystemTime>(1)))
+        .collect();
 
     let log = cluster.dir.join("probe.log");
     let out = std::fs::File::create(&log)?;
@@ -327,10 +354,7 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
             .iter()
             .filter(|(_, at)| *at >= measure_start && *at <= measure_end)
             .filter_map(|(monitor, at)| {
-                let start = t0
-                    + Duration::from_micros(
-                        (*monitor as u64 * spread_us as u64) / scenario.monitors,
-                    );
+                let start = *grids.get(&(*monitor as u64))?;
                 let since = at.duration_since(start).ok()?.as_secs_f64();
                 let mut late = since % interval_s;
                 if late > interval_s * 0.9 {
@@ -387,7 +411,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         warmup: secs(60.0),
         measure: secs(120.0),
         max_in_flight: 2000,
-        burst: false,
+        start: Start::Spread,
         probe_threads: 1,
     }];
     for monitors in [20_000u64, 50_000, 70_000, 85_000, 100_000, 150_000] {
@@ -402,7 +426,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
             warmup: secs(20.0),
             measure: secs(40.0),
             max_in_flight: 20_000,
-            burst: false,
+            start: Start::Spread,
             // Past ~6,000 checks/s one thread is the limit: use every core.
             probe_threads: 0,
         });
@@ -416,7 +440,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         warmup: secs(20.0),
         measure: secs(40.0),
         max_in_flight: 5000,
-        burst: false,
+        start: Start::Spread,
         probe_threads: 1,
     });
     all.push(Scenario {
@@ -428,7 +452,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         warmup: secs(10.0),
         measure: secs(20.0),
         max_in_flight: 2000,
-        burst: true,
+        start: Start::Burst,
         probe_threads: 1,
     });
     all.push(Scenario {
@@ -440,7 +464,19 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         warmup: secs(20.0),
         measure: secs(40.0),
         max_in_flight: 4000,
-        burst: false,
+        start: Start::Spread,
+        probe_threads: 1,
+    });
+    all.push(Scenario {
+        id: "7",
+        name: "added in one INSERT (next_check_at left to now()): 30,000 monitors @ 10 s, target 200 ms, 4,000 workers".into(),
+        monitors: 30_000,
+        interval: Duration::from_secs(10),
+        latency_ms: 200,
+        warmup: secs(20.0),
+        measure: secs(40.0),
+        max_in_flight: 4000,
+        start: Start::Default,
         probe_threads: 1,
     });
     all.push(Scenario {
@@ -452,7 +488,7 @@ fn scenarios(scale: f64) -> Vec<Scenario> {
         warmup: secs(60.0),
         measure: secs(600.0),
         max_in_flight: 5000,
-        burst: false,
+        start: Start::Spread,
         probe_threads: 1,
     });
     all
@@ -481,7 +517,7 @@ async fn main() -> Result<()> {
     let monitors: Option<u64> = flag("--monitors").map(|v| v.parse()).transpose()?;
     // The probe's WEBMON_THREADS for every scenario (default: each scenario's own).
     let threads: Option<u16> = flag("--probe-threads").map(|v| v.parse()).transpose()?;
-    // Every monitor in one slot (as a bulk import makes them), for every scenario.
+    // Every monitor in one slot (a burst: as 0.3.0 made of a bulk import), for every scenario.
     let burst = args.iter().any(|a| a == "--burst");
     let json_path = flag("--json").unwrap_or_else(|| "bench-results.json".into());
     raise_fd_limit();
@@ -499,7 +535,9 @@ async fn main() -> Result<()> {
         if let Some(threads) = threads {
             scenario.probe_threads = threads;
         }
-        scenario.burst |= burst;
+        if burst {
+            scenario.start = Start::Burst;
+        }
         if only
             .as_ref()
             .is_some_and(|o| !o.iter().any(|id| id == scenario.id))
