@@ -746,3 +746,106 @@ async fn a_starting_probe_claims_work_queued_before_it_listened_at_once() {
     );
     probe.stop_cleanly(libc::SIGTERM).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_with_regions_is_checked_in_every_slot_from_each_region() {
+    let s = setup("regions").await;
+    // Unclaimed checks are recorded after 2 s here (default: 2 minutes).
+    for statement in [
+        "ALTER SYSTEM SET pg_webmon.unclaimed_timeout = '2s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        s.db.batch_execute(statement).await.unwrap();
+    }
+    let mut eu = s.probe("probe-eu", &[("WEBMON_REGION", "eu")]);
+    let mut us = s.probe("probe-us", &[("WEBMON_REGION", "us")]);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.db.query_one("SELECT count(*) FROM webmon.regions WHERE live_probes = 1", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) == 2)
+                .unwrap_or(false)
+        })
+        .await,
+        "{}\n{}",
+        eu.output(),
+        us.output()
+    );
+    // A time set ahead: the grid starts there, exactly, for both regions. The third region
+    // has no probe.
+    let id: i64 = s
+        .db
+        .query_one(
+            "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+             VALUES ($1, '1 second', '{eu,us,ap}', date_trunc('second', now()) + interval '2 seconds')
+             RETURNING id",
+            &[&s.target.url("/any/regions")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(s.wait_rows("metrics", id, 10, Duration::from_secs(20)).await);
+    // Each slot checked once from eu and once from us, both at the slot (the database's
+    // clock, to the millisecond); never more than one check per slot and region.
+    let rows = s
+        .db
+        .query(
+            "SELECT date_trunc('second', request_timestamp) AS slot, count(*) FILTER (WHERE region = 'eu'),
+                    count(*) FILTER (WHERE region = 'us'),
+                    max(extract(epoch FROM request_timestamp - date_trunc('second', request_timestamp)))::float8
+             FROM webmon.metrics WHERE monitor_id = $1 GROUP BY 1 ORDER BY 1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let complete: Vec<_> = rows
+        .iter()
+        .filter(|r| r.get::<_, i64>(1) == 1 && r.get::<_, i64>(2) == 1)
+        .collect();
+    assert!(
+        complete.len() >= 3,
+        "slots checked from both regions: {}",
+        complete.len()
+    );
+    for row in &rows {
+        assert!(row.get::<_, i64>(1) <= 1 && row.get::<_, i64>(2) <= 1);
+        let late: f64 = row.get(3);
+        assert!(late < 0.25, "a check started {late} s after its slot");
+    }
+    // The region without a probe: unmonitored, its checks recorded as no_probe, and the
+    // monitor is up (two regions saw it up).
+    let status: (bool, String, i64) = {
+        let ok = wait_until(Duration::from_secs(10), || async {
+            s.db.query_one(
+                "SELECT count(*) FROM webmon.errors WHERE monitor_id = $1 AND error_kind = 'no_probe' AND region = 'ap'",
+                &[&id],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) >= 1)
+            .unwrap_or(false)
+        })
+        .await;
+        assert!(ok, "no no_probe row for the region without a probe");
+        let row = s
+            .db
+            .query_one(
+                "SELECT up, region_states::text,
+                        (SELECT count(*) FROM webmon.errors WHERE monitor_id = $1 AND error_kind <> 'no_probe')
+                 FROM webmon.monitor_status WHERE monitor_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!(
+        status,
+        (
+            true,
+            r#"{"ap": "unmonitored", "eu": "up", "us": "up"}"#.to_string(),
+            0
+        )
+    );
+    eu.stop_cleanly(libc::SIGTERM).await;
+    us.stop_cleanly(libc::SIGTERM).await;
+}

@@ -271,14 +271,16 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     )
     .await?;
     db.batch_execute("ANALYZE webmon.monitors").await?;
-    // Each monitor's grid, as the queue holds it: lateness is measured against it.
-    let grids: std::collections::HashMap<u64, SystemTime> = db
-        .query(
-            "SELECT split_part(m.url, '/m/', 2)::bigint, j.grid_start
-             FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id",
-            &[],
-        )
-        .await?
+    // Each monitor's grid, as the queue holds it: lateness is measured against it. (Before
+    // 0.4.0, with WEBMON_WORKER_BIN and that release installed: the grid starts at
+    // next_check_at.)
+    let grid_sql = "SELECT split_part(m.url, '/m/', 2)::bigint, j.grid_start
+                    FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id";
+    let before_0_4_sql = "SELECT split_part(url, '/m/', 2)::bigint, next_check_at FROM webmon.monitors";
+    let grids: std::collections::HashMap<u64, SystemTime> = match db.query(grid_sql, &[]).await {
+        Ok(rows) => rows,
+        Err(_) => db.query(before_0_4_sql, &[]).await?,
+    }
         .iter()
         .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, SystemTime>(1)))
         .collect();
