@@ -18,6 +18,10 @@ COMMENT ON FUNCTION webmon.next_slot(timestamptz, interval, timestamptz) IS
     'pg_webmon: the slot after the one a due monitor runs now (a day is 24 hours); an hour from now for an interval that cannot run. Never fails.';
 COMMENT ON FUNCTION webmon.slot_after(timestamptz, interval, timestamptz) IS
     'pg_webmon: the first slot of the grid grid_start + k × check_interval after a time (a day is 24 hours); an hour after it for an interval that cannot run. Never fails.';
+COMMENT ON FUNCTION webmon.lease_slot(timestamptz, timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot a due job is leased for: its own when ahead or less than an interval behind, else the latest slot of its grid not after now (one check, never a burst).';
+COMMENT ON FUNCTION webmon.slot_at(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot of the grid grid_start + k × check_interval (before its start too) that a time falls in.';
 COMMENT ON FUNCTION webmon.grid_start(bigint, interval, timestamptz, timestamptz) IS
     'pg_webmon: where a monitor''s grid of slots starts: next_check_at when it lies ahead of now, else next_check_at plus a fraction of the interval that follows the monitor id (monitors added together are spread over their interval).';
 COMMENT ON FUNCTION webmon.slot_before(timestamptz, interval) IS

@@ -9,9 +9,10 @@
 -- holds a lease completes it (complete_checks keeps its 0.3.0 form). No stored result or
 -- monitor changes.
 
--- In the order readers take them (monitor_status reads monitors, then jobs and results), so
--- that a reader cannot deadlock with the update.
-LOCK TABLE webmon.monitors, webmon.jobs IN ACCESS EXCLUSIVE MODE;
+-- Every table the update changes, first, in the order monitor_status reads them (monitors,
+-- then jobs and results), so that the update does not wait for a reader while holding the
+-- queue, and a reader in that order cannot deadlock with it.
+LOCK TABLE webmon.monitors, webmon.jobs, webmon.metrics, webmon.errors IN ACCESS EXCLUSIVE MODE;
 
 -- ---------------------------------------------------------------------------------------------
 -- Monitors: a quorum; next_check_at is where the grid starts, no longer moved per check.
@@ -82,6 +83,27 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'slot_after_wrapper';
 COMMENT ON FUNCTION webmon.slot_after(timestamptz, interval, timestamptz) IS
     'pg_webmon: the first slot of the grid grid_start + k × check_interval after a time (a day is 24 hours); an hour after it for an interval that cannot run. Never fails.';
+CREATE FUNCTION webmon.lease_slot(
+	"scheduled_at" timestamp with time zone, /* TimestampWithTimeZone */
+	"grid_start" timestamp with time zone, /* TimestampWithTimeZone */
+	"check_interval" interval, /* Interval */
+	"now" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'lease_slot_wrapper';
+COMMENT ON FUNCTION webmon.lease_slot(timestamptz, timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot a due job is leased for: its own when ahead or less than an interval behind, else the latest slot of its grid not after now (one check, never a burst).';
+CREATE FUNCTION webmon.slot_at(
+	"grid_start" timestamp with time zone, /* TimestampWithTimeZone */
+	"check_interval" interval, /* Interval */
+	"at" timestamp with time zone /* TimestampWithTimeZone */
+) RETURNS timestamp with time zone /* TimestampWithTimeZone */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'slot_at_wrapper';
+COMMENT ON FUNCTION webmon.slot_at(timestamptz, interval, timestamptz) IS
+    'pg_webmon: the slot of the grid grid_start + k × check_interval (before its start too) that a time falls in.';
 CREATE FUNCTION webmon.grid_start(
 	"monitor_id" bigint, /* i64 */
 	"check_interval" interval, /* Interval */
@@ -201,6 +223,7 @@ BEGIN
                 requeued = false,
                 lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
             WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
         ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
             -- Next checked at most one new interval from now, not at the slot the old one
             -- left; then on a grid of the new interval from now.
@@ -209,6 +232,7 @@ BEGIN
                 grid_start = webmon.grid_start(NEW.id, NEW.check_interval, now(), now()),
                 scheduled_at = least(scheduled_at, now() + NEW.check_interval)
             WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
         END IF;
     END IF;
     -- New regions join the grid the others follow; a new monitor is first checked at its
@@ -248,7 +272,8 @@ BEGIN
     DELETE FROM webmon.jobs j
     WHERE NOT EXISTS (SELECT 1 FROM webmon.wanted_jobs w WHERE w.monitor_id = j.monitor_id AND w.region = j.region);
     UPDATE webmon.jobs j
-    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now())
+    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now()),
+        scheduled_at = least(j.scheduled_at, now() + m.check_interval)
     FROM webmon.monitors m
     WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
     INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
@@ -465,17 +490,19 @@ BEGIN
     IF cardinality(picked) = 0 THEN
         RETURN;
     END IF;
-    -- The slot: a requeued one as it is; else the job's slot, or, when it fell more than an
-    -- interval behind, the latest one not after now (skip, never a burst). The job moves on
-    -- to the next slot of its grid after it.
+    -- The slot: a requeued one as it is; else the job's slot, or, when it fell an interval or
+    -- more behind, the latest slot of its grid not after now (skip, never a burst). The job
+    -- moves on to the next slot of its grid after that and after now.
     RETURN QUERY
     WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
-                               ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END,
+                               ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END,
+            -- After the leased slot and after now: a check late by most of an interval (or a
+            -- first check off the grid) is not followed by one at once.
             scheduled_at = webmon.slot_after(j.grid_start, j.check_interval,
-                                             CASE WHEN j.requeued THEN j.scheduled_at
-                                                  ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END),
+                                             greatest(now(), CASE WHEN j.requeued THEN j.scheduled_at
+                                                                  ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END)),
             leased_by = claimer,
             attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
             requeued = false,
@@ -520,7 +547,11 @@ BEGIN
             AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
                  page_content, error_kind, error)
         WHERE j.id = b.job_id AND j.leased_by = completer
-          AND (b.slot IS NULL OR j.leased_slot = b.slot)
+          AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
+                   -- Without the slot (the 0.3.0 form): only a check that started at this
+                   -- lease's slot (probes start at the slot, on the database's clock), not a
+                   -- late result of an earlier lease of the same job.
+                   ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
                   b.page_content, b.error_kind, b.error
@@ -568,7 +599,8 @@ $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
     'pg_webmon: store one batch of results (parallel arrays, one element per check: its job id and the slot claim_checks gave; error_kinds NULL means a response) in one transaction. Only checks this probe still leases for that slot are stored, each once; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
 
--- The 0.3.0 probe's call, without slots: a result counts for the lease its probe holds.
+-- The 0.3.0 probe's call, without slots: a result counts for the lease its probe holds when
+-- it started at that lease's slot.
 CREATE OR REPLACE FUNCTION webmon.complete_checks(
     probe text,
     job_ids bigint[],
@@ -586,7 +618,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                                   page_contents, error_kinds, error_messages)
 $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
-    'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job.';
+    'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job, when it started at that lease''s slot.';
 
 CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -620,22 +652,25 @@ REVOKE ALL ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], rea
 REVOKE ALL ON FUNCTION webmon.release_checks(text, bigint[]) FROM PUBLIC;
 
 
--- New ids start after the carried-over ones.
-SELECT setval(pg_get_serial_sequence('webmon.jobs', 'id'), max(id)) FROM webmon.jobs_0_3 HAVING max(id) IS NOT NULL;
+-- New ids start after every id 0.3.0 gave out (a 0.3.0 probe's late result names one).
+SELECT setval(pg_get_serial_sequence('webmon.jobs', 'id'), last_value) FROM webmon.jobs_0_3_id_seq WHERE is_called;
 -- One row per monitor and region. A monitor's 0.3.0 job goes to the region of the probe that
--- leases it (else to its first region) and keeps its id and lease; while that job waited
--- unclaimed, every region starts at its slot, else at the next slot 0.3.0 had set. The grid
--- stays the one 0.3.0 followed (from its next_check_at).
+-- leases it (else to its first region) and keeps its id, lease and attempts. While that job
+-- waited unclaimed, every region checks its slot as it is (requeued: however late the update
+-- runs, the slot is not skipped), else starts at the next slot 0.3.0 had set. The grid stays
+-- the one 0.3.0 followed (from its next_check_at).
 INSERT INTO webmon.jobs (id, monitor_id, region, check_interval, grid_start, scheduled_at, leased_slot,
-                         leased_by, lease_expires_at, attempts)
+                         leased_by, lease_expires_at, attempts, requeued)
 OVERRIDING SYSTEM VALUE
 SELECT CASE WHEN keeps_job THEN o.id ELSE nextval(pg_get_serial_sequence('webmon.jobs', 'id')) END,
        m.id, r.region, m.check_interval, m.next_check_at,
        CASE WHEN o.id IS NOT NULL AND o.leased_by IS NULL THEN o.scheduled_at ELSE m.next_check_at END,
        CASE WHEN keeps_job AND o.leased_by IS NOT NULL THEN o.scheduled_at END,
        CASE WHEN keeps_job THEN o.leased_by END,
-       CASE WHEN keeps_job THEN o.lease_expires_at ELSE now() END,
-       CASE WHEN keeps_job AND o.leased_by IS NOT NULL THEN o.attempts ELSE 0 END
+       CASE WHEN keeps_job AND o.leased_by IS NOT NULL THEN o.lease_expires_at
+            ELSE coalesce(o.lease_expires_at, now()) END,
+       CASE WHEN keeps_job THEN o.attempts ELSE 0 END,
+       o.id IS NOT NULL AND o.leased_by IS NULL
 FROM webmon.monitors m
 CROSS JOIN LATERAL (
     SELECT w.region, row_number() OVER (ORDER BY w.region) AS n
@@ -687,6 +722,9 @@ SELECT m.id AS monitor_id,
        r.region,
        live.live,
        last.request_timestamp AS last_checked_at,
+       -- The slot of that result on the job's grid (checks start at their slot; 50 ms for
+       -- the probe's mapping of the database's clock).
+       webmon.slot_at(j.grid_start, j.check_interval, last.request_timestamp + interval '50 milliseconds') AS last_slot,
        CASE
            WHEN NOT live.live THEN 'unmonitored'
            WHEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'up'
@@ -701,12 +739,19 @@ SELECT m.id AS monitor_id,
        last.error AS last_error,
        j.scheduled_at AS next_check_at
 FROM webmon.monitors m
-CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)) r
+-- (NULL or empty names, in rows stored before names were checked, are no region.)
+CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)
+                    WHERE u.region IS NOT NULL AND u.region <> '') r
 LEFT JOIN webmon.jobs j ON j.monitor_id = m.id AND j.region = r.region
 CROSS JOIN LATERAL (
     SELECT EXISTS (SELECT 1 FROM webmon.probes p
                    WHERE p.region = r.region AND webmon.probe_is_live(p.last_seen_at)) AS live
 ) live
+-- Ten intervals, at least an hour, at most 366 days (computed in seconds: a stored interval
+-- out of range must not make the view fail for every monitor).
+CROSS JOIN LATERAL (
+    SELECT make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 3600), 31622400)::float8) AS span
+) lookback
 LEFT JOIN LATERAL (
     -- The newest result from this region, looked for over the last ten intervals (at least
     -- an hour): older ones say nothing about now, and a region that stopped reporting must
@@ -716,13 +761,13 @@ LEFT JOIN LATERAL (
                 NULL::text AS error_kind, NULL::text AS error
          FROM webmon.metrics mt
          WHERE mt.monitor_id = m.id AND mt.region = r.region
-           AND mt.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+           AND mt.request_timestamp > now() - lookback.span
          ORDER BY mt.request_timestamp DESC LIMIT 1)
         UNION ALL
         (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error
          FROM webmon.errors e
          WHERE e.monitor_id = m.id AND e.region = r.region
-           AND e.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+           AND e.request_timestamp > now() - lookback.span
          ORDER BY e.request_timestamp DESC LIMIT 1)
     ) x
     ORDER BY x.request_timestamp DESC
@@ -730,7 +775,7 @@ LEFT JOIN LATERAL (
 ) last ON true
 WHERE m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.region_status IS
-    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result).';
+    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result); last_slot is the slot that result belongs to.';
 
 CREATE OR REPLACE VIEW webmon.monitor_status AS
 SELECT m.id AS monitor_id,
@@ -741,9 +786,9 @@ SELECT m.id AS monitor_id,
        CASE
            WHEN m.regions IS NULL
            THEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind)
-           -- From several regions: down when at least down_quorum regions failed in the same
-           -- slot (within an interval of the newest verdict); up when fewer did and at least
-           -- one saw it up; unknown otherwise (a region without a live probe never counts).
+           -- From several regions: down when at least down_quorum live regions failed in the
+           -- newest slot any live region reported; up when fewer did and at least one saw it
+           -- up in that slot; unknown otherwise (a region without a live probe never counts).
            WHEN quorum.failing >= coalesce(m.down_quorum, quorum.regions / 2 + 1) THEN false
            WHEN quorum.passing > 0 THEN true
        END AS up,
@@ -772,16 +817,16 @@ LEFT JOIN LATERAL (
 ) last ON true
 LEFT JOIN LATERAL (
     SELECT count(*) AS regions,
-           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND NOT s.up) AS failing,
-           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND s.up) AS passing,
+           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = v.newest) AS failing,
+           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = v.newest) AS passing,
            jsonb_object_agg(s.region, s.state) AS states
     FROM webmon.region_status s,
-         LATERAL (SELECT max(s2.last_checked_at) AS newest FROM webmon.region_status s2
-                  WHERE s2.monitor_id = m.id AND s2.up IS NOT NULL) v
+         LATERAL (SELECT max(s2.last_slot) AS newest FROM webmon.region_status s2
+                  WHERE s2.monitor_id = m.id AND s2.state IN ('up', 'down')) v
     WHERE s.monitor_id = m.id
 ) quorum ON m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.monitor_status IS
-    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum regions failed in the same slot, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
 
 CREATE VIEW webmon.regions AS
 WITH named AS (
@@ -891,7 +936,7 @@ BEGIN
         RAISE NOTICE 'pg_webmon 0.4.0: grant the probe roles % again with webmon.grant_probe(): it adds the new form of complete_checks (until then their probes use the 0.3.0 form)', probes;
     END IF;
     IF readers IS NOT NULL THEN
-        RAISE NOTICE 'pg_webmon 0.4.0: grant the reading roles % again with webmon.grant_reader() or webmon.grant_editor(): it adds webmon.region_status, webmon.regions and monitors.down_quorum', readers;
+        RAISE NOTICE 'pg_webmon 0.4.0: grant the reading roles % again with webmon.grant_reader() or webmon.grant_editor(): it adds webmon.region_status, webmon.regions, monitors.down_quorum, and webmon.jobs (a new table)', readers;
     END IF;
 END
 $$;

@@ -83,6 +83,7 @@ BEGIN
                 requeued = false,
                 lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
             WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
         ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
             -- Next checked at most one new interval from now, not at the slot the old one
             -- left; then on a grid of the new interval from now.
@@ -91,6 +92,7 @@ BEGIN
                 grid_start = webmon.grid_start(NEW.id, NEW.check_interval, now(), now()),
                 scheduled_at = least(scheduled_at, now() + NEW.check_interval)
             WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
         END IF;
     END IF;
     -- New regions join the grid the others follow; a new monitor is first checked at its
@@ -130,7 +132,8 @@ BEGIN
     DELETE FROM webmon.jobs j
     WHERE NOT EXISTS (SELECT 1 FROM webmon.wanted_jobs w WHERE w.monitor_id = j.monitor_id AND w.region = j.region);
     UPDATE webmon.jobs j
-    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now())
+    SET check_interval = m.check_interval, grid_start = webmon.grid_start(m.id, m.check_interval, now(), now()),
+        scheduled_at = least(j.scheduled_at, now() + m.check_interval)
     FROM webmon.monitors m
     WHERE m.id = j.monitor_id AND j.check_interval IS DISTINCT FROM m.check_interval;
     INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
@@ -347,17 +350,19 @@ BEGIN
     IF cardinality(picked) = 0 THEN
         RETURN;
     END IF;
-    -- The slot: a requeued one as it is; else the job's slot, or, when it fell more than an
-    -- interval behind, the latest one not after now (skip, never a burst). The job moves on
-    -- to the next slot of its grid after it.
+    -- The slot: a requeued one as it is; else the job's slot, or, when it fell an interval or
+    -- more behind, the latest slot of its grid not after now (skip, never a burst). The job
+    -- moves on to the next slot of its grid after that and after now.
     RETURN QUERY
     WITH leased AS (
         UPDATE webmon.jobs j
         SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
-                               ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END,
+                               ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END,
+            -- After the leased slot and after now: a check late by most of an interval (or a
+            -- first check off the grid) is not followed by one at once.
             scheduled_at = webmon.slot_after(j.grid_start, j.check_interval,
-                                             CASE WHEN j.requeued THEN j.scheduled_at
-                                                  ELSE webmon.current_slot(j.scheduled_at, j.check_interval, now()) END),
+                                             greatest(now(), CASE WHEN j.requeued THEN j.scheduled_at
+                                                                  ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END)),
             leased_by = claimer,
             attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
             requeued = false,
@@ -402,7 +407,11 @@ BEGIN
             AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
                  page_content, error_kind, error)
         WHERE j.id = b.job_id AND j.leased_by = completer
-          AND (b.slot IS NULL OR j.leased_slot = b.slot)
+          AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
+                   -- Without the slot (the 0.3.0 form): only a check that started at this
+                   -- lease's slot (probes start at the slot, on the database's clock), not a
+                   -- late result of an earlier lease of the same job.
+                   ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
                   b.page_content, b.error_kind, b.error
@@ -450,7 +459,8 @@ $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
     'pg_webmon: store one batch of results (parallel arrays, one element per check: its job id and the slot claim_checks gave; error_kinds NULL means a response) in one transaction. Only checks this probe still leases for that slot are stored, each once; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
 
--- The 0.3.0 probe's call, without slots: a result counts for the lease its probe holds.
+-- The 0.3.0 probe's call, without slots: a result counts for the lease its probe holds when
+-- it started at that lease's slot.
 CREATE OR REPLACE FUNCTION webmon.complete_checks(
     probe text,
     job_ids bigint[],
@@ -468,7 +478,7 @@ LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
                                   page_contents, error_kinds, error_messages)
 $$;
 COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
-    'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job.';
+    'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job, when it started at that lease''s slot.';
 
 CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$

@@ -30,6 +30,9 @@ SELECT m.id AS monitor_id,
        r.region,
        live.live,
        last.request_timestamp AS last_checked_at,
+       -- The slot of that result on the job's grid (checks start at their slot; 50 ms for
+       -- the probe's mapping of the database's clock).
+       webmon.slot_at(j.grid_start, j.check_interval, last.request_timestamp + interval '50 milliseconds') AS last_slot,
        CASE
            WHEN NOT live.live THEN 'unmonitored'
            WHEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'up'
@@ -44,12 +47,19 @@ SELECT m.id AS monitor_id,
        last.error AS last_error,
        j.scheduled_at AS next_check_at
 FROM webmon.monitors m
-CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)) r
+-- (NULL or empty names, in rows stored before names were checked, are no region.)
+CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)
+                    WHERE u.region IS NOT NULL AND u.region <> '') r
 LEFT JOIN webmon.jobs j ON j.monitor_id = m.id AND j.region = r.region
 CROSS JOIN LATERAL (
     SELECT EXISTS (SELECT 1 FROM webmon.probes p
                    WHERE p.region = r.region AND webmon.probe_is_live(p.last_seen_at)) AS live
 ) live
+-- Ten intervals, at least an hour, at most 366 days (computed in seconds: a stored interval
+-- out of range must not make the view fail for every monitor).
+CROSS JOIN LATERAL (
+    SELECT make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 3600), 31622400)::float8) AS span
+) lookback
 LEFT JOIN LATERAL (
     -- The newest result from this region, looked for over the last ten intervals (at least
     -- an hour): older ones say nothing about now, and a region that stopped reporting must
@@ -59,13 +69,13 @@ LEFT JOIN LATERAL (
                 NULL::text AS error_kind, NULL::text AS error
          FROM webmon.metrics mt
          WHERE mt.monitor_id = m.id AND mt.region = r.region
-           AND mt.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+           AND mt.request_timestamp > now() - lookback.span
          ORDER BY mt.request_timestamp DESC LIMIT 1)
         UNION ALL
         (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error
          FROM webmon.errors e
          WHERE e.monitor_id = m.id AND e.region = r.region
-           AND e.request_timestamp > now() - greatest(10 * m.check_interval, interval '1 hour')
+           AND e.request_timestamp > now() - lookback.span
          ORDER BY e.request_timestamp DESC LIMIT 1)
     ) x
     ORDER BY x.request_timestamp DESC
@@ -73,7 +83,7 @@ LEFT JOIN LATERAL (
 ) last ON true
 WHERE m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.region_status IS
-    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result).';
+    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result); last_slot is the slot that result belongs to.';
 
 CREATE OR REPLACE VIEW webmon.monitor_status AS
 SELECT m.id AS monitor_id,
@@ -84,9 +94,9 @@ SELECT m.id AS monitor_id,
        CASE
            WHEN m.regions IS NULL
            THEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind)
-           -- From several regions: down when at least down_quorum regions failed in the same
-           -- slot (within an interval of the newest verdict); up when fewer did and at least
-           -- one saw it up; unknown otherwise (a region without a live probe never counts).
+           -- From several regions: down when at least down_quorum live regions failed in the
+           -- newest slot any live region reported; up when fewer did and at least one saw it
+           -- up in that slot; unknown otherwise (a region without a live probe never counts).
            WHEN quorum.failing >= coalesce(m.down_quorum, quorum.regions / 2 + 1) THEN false
            WHEN quorum.passing > 0 THEN true
        END AS up,
@@ -115,16 +125,16 @@ LEFT JOIN LATERAL (
 ) last ON true
 LEFT JOIN LATERAL (
     SELECT count(*) AS regions,
-           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND NOT s.up) AS failing,
-           count(*) FILTER (WHERE s.up IS NOT NULL AND s.last_checked_at > v.newest - m.check_interval AND s.up) AS passing,
+           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = v.newest) AS failing,
+           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = v.newest) AS passing,
            jsonb_object_agg(s.region, s.state) AS states
     FROM webmon.region_status s,
-         LATERAL (SELECT max(s2.last_checked_at) AS newest FROM webmon.region_status s2
-                  WHERE s2.monitor_id = m.id AND s2.up IS NOT NULL) v
+         LATERAL (SELECT max(s2.last_slot) AS newest FROM webmon.region_status s2
+                  WHERE s2.monitor_id = m.id AND s2.state IN ('up', 'down')) v
     WHERE s.monitor_id = m.id
 ) quorum ON m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.monitor_status IS
-    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum regions failed in the same slot, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
 
 CREATE VIEW webmon.regions AS
 WITH named AS (

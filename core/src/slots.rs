@@ -25,6 +25,31 @@ pub fn slot_before(next: i64, interval: i64) -> i64 {
     clamp(i128::from(next) - i128::from(interval.max(1)))
 }
 
+/// The slot a due job is leased for: its own `scheduled` slot when that is ahead of `now`
+/// or less than an interval behind; else the latest slot of its grid not after `now` (a job
+/// far behind — paused, no probe, server down — gets one check, never a burst of catch-ups).
+pub fn lease_slot(scheduled: i64, grid_start: i64, interval: i64, now: i64) -> i64 {
+    if interval <= 0 || i128::from(now) - i128::from(scheduled) < i128::from(interval) {
+        return scheduled;
+    }
+    let latest = current_slot(grid_start, interval, now);
+    if latest > now {
+        // The grid has not started yet: the overdue check itself.
+        return scheduled;
+    }
+    latest.max(scheduled)
+}
+
+/// The slot of the grid `grid_start + k × interval` (any integer k, before the grid's start
+/// too) that `t` falls in: the latest one not after `t`.
+pub fn slot_at(grid_start: i64, interval: i64, t: i64) -> i64 {
+    if interval <= 0 {
+        return t;
+    }
+    let k = (i128::from(t) - i128::from(grid_start)).div_euclid(i128::from(interval));
+    clamp(i128::from(grid_start) + k * i128::from(interval))
+}
+
 /// The first slot of the grid `grid_start + k × interval` (k ≥ 0) after `t`.
 pub fn slot_after(grid_start: i64, interval: i64, t: i64) -> i64 {
     if t < grid_start {
@@ -96,6 +121,33 @@ mod tests {
             slot = next_slot(slot, interval, now);
         }
         assert_eq!(slot, 1440 * interval);
+    }
+
+    #[test]
+    fn a_job_far_behind_is_leased_for_the_latest_slot_of_its_grid_once() {
+        let (grid, interval) = (7 * S, 60 * S);
+        // On time, ahead, or less than an interval late: its own slot.
+        assert_eq!(lease_slot(607 * S, grid, interval, 607 * S), 607 * S);
+        assert_eq!(lease_slot(607 * S, grid, interval, 606 * S), 607 * S);
+        assert_eq!(lease_slot(607 * S, grid, interval, 666 * S), 607 * S);
+        // Behind (a first check off the grid, paused for an hour): the latest grid slot, and
+        // the next slot after now is in the future: one check, not two in a row.
+        let now = 3_700 * S;
+        let slot = lease_slot(100 * S, grid, interval, now);
+        assert_eq!(slot, 3_667 * S);
+        assert!(slot_after(grid, interval, slot.max(now)) > now);
+        // A grid that starts later than now: the overdue check itself.
+        assert_eq!(lease_slot(100 * S, 5_000 * S, interval, now), 100 * S);
+        assert_eq!(lease_slot(i64::MIN, grid, interval, i64::MAX), i64::MAX - (i64::MAX - grid) % interval);
+    }
+
+    #[test]
+    fn a_time_falls_in_one_slot_of_the_grid_before_its_start_too() {
+        assert_eq!(slot_at(100 * S, 60 * S, 100 * S), 100 * S);
+        assert_eq!(slot_at(100 * S, 60 * S, 159 * S), 100 * S);
+        assert_eq!(slot_at(100 * S, 60 * S, 99 * S), 40 * S);
+        assert_eq!(slot_at(100 * S, 60 * S, -21 * S), -80 * S);
+        assert_eq!(slot_at(0, i64::MAX, i64::MIN), i64::MIN);
     }
 
     #[test]

@@ -136,6 +136,34 @@ fn slot_after(
     timestamp(next, after)
 }
 
+/// The slot a due job is leased for (see `webmon_core::slots::lease_slot`); for an interval
+/// the checks cannot run with, its own slot.
+#[pg_extern(immutable, parallel_safe)]
+fn lease_slot(
+    scheduled_at: TimestampWithTimeZone,
+    grid_start: TimestampWithTimeZone,
+    check_interval: Interval,
+    now: TimestampWithTimeZone,
+) -> TimestampWithTimeZone {
+    let interval = parts(&check_interval).fixed_micros().unwrap_or(0);
+    timestamp(
+        slots::lease_slot(micros(scheduled_at), micros(grid_start), interval, micros(now)),
+        scheduled_at,
+    )
+}
+
+/// The slot of a job's grid that a time falls in (see `webmon_core::slots::slot_at`); the
+/// time itself for an interval the checks cannot run with.
+#[pg_extern(immutable, parallel_safe)]
+fn slot_at(
+    grid_start: TimestampWithTimeZone,
+    check_interval: Interval,
+    at: TimestampWithTimeZone,
+) -> TimestampWithTimeZone {
+    let interval = parts(&check_interval).fixed_micros().unwrap_or(0);
+    timestamp(slots::slot_at(micros(grid_start), interval, micros(at)), at)
+}
+
 /// Where a monitor's grid of slots starts (see `webmon_core::slots::grid_start`).
 #[pg_extern(immutable, parallel_safe)]
 fn grid_start(

@@ -21,14 +21,18 @@ extension_sql_file!(
     requires = [
         "schema",
         monitor_problem,
-        current_slot,
+        lease_slot,
         slot_after,
         grid_start,
         max_lease,
         error_kinds
     ]
 );
-extension_sql_file!("../../sql/status.sql", name = "status", requires = ["queue"]);
+extension_sql_file!(
+    "../../sql/status.sql",
+    name = "status",
+    requires = ["queue", slot_at]
+);
 extension_sql_file!(
     "../../sql/partitions.sql",
     name = "partitions",

@@ -271,15 +271,40 @@ mod tests {
         .unwrap();
         let claimed = one::<i64>(
             "SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute')
-             WHERE scheduled_at = now() - interval '30 seconds'",
+             WHERE scheduled_at <= now() AND scheduled_at > now() - interval '1 minute'",
         );
         assert_eq!(claimed, 1);
+        // The latest slot of its grid (not of the first check's), and the next one exactly
+        // an interval later, after now: one check, then on the grid again.
         assert!(one::<bool>(
-            "SELECT j.leased_slot = now() - interval '30 seconds' AND j.scheduled_at > now()
-                    AND j.scheduled_at <= now() + interval '30 seconds'
-                    AND j.scheduled_at = webmon.slot_after(j.grid_start, '1 minute', j.leased_slot)
+            "SELECT j.leased_slot <= now() AND j.leased_slot > now() - interval '1 minute'
+                    AND extract(epoch FROM j.leased_slot - j.grid_start)::numeric % 60 = 0
+                    AND j.scheduled_at = j.leased_slot + interval '1 minute' AND j.scheduled_at > now()
              FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/grid/behind'"
         ));
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute', '1 second')"),
+            0,
+            "a job far behind was leased twice in a row"
+        );
+        // Paused for an hour and enabled again: one check, then its grid (any monitor id).
+        for id in 1..=12 {
+            Spi::run(&format!(
+                "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
+                 VALUES ('http://127.0.0.1:9/grid/resumed/{id}', '1 minute', '{{grid-resumed}}', now() - interval '1 hour 17 seconds')"
+            ))
+            .unwrap();
+        }
+        Spi::run("SELECT webmon.register_probe('resumed-probe', 'grid-resumed')").unwrap();
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('resumed-probe', 100, '1 minute', '1 second')"),
+            12
+        );
+        assert_eq!(
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('resumed-probe', 100, '1 minute', '1 second')"),
+            0,
+            "a resumed monitor was checked twice in a row"
+        );
         // monitor_status shows the next slot.
         assert!(one::<bool>(
             "SELECT s.next_check_at = j.scheduled_at FROM webmon.monitor_status s JOIN webmon.jobs j ON j.monitor_id = s.monitor_id
@@ -340,12 +365,19 @@ mod tests {
         queue_jobs("stats", 200);
         committed("DO $d$ BEGIN PERFORM webmon.register_probe('stats-probe', 'stats'); END $d$");
         // 200 leases that end at once: the scheduler's sweep updates 200 job rows.
+        let updates =
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass";
+        let claimed_from = one::<i64>(updates);
         committed(
             "DO $d$ BEGIN PERFORM count(*) FROM webmon.claim_checks('stats-probe', 1000, '1 second'); END $d$",
         );
-        let before = one::<i64>(
-            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass",
-        );
+        // The claim's own 200 updates reach the statistics when its backend exits; only then
+        // count what the scheduler adds.
+        assert!(wait_for(
+            &format!("SELECT n_tup_upd >= {claimed_from} + 200 FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass"),
+            10.0
+        ));
+        let before = one::<i64>(updates);
         let reported = wait_for(
             &format!("SELECT n_tup_upd >= {before} + 200 FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass"),
             10.0,
@@ -470,6 +502,9 @@ mod tests {
             ))
         };
         assert_eq!(complete_slot("'2000-01-01'::timestamptz"), 0, "a result for another slot was accepted");
+        // The 0.3.0 form (no slot): a result that started before this lease's slot is a late
+        // one of an earlier lease, and is refused too.
+        assert_eq!(complete("p-b"), 0, "a late result of an earlier lease was accepted");
         let slot = slot.expect("a slot");
         assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 1);
         assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 0);
@@ -503,14 +538,18 @@ mod tests {
                  SELECT 'http://127.0.0.1:9/bounds/' || g, '{bounds}', now() FROM generate_series(1, 7) g",
         )
         .unwrap();
-        let jobs = one::<Vec<i64>>(
-            "SELECT array_agg(job_id ORDER BY monitor_id) FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
-        );
+        Spi::run(
+            "CREATE TEMP TABLE bounds_claimed AS
+             SELECT job_id, scheduled_at FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
+        )
+        .unwrap();
+        let jobs = one::<Vec<i64>>("SELECT array_agg(job_id ORDER BY job_id) FROM bounds_claimed");
         assert_eq!(jobs.len(), 7);
         // 1: fine. 2: 'infinity'. 3: a week before its slot. 4: NaN. 5: negative. 6: an error
         // kind this schema does not know (a newer probe). 7: blocked by the target guard.
         let stored = one::<i32>(&format!(
             "SELECT webmon.complete_checks('p-bounds', ARRAY{jobs:?}::bigint[],
+                 (SELECT array_agg(scheduled_at ORDER BY job_id) FROM bounds_claimed),
                  ARRAY[now(), 'infinity', now() - interval '7 days', now(), now(), now(), now()]::timestamptz[],
                  ARRAY[12, 12, 12, 'NaN', -5, NULL, NULL]::real[], ARRAY[200, 200, 200, 200, 200, NULL, NULL]::smallint[],
                  ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::text[],
@@ -788,8 +827,10 @@ mod tests {
             )),
             1
         );
+        // Its slot is back in the queue, to be checked as it is.
         assert!(one::<bool>(&format!(
-            "SELECT leased_by IS NULL AND attempts = 0 FROM webmon.jobs WHERE id = {job}"
+            "SELECT leased_by IS NULL AND attempts = 0 AND requeued AND scheduled_at = leased_slot
+             FROM webmon.jobs WHERE id = {job}"
         )));
     }
 
@@ -1402,10 +1443,15 @@ mod tests {
                  ('http://127.0.0.1:9/q/quorum-one', '1 minute', '{q-eu,q-us,q-ap}', 1),
                  ('http://127.0.0.1:9/q/alone', '1 minute', '{q-eu,q-ap}', NULL),
                  ('http://127.0.0.1:9/q/stale', '1 minute', '{q-eu,q-us}', NULL),
+                 ('http://127.0.0.1:9/q/gone', '1 minute', '{q-ap}', NULL),
+                 ('http://127.0.0.1:9/q/jitter', '1 minute', '{q-eu,q-us}', NULL),
+                 ('http://127.0.0.1:9/q/adjacent', '1 minute', '{q-eu,q-us}', NULL),
                  ('http://127.0.0.1:9/q/nobody', '1 minute', NULL, NULL);
              CREATE TEMP TABLE q AS SELECT id, substr(url, 22) AS name FROM webmon.monitors WHERE url LIKE 'http://127.0.0.1:9/q/%';
+             -- Results at given offsets from a slot of each monitor's grid a minute back.
              INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
-             SELECT now() - x.ago, q.id, x.kind, 'x', x.region
+             SELECT (SELECT max(j.grid_start) FROM webmon.jobs j WHERE j.monitor_id = q.id) - interval '1 minute' - x.ago,
+                    q.id, x.kind, 'x', x.region
              FROM q JOIN (VALUES ('two-down', 'q-eu', 'connect', interval '1 second'),
                                  ('two-down', 'q-us', 'timeout', interval '2 seconds'),
                                  ('one-down', 'q-eu', 'connect', interval '1 second'),
@@ -1413,10 +1459,19 @@ mod tests {
                                  ('alone', 'q-eu', 'dns', interval '1 second'),
                                  ('stale', 'q-eu', 'dns', interval '1 second'),
                                  ('stale', 'q-us', 'dns', interval '5 minutes'),
+                                 -- Its only region's probe is gone: whatever it last said.
+                                 ('gone', 'q-ap', 'connect', interval '0'),
+                                 -- The same slot, one probe 10 ms early (clock mapping), one 5 ms late.
+                                 ('jitter', 'q-eu', 'connect', interval '0.010 seconds'),
+                                 ('jitter', 'q-us', 'connect', interval '-0.005 seconds'),
+                                 -- Adjacent slots: not the same slot.
+                                 ('adjacent', 'q-eu', 'connect', interval '-0.001 seconds'),
+                                 ('adjacent', 'q-us', 'connect', interval '59.999 seconds'),
                                  ('nobody', NULL, 'no_probe', interval '1 second')) AS x(name, region, kind, ago)
                ON x.name = q.name;
              INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, region)
-             SELECT now() - interval '3 seconds', q.id, 20, 200, 'q-us' FROM q WHERE q.name IN ('one-down', 'quorum-one');",
+             SELECT (SELECT max(j.grid_start) FROM webmon.jobs j WHERE j.monitor_id = q.id) - interval '1 minute' - interval '2 seconds',
+                    q.id, 20, 200, 'q-us' FROM q WHERE q.name IN ('one-down', 'quorum-one');",
         )
         .unwrap();
         let status = |name: &str| {
@@ -1438,6 +1493,11 @@ mod tests {
         assert!(status("alone").starts_with("null "), "{}", status("alone"));
         // The other region's failure is from five slots ago: not the same slot.
         assert!(status("stale").starts_with("null "), "{}", status("stale"));
+        // A region without a live probe never counts as down, whatever it said last.
+        assert_eq!(status("gone"), r#"null {"q-ap": "unmonitored"}"#);
+        // A probe's start a few ms off its slot is still that slot; adjacent slots are not one.
+        assert!(status("jitter").starts_with("false "), "{}", status("jitter"));
+        assert!(status("adjacent").starts_with("null "), "{}", status("adjacent"));
         // Nobody checked it: neither up nor down, and not a failure in uptime.
         assert_eq!(status("nobody"), "null -");
         assert!(one::<bool>(
@@ -1452,7 +1512,7 @@ mod tests {
                 "SELECT string_agg(region || ':' || live_probes || '/' || probes || '/' || monitors, ' ' ORDER BY region)
                  FROM webmon.regions WHERE region LIKE 'q-%'"
             ),
-            "q-ap:0/1/4 q-eu:1/1/5 q-us:1/1/4"
+            "q-ap:0/1/5 q-eu:1/1/7 q-us:1/1/6"
         );
         // A quorum is from 1 to the number of regions.
         for (quorum, regions, accepted) in [
