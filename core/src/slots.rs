@@ -138,7 +138,10 @@ mod tests {
         assert!(slot_after(grid, interval, slot.max(now)) > now);
         // A grid that starts later than now: the overdue check itself.
         assert_eq!(lease_slot(100 * S, 5_000 * S, interval, now), 100 * S);
-        assert_eq!(lease_slot(i64::MIN, grid, interval, i64::MAX), i64::MAX - (i64::MAX - grid) % interval);
+        assert_eq!(
+            lease_slot(i64::MIN, grid, interval, i64::MAX),
+            i64::MAX - (i64::MAX - grid) % interval
+        );
     }
 
     #[test]
@@ -174,7 +177,10 @@ mod tests {
             assert!((90..=110).contains(&held), "tenth {tenth}: {held}");
         }
         // The same monitor always gets the same grid (enabled again, it keeps its slots).
-        assert_eq!(grid_start(7, interval, now, now), grid_start(7, interval, now, now));
+        assert_eq!(
+            grid_start(7, interval, now, now),
+            grid_start(7, interval, now, now)
+        );
         // A time ahead is kept as it is.
         assert_eq!(grid_start(7, interval, now + S, now), now + S);
         assert_eq!(grid_start(i64::MAX, i64::MAX, i64::MAX, i64::MAX), i64::MAX);

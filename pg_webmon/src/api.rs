@@ -147,7 +147,12 @@ fn lease_slot(
 ) -> TimestampWithTimeZone {
     let interval = parts(&check_interval).fixed_micros().unwrap_or(0);
     timestamp(
-        slots::lease_slot(micros(scheduled_at), micros(grid_start), interval, micros(now)),
+        slots::lease_slot(
+            micros(scheduled_at),
+            micros(grid_start),
+            interval,
+            micros(now),
+        ),
         scheduled_at,
     )
 }

@@ -330,8 +330,10 @@ mod tests {
         );
         let heard = |what: &str, seconds: f64| {
             wait_for(
-                &format!("SELECT EXISTS (SELECT 1 FROM public.dblink_get_notify('listener')
-                                         WHERE notify_name = 'webmon_jobs' AND extra = '{what}')"),
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM public.dblink_get_notify('listener')
+                                         WHERE notify_name = 'webmon_jobs' AND extra = '{what}')"
+                ),
                 seconds,
             )
         };
@@ -501,10 +503,18 @@ mod tests {
                      ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[])"
             ))
         };
-        assert_eq!(complete_slot("'2000-01-01'::timestamptz"), 0, "a result for another slot was accepted");
+        assert_eq!(
+            complete_slot("'2000-01-01'::timestamptz"),
+            0,
+            "a result for another slot was accepted"
+        );
         // The 0.3.0 form (no slot): a result that started before this lease's slot is a late
         // one of an earlier lease, and is refused too.
-        assert_eq!(complete("p-b"), 0, "a late result of an earlier lease was accepted");
+        assert_eq!(
+            complete("p-b"),
+            0,
+            "a late result of an earlier lease was accepted"
+        );
         let slot = slot.expect("a slot");
         assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 1);
         assert_eq!(complete_slot(&format!("'{slot}'::timestamptz")), 0);
@@ -735,22 +745,17 @@ mod tests {
         let secrets = "SELECT headers, body FROM webmon.monitors";
         assert!(as_role("webmon_test_reader", secrets).starts_with("42501"));
         assert_eq!(as_role("webmon_test_team", secrets), "accepted");
-        // The queue triggers run as the owner: nobody else may hang them on a table of theirs.
+        // The queue trigger runs as the owner: nobody else may hang it on a table of theirs.
         for role in ["webmon_test_reader", "webmon_test_team"] {
             as_role(
                 role,
                 "CREATE TEMP TABLE IF NOT EXISTS decoy (id bigint, enabled boolean, regions text[])",
             );
-            for function in ["monitors_sync_jobs"] {
-                let refused = as_role(
-                    role,
-                    &format!("CREATE TRIGGER decoy_{function} AFTER DELETE ON decoy FOR EACH ROW EXECUTE FUNCTION webmon.{function}()"),
-                );
-                assert!(
-                    refused.starts_with("42501"),
-                    "{role}: {function}: {refused}"
-                );
-            }
+            let refused = as_role(
+                role,
+                "CREATE TRIGGER decoy_sync AFTER DELETE ON decoy FOR EACH ROW EXECUTE FUNCTION webmon.monitors_sync_jobs()",
+            );
+            assert!(refused.starts_with("42501"), "{role}: {refused}");
         }
     }
 
@@ -836,10 +841,7 @@ mod tests {
 
     #[pg_test]
     fn deleting_a_monitor_removes_its_pending_job() {
-        Spi::run(
-            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/del')",
-        )
-        .unwrap();
+        Spi::run("INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/del')").unwrap();
         let id = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/del'");
         assert_eq!(
             one::<i64>(&format!(
@@ -1316,8 +1318,13 @@ mod tests {
             "UPDATE webmon.monitors SET enabled = true WHERE {editor}"
         ))
         .unwrap();
-        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
-                               WHERE m.url = 'http://127.0.0.1:9/editor'"), 1);
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+                               WHERE m.url = 'http://127.0.0.1:9/editor'"
+            ),
+            1
+        );
         Spi::run("SET LOCAL ROLE webmon_test_editor").unwrap();
         let deleted = outcome(&format!("DELETE FROM webmon.monitors WHERE {editor}"));
         Spi::run("RESET ROLE").unwrap();
@@ -1346,9 +1353,18 @@ mod tests {
             format!("SELECT j.scheduled_at FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
                      WHERE m.url = 'http://127.0.0.1:9/resched/{url}'")
         };
-        assert!(one::<bool>(&format!("SELECT ({}) <= now() + interval '1 second'", next("a"))));
-        assert!(one::<bool>(&format!("SELECT ({}) <= now() + interval '10 seconds'", next("b"))));
-        assert!(one::<bool>(&format!("SELECT ({}) = now() + interval '2 hours'", next("c"))));
+        assert!(one::<bool>(&format!(
+            "SELECT ({}) <= now() + interval '1 second'",
+            next("a")
+        )));
+        assert!(one::<bool>(&format!(
+            "SELECT ({}) <= now() + interval '10 seconds'",
+            next("b")
+        )));
+        assert!(one::<bool>(&format!(
+            "SELECT ({}) = now() + interval '2 hours'",
+            next("c")
+        )));
     }
 
     #[pg_test]
@@ -1373,9 +1389,11 @@ mod tests {
         assert_eq!(one::<i64>(job), 1);
         // A second region joins the grid of the first: one job each, the same next slot.
         Spi::run("UPDATE webmon.monitors SET regions = '{follow-b,follow-c,follow-b}' WHERE url = 'http://127.0.0.1:9/follow'").unwrap();
-        assert!(one::<bool>("SELECT count(*) = 2 AND count(DISTINCT scheduled_at) = 1
+        assert!(one::<bool>(
+            "SELECT count(*) = 2 AND count(DISTINCT scheduled_at) = 1
                              FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
-                             WHERE m.url = 'http://127.0.0.1:9/follow'"));
+                             WHERE m.url = 'http://127.0.0.1:9/follow'"
+        ));
         Spi::run(
             "UPDATE webmon.monitors SET enabled = false WHERE url = 'http://127.0.0.1:9/follow'",
         )
@@ -1487,7 +1505,11 @@ mod tests {
             r#"false {"q-ap": "unmonitored", "q-eu": "down", "q-us": "down"}"#
         );
         // One failed, one saw it up: up (below the majority), unless the quorum is one.
-        assert!(status("one-down").starts_with("true "), "{}", status("one-down"));
+        assert!(
+            status("one-down").starts_with("true "),
+            "{}",
+            status("one-down")
+        );
         assert!(status("quorum-one").starts_with("false "));
         // One region failing and the other unmonitored: not enough to say.
         assert!(status("alone").starts_with("null "), "{}", status("alone"));
@@ -1496,8 +1518,16 @@ mod tests {
         // A region without a live probe never counts as down, whatever it said last.
         assert_eq!(status("gone"), r#"null {"q-ap": "unmonitored"}"#);
         // A probe's start a few ms off its slot is still that slot; adjacent slots are not one.
-        assert!(status("jitter").starts_with("false "), "{}", status("jitter"));
-        assert!(status("adjacent").starts_with("null "), "{}", status("adjacent"));
+        assert!(
+            status("jitter").starts_with("false "),
+            "{}",
+            status("jitter")
+        );
+        assert!(
+            status("adjacent").starts_with("null "),
+            "{}",
+            status("adjacent")
+        );
         // Nobody checked it: neither up nor down, and not a failure in uptime.
         assert_eq!(status("nobody"), "null -");
         assert!(one::<bool>(

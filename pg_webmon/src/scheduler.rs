@@ -53,7 +53,9 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
             if let Err(message) = guarded_transaction(|| unclaimed().map_err(|e| e.to_string())) {
-                warning!("{NAME}: the unclaimed-check sweep failed, retrying in a second: {message}");
+                warning!(
+                    "{NAME}: the unclaimed-check sweep failed, retrying in a second: {message}"
+                );
             }
         }
         if due(&mut sweeps.leases_at, LEASE_SWEEP_PERIOD) {

@@ -761,10 +761,13 @@ async fn a_monitor_with_regions_is_checked_in_every_slot_from_each_region() {
     let mut us = s.probe("probe-us", &[("WEBMON_REGION", "us")]);
     assert!(
         wait_until(Duration::from_secs(10), || async {
-            s.db.query_one("SELECT count(*) FROM webmon.regions WHERE live_probes = 1", &[])
-                .await
-                .map(|r| r.get::<_, i64>(0) == 2)
-                .unwrap_or(false)
+            s.db.query_one(
+                "SELECT count(*) FROM webmon.regions WHERE live_probes = 1",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 2)
+            .unwrap_or(false)
         })
         .await,
         "{}\n{}",
@@ -784,7 +787,10 @@ async fn a_monitor_with_regions_is_checked_in_every_slot_from_each_region() {
         .await
         .unwrap()
         .get(0);
-    assert!(s.wait_rows("metrics", id, 10, Duration::from_secs(20)).await);
+    assert!(
+        s.wait_rows("metrics", id, 10, Duration::from_secs(20))
+            .await
+    );
     // Each slot checked once from eu and once from us, both at the slot (the database's
     // clock, to the millisecond); never more than one check per slot and region.
     let rows = s

@@ -622,13 +622,28 @@ async fn grants_made_before_0_4_0_keep_working(cluster: &Cluster, db: &Client) {
     };
     let new_form = "'webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'";
     let old_form = "'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[])'";
-    assert!(granted(format!("SELECT has_function_privilege('webmon_old_probe', {old_form}, 'EXECUTE')")).await);
-    assert!(!granted(format!("SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')")).await);
+    assert!(
+        granted(format!(
+            "SELECT has_function_privilege('webmon_old_probe', {old_form}, 'EXECUTE')"
+        ))
+        .await
+    );
+    assert!(
+        !granted(format!(
+            "SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')"
+        ))
+        .await
+    );
     grants
         .batch_execute("SELECT webmon.grant_probe('webmon_old_probe'), webmon.grant_reader('webmon_old_reader')")
         .await
         .unwrap();
-    assert!(granted(format!("SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')")).await);
+    assert!(
+        granted(format!(
+            "SELECT has_function_privilege('webmon_old_probe', {new_form}, 'EXECUTE')"
+        ))
+        .await
+    );
     assert!(
         granted(
             "SELECT has_table_privilege('webmon_old_reader', 'webmon.region_status', 'SELECT')

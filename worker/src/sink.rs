@@ -19,8 +19,7 @@ use tokio_util::sync::CancellationToken;
 use webmon_core::text::one_line;
 
 /// The form with each check's slot (0.4.0).
-const COMPLETE_SQL: &str =
-    "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const COMPLETE_SQL: &str = "SELECT webmon.complete_checks($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 /// The form before 0.4.0, without slots: used while this role may not call the new one (a
 /// role granted before the 0.4.0 update, until `webmon.grant_probe()` runs again).
 const COMPLETE_WITHOUT_SLOTS_SQL: &str =
@@ -156,11 +155,7 @@ impl Writer {
     /// gives up); a part the database refuses for its data is split in two, so the good rows
     /// are stored and a bad one ends as an `other` error row saying why. Never a retry
     /// without end on data the database will never take.
-    async fn flush(
-        &self,
-        connection: &mut Option<Connection>,
-        batch: &[(CheckResult, Instant)],
-    ) {
+    async fn flush(&self, connection: &mut Option<Connection>, batch: &[(CheckResult, Instant)]) {
         let mut parts = vec![batch.to_vec()];
         while let Some(mut part) = parts.pop() {
             let refusal = match self.store(connection, &part).await {

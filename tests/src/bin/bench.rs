@@ -251,7 +251,11 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     let t0 = SystemTime::now() + Duration::from_secs(5);
     let interval_us = scenario.interval.as_micros() as i64;
     let n = scenario.monitors as i64;
-    let spread_us = if scenario.start == Start::Burst { 0 } else { interval_us };
+    let spread_us = if scenario.start == Start::Burst {
+        0
+    } else {
+        interval_us
+    };
     db.execute(
         "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
          SELECT format('http://127.0.0.%s:%s/m/%s', 1 + g % $5, $4::int, g),
@@ -276,14 +280,15 @@ async fn run_scenario(scenario: &Scenario, worker: &std::path::Path) -> Result<O
     // next_check_at.)
     let grid_sql = "SELECT split_part(m.url, '/m/', 2)::bigint, j.grid_start
                     FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id";
-    let before_0_4_sql = "SELECT split_part(url, '/m/', 2)::bigint, next_check_at FROM webmon.monitors";
+    let before_0_4_sql =
+        "SELECT split_part(url, '/m/', 2)::bigint, next_check_at FROM webmon.monitors";
     let grids: std::collections::HashMap<u64, SystemTime> = match db.query(grid_sql, &[]).await {
         Ok(rows) => rows,
         Err(_) => db.query(before_0_4_sql, &[]).await?,
     }
-        .iter()
-        .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, SystemTime>(1)))
-        .collect();
+    .iter()
+    .map(|row| (row.get::<_, i64>(0) as u64, row.get::<_, SystemTime>(1)))
+    .collect();
 
     let log = cluster.dir.join("probe.log");
     let out = std::fs::File::create(&log)?;

@@ -52,16 +52,16 @@ async fn main() -> Result<()> {
         cpu_us.push(us);
     }
     if !skip_first {
-    println!(
-        "checks/s through claim→complete: median {:.0} (runs {:?})",
-        median(&rates),
-        rounded(&rates)
-    );
-    println!(
-        "database CPU per check: median {:.1} µs (runs {:?})",
-        median(&cpu_us),
-        rounded(&cpu_us)
-    );
+        println!(
+            "checks/s through claim→complete: median {:.0} (runs {:?})",
+            median(&rates),
+            rounded(&rates)
+        );
+        println!(
+            "database CPU per check: median {:.1} µs (runs {:?})",
+            median(&cpu_us),
+            rounded(&cpu_us)
+        );
     }
 
     let old = Queue::V030.database(&cluster, &db).await?;
@@ -81,7 +81,9 @@ async fn main() -> Result<()> {
         rounded(&after),
         median(&after) / median(&before)
     );
-    println!("(one backend, no concurrency, no autovacuum inside the round: a lower bound for both)");
+    println!(
+        "(one backend, no concurrency, no autovacuum inside the round: a lower bound for both)"
+    );
 
     println!("\n## steady state at 3,000 checks/s (30,000 monitors @ 10 s), database CPU µs per check over 20 s");
     let (mut before, mut after) = (Vec::new(), Vec::new());
@@ -174,7 +176,11 @@ impl Queue {
             .await?;
         // Experiments: indexes of this release's queue to drop first (comma-separated).
         if self == Queue::V040 {
-            for index in std::env::var("WEBMON_BENCH_DROP_INDEXES").unwrap_or_default().split(',').filter(|i| !i.is_empty()) {
+            for index in std::env::var("WEBMON_BENCH_DROP_INDEXES")
+                .unwrap_or_default()
+                .split(',')
+                .filter(|i| !i.is_empty())
+            {
                 client
                     .batch_execute(&format!("DROP INDEX webmon.{index}"))
                     .await?;
@@ -240,7 +246,7 @@ impl Queue {
             Queue::V030 => {
                 db.query_one("SELECT webmon.enqueue_due_checks('1 second', 50000)", &[])
                     .await?;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     db.query_one("SELECT webmon.requeue_expired_leases(3, '2 minutes')", &[])
                         .await?;
                 }
@@ -251,11 +257,11 @@ impl Queue {
                     &[],
                 )
                 .await?;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     db.query_one("SELECT webmon.record_unclaimed_checks('2 minutes')", &[])
                         .await?;
                 }
-                if n % 25 == 0 {
+                if n.is_multiple_of(25) {
                     db.query_one("SELECT webmon.requeue_expired_leases(3)", &[])
                         .await?;
                 }
@@ -283,8 +289,7 @@ async fn complete_ok(db: &Client, complete: &Statement, claimed: &[Claimed]) -> 
         .query_one(
             complete,
             &[
-                &ids, &slots, &now, &times, &status, &none_bool, &none_text, &none_text,
-                &none_text,
+                &ids, &slots, &now, &times, &status, &none_bool, &none_text, &none_text, &none_text,
             ],
         )
         .await?;
@@ -346,7 +351,9 @@ async fn cycle(db: &Client, queue: Queue, n: i64) -> Result<f64> {
 async fn steady_state(cluster: &Cluster, queue: Queue) -> Result<(f64, i64)> {
     let database = queue.database_name();
     let setup = cluster.connect(database).await?;
-    queue.fill(&setup, 30_000, "10 seconds", "10 seconds").await?;
+    queue
+        .fill(&setup, 30_000, "10 seconds", "10 seconds")
+        .await?;
     let scheduler = cluster.connect(database).await?;
     let claimer = cluster.connect(database).await?;
     let writer = cluster.connect(database).await?;
