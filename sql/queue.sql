@@ -52,8 +52,8 @@ WHERE m.enabled AND webmon.monitor_problem(m.check_interval, m.timeout) IS NULL
 COMMENT ON VIEW webmon.wanted_jobs IS
     'pg_webmon: the job rows each monitor should have: one per region it lists, or one any probe may run (region ''''); none while it is paused or cannot run.';
 
--- Keeps a monitor's job rows in step with it. SECURITY DEFINER: a role that may change
--- monitors needs no privilege on the queue.
+-- Keeps a monitor's job rows in step with it as it changes or goes. SECURITY DEFINER: a role
+-- that may change monitors needs no privilege on the queue.
 CREATE FUNCTION webmon.monitors_sync_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -95,16 +95,14 @@ BEGIN
             PERFORM pg_notify('webmon_jobs', 'moved');
         END IF;
     END IF;
-    -- New regions join the grid the others follow; a new monitor is first checked at its
-    -- next_check_at, one enabled again at most one interval from now.
+    -- New regions join the grid the others follow; a monitor enabled again is checked at its
+    -- next_check_at, or at most one interval from now. (New monitors: monitors_add_jobs.)
     SELECT j.scheduled_at, j.grid_start INTO first_slot, grid
     FROM webmon.jobs j WHERE j.monitor_id = NEW.id ORDER BY j.scheduled_at LIMIT 1;
     INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
     SELECT NEW.id, r, NEW.check_interval,
            coalesce(grid, webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now())),
-           coalesce(first_slot,
-                    CASE WHEN TG_OP = 'INSERT' THEN NEW.next_check_at
-                         ELSE least(NEW.next_check_at, now() + NEW.check_interval) END),
+           coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)),
            now()
     FROM unnest(wanted) AS r
     ON CONFLICT (monitor_id, region) DO NOTHING;
@@ -117,8 +115,44 @@ $$;
 COMMENT ON FUNCTION webmon.monitors_sync_jobs() IS
     'pg_webmon: trigger that keeps a monitor''s job rows in step with it: one per region (or one for any probe), none while paused; a moved next_check_at or a changed interval moves them.';
 CREATE TRIGGER monitors_sync_jobs
-    AFTER INSERT OR DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at
+    AFTER DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_sync_jobs();
+
+-- Jobs of monitors added by one INSERT (or COPY, or import), made together. A monitor added
+-- "now" (next_check_at not ahead) is checked at once — but when many are added together,
+-- their first checks are paced at 1,000 a second (within one interval), so a bulk insert
+-- does not start them all in the same instant; after that each follows its own grid.
+CREATE FUNCTION webmon.monitors_add_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    added_jobs int;
+BEGIN
+    IF TG_RELID <> 'webmon.monitors'::regclass THEN
+        RAISE EXCEPTION 'webmon.monitors_add_jobs() runs only on webmon.monitors' USING ERRCODE = '42501';
+    END IF;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
+    SELECT a.id, w.region, a.check_interval,
+           webmon.grid_start(a.id, a.check_interval, a.next_check_at, now()),
+           CASE WHEN a.next_check_at > now() THEN a.next_check_at
+                ELSE a.next_check_at + least(a.check_interval, make_interval(secs => a.rank / 1000.0)) END,
+           now()
+    FROM (SELECT n.id, n.check_interval, n.next_check_at,
+                 (row_number() OVER (ORDER BY n.id) - 1)::float8 AS rank
+          FROM added n) a
+    JOIN webmon.wanted_jobs w ON w.monitor_id = a.id
+    ON CONFLICT (monitor_id, region) DO NOTHING;
+    GET DIAGNOSTICS added_jobs = ROW_COUNT;
+    IF added_jobs > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'new');
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.monitors_add_jobs() IS
+    'pg_webmon: trigger that makes the job rows of the monitors one statement added; first checks of monitors added "now" are paced at 1,000 a second, within one interval.';
+CREATE TRIGGER monitors_add_jobs
+    AFTER INSERT ON webmon.monitors REFERENCING NEW TABLE AS added
+    FOR EACH STATEMENT EXECUTE FUNCTION webmon.monitors_add_jobs();
 
 CREATE FUNCTION webmon.sync_jobs() RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -502,6 +536,7 @@ COMMENT ON FUNCTION webmon.release_checks(text, bigint[]) IS
     'pg_webmon: hand back leased checks that this probe did not start (on shutdown); their slots return to the queue at once.';
 
 REVOKE ALL ON FUNCTION webmon.monitors_sync_jobs() FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.monitors_add_jobs() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.sync_jobs() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.wake_probes(timestamptz, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.record_unclaimed_checks(interval, int) FROM PUBLIC;

@@ -241,8 +241,9 @@ mod tests {
             0
         );
 
-        // Added "now" (the default), 200 monitors: each is first checked at once, and its
-        // later slots are spread over the interval by its id.
+        // Added "now" (the default), 200 monitors in one INSERT: first checked at once, paced
+        // at 1,000 a second (0.2 s for all), and their later slots spread over the interval
+        // by id.
         Spi::run(
             "INSERT INTO webmon.monitors (url, check_interval, regions)
              SELECT 'http://127.0.0.1:9/grid/spread/' || g, '10 seconds', '{grid-spread}' FROM generate_series(1, 200) g",
@@ -250,15 +251,24 @@ mod tests {
         .unwrap();
         Spi::run("SELECT webmon.register_probe('spread-probe', 'grid-spread')").unwrap();
         assert_eq!(
-            one::<i64>("SELECT count(*) FROM webmon.claim_checks('spread-probe', 1000, '1 minute') WHERE scheduled_at = now()"),
+            one::<i64>("SELECT count(*) FROM webmon.claim_checks('spread-probe', 1000, '1 minute')
+                         WHERE scheduled_at >= now() AND scheduled_at < now() + interval '0.2 seconds'"),
+            200
+        );
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(DISTINCT leased_slot) FROM webmon.jobs WHERE region = 'grid-spread'"
+            ),
             200
         );
         assert!(one::<bool>(
-            "SELECT bool_and(scheduled_at > now() AND scheduled_at <= now() + interval '10 seconds')
-                    -- 20 ± 4 of them in each second of the interval.
+            "SELECT bool_and(scheduled_at > now() AND scheduled_at <= leased_slot + interval '10 seconds'
+                             AND scheduled_at = webmon.slot_after(grid_start, '10 seconds', leased_slot)
+                             AND grid_start >= now() AND grid_start < now() + interval '10 seconds')
+                    -- The grids: 20 ± 4 of them in each second of the interval.
                     AND (SELECT min(n) >= 16 AND max(n) <= 24 AND count(*) = 10 FROM (
                              SELECT count(*) AS n FROM webmon.jobs WHERE region = 'grid-spread'
-                             GROUP BY floor(extract(epoch FROM scheduled_at - now()))) per_second)
+                             GROUP BY floor(extract(epoch FROM grid_start - now()))) per_second)
              FROM webmon.jobs WHERE region = 'grid-spread'"
         ));
 
@@ -576,7 +586,7 @@ mod tests {
         );
         assert!(one::<bool>(&format!(
             "SELECT count(*) = 5 AND bool_and(e.error_kind = 'other' AND e.error LIKE 'result refused:%'
-                                               AND e.request_timestamp <= now())
+                                               AND e.request_timestamp <= now() + interval '1 second')
              FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
              WHERE {bounds} AND m.url <> 'http://127.0.0.1:9/bounds/7'"
         )));
