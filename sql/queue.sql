@@ -120,8 +120,9 @@ CREATE TRIGGER monitors_sync_jobs
 
 -- Jobs of monitors added by one INSERT (or COPY, or import), made together. A monitor added
 -- "now" (next_check_at not ahead) is checked at once — but when many are added together,
--- their first checks are paced at 1,000 a second (within one interval), so a bulk insert
--- does not start them all in the same instant; after that each follows its own grid.
+-- their first checks are spread evenly over N / 1,000 seconds (1,000 a second), or over one
+-- interval when that is shorter, so a bulk insert does not start them all in the same
+-- instant; after that each follows its own grid.
 CREATE FUNCTION webmon.monitors_add_jobs() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -134,10 +135,13 @@ BEGIN
     SELECT a.id, w.region, a.check_interval,
            webmon.grid_start(a.id, a.check_interval, a.next_check_at, now()),
            CASE WHEN a.next_check_at > now() THEN a.next_check_at
-                ELSE a.next_check_at + least(a.check_interval, make_interval(secs => a.rank / 1000.0)) END,
+                ELSE a.next_check_at
+                     + make_interval(secs => a.rank / a.total
+                                             * least(extract(epoch FROM a.check_interval)::float8, a.total / 1000.0)) END,
            now()
     FROM (SELECT n.id, n.check_interval, n.next_check_at,
-                 (row_number() OVER (ORDER BY n.id) - 1)::float8 AS rank
+                 (row_number() OVER (ORDER BY n.id) - 1)::float8 AS rank,
+                 (count(*) OVER ())::float8 AS total
           FROM added n) a
     JOIN webmon.wanted_jobs w ON w.monitor_id = a.id
     ON CONFLICT (monitor_id, region) DO NOTHING;
@@ -149,7 +153,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.monitors_add_jobs() IS
-    'pg_webmon: trigger that makes the job rows of the monitors one statement added; first checks of monitors added "now" are paced at 1,000 a second, within one interval.';
+    'pg_webmon: trigger that makes the job rows of the monitors one statement added; first checks of monitors added "now" are spread over N / 1,000 seconds, or one interval when shorter.';
 CREATE TRIGGER monitors_add_jobs
     AFTER INSERT ON webmon.monitors REFERENCING NEW TABLE AS added
     FOR EACH STATEMENT EXECUTE FUNCTION webmon.monitors_add_jobs();

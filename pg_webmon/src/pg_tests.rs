@@ -272,6 +272,21 @@ mod tests {
              FROM webmon.jobs WHERE region = 'grid-spread'"
         ));
 
+        // 2,000 monitors every second, added by one INSERT: their first checks are spread
+        // evenly over one interval (2 s at 1,000 a second would overlap their next slots).
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, check_interval, regions)
+             SELECT 'http://127.0.0.1:9/grid/bulk/' || g, '1 second', '{grid-bulk}' FROM generate_series(1, 2000) g",
+        )
+        .unwrap();
+        assert!(one::<bool>(
+            "SELECT bool_and(scheduled_at >= now() AND scheduled_at < now() + interval '1 second')
+                    AND (SELECT min(n) >= 190 AND max(n) <= 210 AND count(*) = 10 FROM (
+                             SELECT count(*) AS n FROM webmon.jobs WHERE region = 'grid-bulk'
+                             GROUP BY floor(extract(epoch FROM scheduled_at - now()) * 10)) per_tenth)
+             FROM webmon.jobs WHERE region = 'grid-bulk'"
+        ));
+
         // Far behind (10 intervals and a half): one check for the latest slot, then the next
         // slot of its grid, in the future. Never a burst of catch-up checks.
         Spi::run(
