@@ -57,8 +57,14 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
             wait = IDLE;
             continue;
         }
-        let due = last_run
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s()));
+        // Until both default partitions exist no check is handed out: a run whose step to
+        // make them failed (a lock held elsewhere) is planned again a second later, not
+        // after pg_webmon.maintenance_interval.
+        let partitioned = matches!(state, Installed::Current { partitioned: true });
+        let due = last_run.is_none_or(|at| {
+            at.elapsed() >= Duration::from_secs(gucs::maintenance_interval_s())
+                || (!partitioned && at.elapsed() >= IDLE)
+        });
         if steps.is_empty() && due {
             bgw::report_activity("pg_webmon maintenance: planning");
             match guarded_transaction(|| partitions::plan_steps().map_err(|e| e.to_string())) {

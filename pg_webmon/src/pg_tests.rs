@@ -80,9 +80,26 @@ mod tests {
         ))
     }
 
+    /// Waits until the maintenance worker has committed both default partitions. Claims hand
+    /// out nothing before, and a test that made them in its own transaction would hold the
+    /// parents' locks (and keep the worker from making them) until it ends.
+    fn partitions_ready() {
+        assert!(
+            wait_for(
+                // pg_class itself, not to_regclass(): a name lookup without a lock keeps the
+                // backend's cached "no such relation" for the whole test.
+                "SELECT count(*) = 2 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'webmon' AND c.relname IN ('metrics_default', 'errors_default')",
+                60.0
+            ),
+            "the maintenance worker made no default partitions"
+        );
+    }
+
     /// Runs webmon.run_maintenance() after waiting for the scheduler's own run to finish
     /// (both take the same advisory lock; ours is held until the test ends).
     fn maintenance() -> i64 {
+        partitions_ready();
         Spi::run("SELECT pg_advisory_xact_lock(x'7765626d6f6e'::bigint)").unwrap();
         one::<i64>("SELECT created FROM webmon.run_maintenance()")
     }
@@ -373,6 +390,7 @@ mod tests {
     /// claim them (the scheduler records a check as `no_probe` only after
     /// pg_webmon.unclaimed_timeout, 2 minutes).
     fn queue_jobs(region: &str, count: i32) {
+        partitions_ready();
         committed(&format!(
             "INSERT INTO webmon.monitors (url, check_interval, regions, next_check_at)
              SELECT 'http://127.0.0.1:9/' || '{region}' || '/' || g, '1 hour', ARRAY['{region}'], now() - interval '1 minute'
@@ -845,6 +863,7 @@ mod tests {
 
     #[pg_test]
     fn release_checks_hands_jobs_back() {
+        partitions_ready();
         Spi::run("SELECT webmon.register_probe('p-r', 'release')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/r', '{release}', '2000-01-01')",
@@ -885,6 +904,7 @@ mod tests {
 
     #[pg_test]
     fn claim_respects_regions() {
+        partitions_ready();
         Spi::run("SELECT webmon.register_probe('eu-probe', 'eu'), webmon.register_probe('us-probe', 'us')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/eu', '{eu}', '2000-01-01')",
@@ -1194,6 +1214,7 @@ mod tests {
 
     #[pg_test]
     fn a_row_the_checks_cannot_run_is_reported_and_never_stops_the_others() {
+        partitions_ready();
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         // Written past the triggers (as with triggers disabled, or by an older version): no
         // job rows; webmon.sync_jobs (every five minutes) adds the healthy one's only.
@@ -1394,6 +1415,7 @@ mod tests {
 
     #[pg_test]
     fn the_pending_job_follows_regions_and_is_dropped_when_the_monitor_is_paused() {
+        partitions_ready();
         Spi::run("SELECT webmon.register_probe('follow-probe', 'follow-b')").unwrap();
         Spi::run(
             "INSERT INTO webmon.monitors (url, regions) VALUES ('http://127.0.0.1:9/follow', '{follow-a}')",
