@@ -35,12 +35,12 @@ SELECT m.id AS monitor_id,
        webmon.slot_at(j.grid_start, j.check_interval, last.request_timestamp + interval '50 milliseconds') AS last_slot,
        CASE
            WHEN NOT live.live THEN 'unmonitored'
-           WHEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'up'
-           WHEN NOT webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) THEN 'down'
+           WHEN verdict.up THEN 'up'
+           WHEN NOT verdict.up THEN 'down'
            WHEN last.error_kind IS NOT NULL THEN 'unmonitored'
            ELSE 'unknown'
        END AS state,
-       webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) AS up,
+       verdict.up,
        last.http_status_code AS last_status_code,
        last.response_time_ms AS last_response_time_ms,
        last.error_kind AS last_error_kind,
@@ -81,6 +81,9 @@ LEFT JOIN LATERAL (
     ORDER BY x.request_timestamp DESC
     LIMIT 1
 ) last ON true
+CROSS JOIN LATERAL (
+    SELECT webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) AS up
+) verdict
 WHERE m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.region_status IS
     'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result); last_slot is the slot that result belongs to.';
@@ -125,13 +128,12 @@ LEFT JOIN LATERAL (
 ) last ON true
 LEFT JOIN LATERAL (
     SELECT count(*) AS regions,
-           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = v.newest) AS failing,
-           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = v.newest) AS passing,
+           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = s.newest) AS failing,
+           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = s.newest) AS passing,
            jsonb_object_agg(s.region, s.state) AS states
-    FROM webmon.region_status s,
-         LATERAL (SELECT max(s2.last_slot) AS newest FROM webmon.region_status s2
-                  WHERE s2.monitor_id = m.id AND s2.state IN ('up', 'down')) v
-    WHERE s.monitor_id = m.id
+    -- The monitor's regions read once; the newest slot a live region reported, beside each.
+    FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
+          FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
 ) quorum ON m.regions IS NOT NULL;
 COMMENT ON VIEW webmon.monitor_status IS
     'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
