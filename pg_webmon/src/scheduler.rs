@@ -37,7 +37,7 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         if last_state.as_ref() != Some(&state) {
             bgw::report_state(NAME, &state, &database);
             last_state = Some(state.clone());
-            // Another version's queue, or none: start over (a full sweep, woken from scratch).
+            // Another version's queue, or none: every sweep and wake-up starts over.
             sweeps = Sweeps::default();
         }
         if state != (Installed::Current { partitioned: true }) {
