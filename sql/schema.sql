@@ -21,7 +21,10 @@ CREATE TABLE webmon.monitors (
     enabled          boolean     NOT NULL DEFAULT true,
     next_check_at    timestamptz NOT NULL DEFAULT now(),
     created_at       timestamptz NOT NULL DEFAULT now(),
-    down_quorum      int
+    down_quorum      int,
+    down_after       int         NOT NULL DEFAULT 2,
+    up_after         int         NOT NULL DEFAULT 1,
+    degraded_after_ms int
 );
 
 COMMENT ON TABLE webmon.monitors IS
@@ -37,6 +40,9 @@ COMMENT ON COLUMN webmon.monitors.expected_status IS 'HTTP status codes that cou
 COMMENT ON COLUMN webmon.monitors.follow_redirects IS 'Follow up to 10 redirects (true) or report the redirect status itself (false).';
 COMMENT ON COLUMN webmon.monitors.regions IS 'Check from each of these regions in every slot (one check per region, by a probe registered with it). NULL: one check per slot, by any probe.';
 COMMENT ON COLUMN webmon.monitors.down_quorum IS 'How many regions must see a check fail in the same slot for the monitor to count as down. NULL: a majority of its regions.';
+COMMENT ON COLUMN webmon.monitors.down_after IS 'Consecutive failed checks (no response, status outside expected_status, regex not matched) before a region counts as down and, with a quorum of regions down, a down incident opens. 1 to 1,000; default 2.';
+COMMENT ON COLUMN webmon.monitors.up_after IS 'Consecutive good checks before a down region counts as up again (and the incident is resolved). 1 to 1,000; default 1.';
+COMMENT ON COLUMN webmon.monitors.degraded_after_ms IS 'A good check slower than this (ms) is slow; down_after consecutive slow checks make the monitor degraded, not down, until a check is fast again. NULL: never degraded.';
 COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The first check (by default now(): right away). The checks after it are on a grid of check_interval that starts here when this time lies ahead, else a fraction of the interval later chosen by the monitor id, so that monitors added together are spread out (webmon.grid_start()). Set it to move the next check, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
 
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
@@ -68,6 +74,14 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'NULL means a majority of the regions.';
     END IF;
+    IF NEW.down_after NOT BETWEEN 1 AND 1000 OR NEW.up_after NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'invalid down_after % or up_after %: each must be from 1 to 1000', NEW.down_after, NEW.up_after
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.degraded_after_ms NOT BETWEEN 1 AND 86400000 THEN
+        RAISE EXCEPTION 'invalid degraded_after_ms %: it must be from 1 to 86400000 (a day), or NULL', NEW.degraded_after_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -75,7 +89,8 @@ COMMENT ON FUNCTION webmon.monitors_validate() IS
     'pg_webmon: trigger that refuses invalid monitors (SQLSTATE 22023, or 2201B for a bad regex).';
 
 CREATE TRIGGER monitors_validate
-    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions, down_quorum
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions, down_quorum,
+                               down_after, up_after, degraded_after_ms
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
 
 -- ---------------------------------------------------------------------------------------------
@@ -309,14 +324,15 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
     -- Not headers and body: they can hold credentials (Authorization, API keys).
     EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
-                   'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at) ON webmon.monitors TO %I', role_name);
+                   'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at, down_after, up_after, '
+                   'degraded_after_ms) ON webmon.monitors TO %I', role_name);
     EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
-                   'webmon.monitor_status, webmon.region_status, webmon.regions TO %I', role_name);
+                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS
-    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
 
 CREATE FUNCTION webmon.grant_editor(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

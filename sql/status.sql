@@ -110,7 +110,24 @@ SELECT m.id AS monitor_id,
        (SELECT min(j.scheduled_at) FROM webmon.jobs j WHERE j.monitor_id = m.id) AS next_check_at,
        last.region AS last_region,
        quorum.states AS region_states,
-       CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum
+       CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
+       -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
+       -- come in: paused, down, degraded, pending (failing, below down_after), up, or
+       -- unknown (no verdict yet).
+       CASE
+           WHEN NOT m.enabled THEN 'paused'
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
+           WHEN health.failing_since IS NOT NULL THEN 'pending'
+           WHEN health.known THEN 'up'
+           ELSE 'unknown'
+       END AS state,
+       CASE
+           WHEN NOT m.enabled THEN NULL
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
+           WHEN health.failing_since IS NOT NULL THEN health.failing_since
+           WHEN health.known THEN greatest(m.created_at, (SELECT max(i.resolved_at) FROM webmon.incidents i
+                                                           WHERE i.monitor_id = m.id))
+       END AS state_since
 FROM webmon.monitors m
 LEFT JOIN LATERAL (
     SELECT r.* FROM (
@@ -134,9 +151,18 @@ LEFT JOIN LATERAL (
     -- The monitor's regions read once; the newest slot a live region reported, beside each.
     FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
           FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
-) quorum ON m.regions IS NOT NULL;
+) quorum ON m.regions IS NOT NULL
+LEFT JOIN LATERAL (
+    SELECT i.kind, i.started_at FROM webmon.incidents i
+    WHERE i.monitor_id = m.id AND i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')
+    ORDER BY i.kind = 'down' DESC LIMIT 1
+) open_incident ON true
+CROSS JOIN LATERAL (
+    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known
+    FROM webmon.jobs j WHERE j.monitor_id = m.id
+) health;
 COMMENT ON VIEW webmon.monitor_status IS
-    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down.';
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, down, degraded, pending, up, unknown) and state_since follow the monitor''s incidents and down_after, up_after and degraded_after_ms.';
 
 CREATE VIEW webmon.regions AS
 WITH named AS (

@@ -9,6 +9,7 @@ pub mod interval;
 pub mod partitions;
 pub mod slots;
 pub mod text;
+pub mod vacuum;
 pub mod validate;
 
 pub use error_kind::ErrorKind;

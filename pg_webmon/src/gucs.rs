@@ -25,6 +25,8 @@ static MAX_LEASE_S: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static UNCLAIMED_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(120);
 /// Seconds between partition maintenance runs of the scheduler.
 static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// Seconds between the maintenance worker's vacuums of webmon.jobs (0: autovacuum only).
+static QUEUE_VACUUM_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(5);
 /// Span of one partition of webmon.metrics / webmon.errors (at least 1 hour, no months).
 static PARTITION_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
@@ -121,6 +123,16 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.queue_vacuum_interval",
+        c"Time between the maintenance worker's vacuums of the check queue (0: autovacuum only).",
+        c"Each claim leaves a dead entry at the head of the queue's index; vacuuming webmon.jobs this often (when it has dead rows) keeps claims from reading through them.",
+        &QUEUE_VACUUM_INTERVAL_S,
+        0,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"pg_webmon.partition_interval",
         c"Span of one partition of webmon.metrics and webmon.errors.",
@@ -180,6 +192,13 @@ pub fn unclaimed_timeout_s() -> i32 {
 }
 pub fn maintenance_interval_s() -> u64 {
     u64::try_from(MAINTENANCE_INTERVAL_S.get()).unwrap_or(300)
+}
+/// None: leave webmon.jobs to autovacuum.
+pub fn queue_vacuum_interval() -> Option<std::time::Duration> {
+    u64::try_from(QUEUE_VACUUM_INTERVAL_S.get())
+        .ok()
+        .filter(|&s| s > 0)
+        .map(std::time::Duration::from_secs)
 }
 pub fn partition_interval() -> String {
     string(&PARTITION_INTERVAL, c"1 day")

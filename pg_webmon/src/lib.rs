@@ -11,6 +11,7 @@ mod maintenance;
 mod partitions;
 mod scheduler;
 mod transactions;
+mod vacuum;
 
 ::pgrx::pg_module_magic!();
 
@@ -29,9 +30,14 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/incidents.sql",
+    name = "incidents",
+    requires = ["queue"]
+);
+extension_sql_file!(
     "../../sql/status.sql",
     name = "status",
-    requires = ["queue", slot_at]
+    requires = ["incidents", slot_at]
 );
 extension_sql_file!(
     "../../sql/partitions.sql",

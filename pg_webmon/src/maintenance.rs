@@ -3,12 +3,14 @@
 //! own with a short lock timeout. It is a worker apart from the scheduler, so a slow step (a
 //! large default partition to move or purge) never holds back the queueing of checks; and a
 //! drop's strong lock on its results table lasts only for that drop. A step that fails is a
-//! WARNING; the next run plans it again.
+//! WARNING; the next run plans it again. Between steps it vacuums the check queue when due
+//! (`vacuum.rs`).
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
 use crate::partitions::{self, StepOutcome};
 use crate::transactions::guarded_transaction;
+use crate::vacuum;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::VecDeque;
@@ -32,6 +34,7 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
     let mut steps: VecDeque<partitions::Step> = VecDeque::new();
     let mut last_run: Option<Instant> = None;
     let mut last_state: Option<Installed> = None;
+    let mut last_vacuum: Option<Instant> = None;
     let mut wait = IDLE;
     while BackgroundWorker::wait_latch(Some(wait)) {
         if bgw::reload_on_sighup() {
@@ -90,6 +93,12 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
                 Err(message) => partitions::report_failure(&step, &message),
             }
         }
+        if let Some(every) = gucs::queue_vacuum_interval() {
+            if last_vacuum.is_none_or(|at| at.elapsed() >= every) {
+                last_vacuum = Some(Instant::now());
+                vacuum_queue_if_worth_it();
+            }
+        }
         unsafe { pg_sys::pgstat_report_stat(false) };
         bgw::report_activity("pg_webmon maintenance: idle");
         wait = if steps.is_empty() {
@@ -99,4 +108,19 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
         };
     }
     log!("{NAME} stopped");
+}
+
+/// Vacuums webmon.jobs when enough of it is dead; a failure is a WARNING (tried again at
+/// the next pg_webmon.queue_vacuum_interval).
+fn vacuum_queue_if_worth_it() {
+    match guarded_transaction(|| vacuum::queue_rows().map_err(|e| e.to_string())) {
+        Ok((dead, live)) if webmon_core::vacuum::worth_it(dead, live) => {
+            bgw::report_activity("pg_webmon maintenance: vacuuming webmon.jobs");
+            if let Err(message) = vacuum::vacuum_queue() {
+                warning!("{NAME}: vacuuming webmon.jobs failed: {message}");
+            }
+        }
+        Ok(_) => {}
+        Err(message) => warning!("{NAME}: cannot read webmon.jobs statistics: {message}"),
+    }
 }

@@ -1642,6 +1642,217 @@ mod tests {
         assert_eq!(one::<i32>("SELECT webmon.sync_jobs()"), 0);
     }
 
+    /// One check of the job of `region` for the monitor at `url`, leased by `probe` (of that
+    /// region) at a slot `ago_ms` before now and completed with this result; returns the
+    /// monitor's state afterwards.
+    fn check_once(
+        probe: &str,
+        url: &str,
+        ago_ms: i32,
+        status: Option<i16>,
+        error_kind: Option<&str>,
+        response_ms: f32,
+    ) -> String {
+        Spi::run_with_args(
+            "UPDATE webmon.jobs j SET scheduled_at = now() - make_interval(secs => $2 / 1000.0)
+             FROM webmon.monitors m, webmon.probes p
+             WHERE m.id = j.monitor_id AND m.url = $1 AND p.name = $3 AND j.region = p.region",
+            &[url.into(), ago_ms.into(), probe.into()],
+        )
+        .unwrap();
+        let (job, slot) = Spi::get_two_with_args::<i64, pgrx::datum::TimestampWithTimeZone>(
+            "SELECT job_id, scheduled_at FROM webmon.claim_checks($1, 1, '1 minute')",
+            &[probe.into()],
+        )
+        .unwrap();
+        let stored = Spi::get_one_with_args::<i32>(
+            "SELECT webmon.complete_checks($1, ARRAY[$2], ARRAY[$3], ARRAY[$3], ARRAY[$4::real],
+                 ARRAY[$5::smallint], ARRAY[NULL::boolean], ARRAY[NULL::text], ARRAY[$6::text],
+                 ARRAY[CASE WHEN $6 IS NOT NULL THEN 'connection refused' END])",
+            &[
+                probe.into(),
+                job.expect("a claimed job").into(),
+                slot.expect("a slot").into(),
+                response_ms.into(),
+                status.into(),
+                error_kind.into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(stored, Some(1), "the check was not stored");
+        one::<String>(&format!(
+            "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
+        ))
+    }
+
+    #[pg_test]
+    fn incidents_open_after_down_after_failures_and_resolve_after_up_after_good_checks() {
+        partitions_ready();
+        let url = "http://127.0.0.1:9/incident";
+        Spi::run(&format!(
+            "SELECT webmon.register_probe('inc-probe', 'inc');
+             INSERT INTO webmon.monitors (url, name, regions, down_after, up_after, degraded_after_ms)
+             VALUES ('{url}', 'incident site', '{{inc}}', 2, 2, 500)"
+        ))
+        .unwrap();
+        let incidents = format!(
+            "SELECT coalesce(string_agg(kind || ':' || (resolved_at IS NULL) || ':' || failed_checks || ':' || coalesce(cause, ''), ' ' ORDER BY id), '')
+             FROM webmon.incidents WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = '{url}')"
+        );
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
+            )),
+            "unknown"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 60_000, Some(200), None, 10.0),
+            "up"
+        );
+        // One failure is pending, the second (down_after = 2) opens the incident, from the
+        // first failure's time and with its cause.
+        assert_eq!(
+            check_once("inc-probe", url, 59_000, Some(503), None, 10.0),
+            "pending"
+        );
+        assert_eq!(one::<String>(&incidents), "");
+        assert_eq!(
+            check_once("inc-probe", url, 58_000, None, Some("connect"), 0.0),
+            "down"
+        );
+        assert_eq!(one::<String>(&incidents), "down:true:2:status 503");
+        assert!(one::<bool>(&format!(
+            "SELECT state_since = now() - interval '59 seconds' AND started_at = state_since
+             FROM webmon.monitor_status s JOIN webmon.incidents i ON i.monitor_id = s.monitor_id WHERE s.url = '{url}'"
+        )));
+        // Still down: counted on the open incident, no second one.
+        assert_eq!(
+            check_once("inc-probe", url, 57_000, Some(500), None, 10.0),
+            "down"
+        );
+        assert_eq!(one::<String>(&incidents), "down:true:3:status 503");
+        // One good check is not enough (up_after = 2); a failure in between starts over.
+        assert_eq!(
+            check_once("inc-probe", url, 56_000, Some(200), None, 10.0),
+            "down"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 55_000, Some(500), None, 10.0),
+            "down"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 54_000, Some(200), None, 10.0),
+            "down"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 53_000, Some(200), None, 10.0),
+            "up"
+        );
+        assert_eq!(one::<String>(&incidents), "down:false:4:status 503");
+        assert!(one::<bool>(&format!(
+            "SELECT resolved_at = now() - interval '53 seconds' FROM webmon.incidents
+             WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = '{url}')"
+        )));
+        // Slow checks (over degraded_after_ms = 500): degraded after down_after of them, until
+        // a fast one; never down.
+        assert_eq!(
+            check_once("inc-probe", url, 52_000, Some(200), None, 900.0),
+            "up"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 51_000, Some(200), None, 900.0),
+            "degraded"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 50_000, Some(200), None, 900.0),
+            "degraded"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 49_000, Some(200), None, 20.0),
+            "up"
+        );
+        assert_eq!(
+            one::<String>(&incidents),
+            "down:false:4:status 503 degraded:false:0:slower than degraded_after_ms"
+        );
+        // A paused monitor says so.
+        Spi::run(&format!(
+            "UPDATE webmon.monitors SET enabled = false WHERE url = '{url}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
+            )),
+            "paused"
+        );
+        // Thresholds are checked.
+        for bad in ["down_after = 0", "up_after = 1001", "degraded_after_ms = 0"] {
+            assert!(
+                outcome(&format!(
+                    "UPDATE webmon.monitors SET {bad} WHERE url = '{url}'"
+                ))
+                .starts_with("22023 "),
+                "{bad} was accepted"
+            );
+        }
+    }
+
+    #[pg_test]
+    fn a_quorum_of_regions_must_be_down_for_an_incident() {
+        partitions_ready();
+        let url = "http://127.0.0.1:9/quorum-incident";
+        Spi::run(&format!(
+            "SELECT webmon.register_probe('q-a', 'qa'), webmon.register_probe('q-b', 'qb'), webmon.register_probe('q-c', 'qc');
+             INSERT INTO webmon.monitors (url, regions, down_after) VALUES ('{url}', '{{qa,qb,qc}}', 1)"
+        ))
+        .unwrap();
+        let open = format!(
+            "SELECT count(*) FROM webmon.incidents WHERE resolved_at IS NULL
+             AND monitor_id = (SELECT id FROM webmon.monitors WHERE url = '{url}')"
+        );
+        // One of three regions failing is not down (a majority is 2); it is pending.
+        assert_eq!(
+            check_once("q-a", url, 30_000, None, Some("timeout"), 0.0),
+            "pending"
+        );
+        assert_eq!(
+            check_once("q-b", url, 30_000, Some(200), None, 5.0),
+            "pending"
+        );
+        assert_eq!(one::<i64>(&open), 0);
+        // A second region failing makes a majority: down.
+        assert_eq!(
+            check_once("q-b", url, 29_000, None, Some("timeout"), 0.0),
+            "down"
+        );
+        assert_eq!(one::<i64>(&open), 1);
+        // The third region's good check does not resolve it; the first one's recovery does.
+        assert_eq!(check_once("q-c", url, 29_000, Some(200), None, 5.0), "down");
+        assert_eq!(
+            check_once("q-a", url, 28_000, Some(200), None, 5.0),
+            "pending"
+        );
+        assert_eq!(one::<i64>(&open), 0);
+    }
+
+    #[pg_test]
+    fn queued_regions_lists_every_region_that_has_jobs() {
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, regions) VALUES
+                 ('http://127.0.0.1:9/qr/any', NULL), ('http://127.0.0.1:9/qr/two', '{qr-b,qr-a}'),
+                 ('http://127.0.0.1:9/qr/one', '{qr-c}')",
+        )
+        .unwrap();
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(r, ',' ORDER BY r) FROM webmon.queued_regions() r
+                 WHERE r = '' OR r LIKE 'qr-%'"
+            ),
+            ",qr-a,qr-b,qr-c"
+        );
+    }
+
     #[pg_test]
     fn every_public_object_has_a_comment() {
         let missing = one::<i64>(

@@ -1,14 +1,15 @@
 //! The scheduler background worker: every tick it wakes the probes when a slot comes due
 //! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it records checks
 //! nobody claimed and reports monitors that cannot run; every five seconds it requeues ended
-//! leases; every five minutes it adds job rows the monitors' trigger did not make. It works only while the
+//! leases; every five minutes it adds job rows the monitors' trigger did not make and
+//! deletes incidents resolved longer ago than `pg_webmon.retention`. It works only while the
 //! database holds this library's version of the schema and its default partitions exist (the
 //! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
 //! before). An error in a step is logged as a WARNING and the next tick goes on.
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
-use crate::transactions::{guarded_transaction, set_lock_timeout};
+use crate::transactions::{guarded_transaction, in_subtransaction, set_lock_timeout};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::time::{Duration, Instant};
@@ -23,12 +24,39 @@ pub fn register() {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     let database = bgw::start(NAME);
+    // Every step can be done again after a crash (a wake-up, a sweep that finds the same
+    // rows again), so none waits for its commit to reach disk.
+    if let Err(message) =
+        guarded_transaction(|| Spi::run("SET synchronous_commit = off").map_err(|e| e.to_string()))
+    {
+        warning!("{NAME}: cannot turn off synchronous_commit for its steps: {message}");
+    }
     let mut sweeps = Sweeps::default();
     let mut last_state: Option<Installed> = None;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         bgw::reload_on_sighup();
-        let state = match guarded_transaction(bgw::installed) {
-            Ok(state) => state,
+        // One transaction a tick: which schema the database holds and, when it is this
+        // library's with its partitions, the wake-up (in a subtransaction: when it fails,
+        // the sweeps below still run).
+        let tick = guarded_transaction(|| {
+            let state = bgw::installed()?;
+            let woken = (state == READY).then(|| {
+                let after = sweeps.woken_up_to.clone();
+                in_subtransaction(move || wake(after).map_err(|e| e.to_string()))
+            });
+            Ok((state, woken))
+        });
+        let state = match tick {
+            Ok((state, woken)) => {
+                match woken {
+                    Some(Ok(horizon)) => sweeps.woken_up_to = horizon,
+                    Some(Err(message)) => {
+                        warning!("{NAME}: waking the probes failed, retrying next tick: {message}")
+                    }
+                    None => {}
+                }
+                state
+            }
             Err(message) => {
                 warning!("{NAME}: cannot read the installed version: {message}");
                 continue;
@@ -40,15 +68,20 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
             // Another version's queue, or none: every sweep and wake-up starts over.
             sweeps = Sweeps::default();
         }
-        if state != (Installed::Current { partitioned: true }) {
+        if state != READY {
             continue;
         }
-        bgw::report_activity("pg_webmon scheduler: waking probes");
+        bgw::report_activity("pg_webmon scheduler: sweeping");
         // Each step in its own transaction: one that fails (a lock, a bad row) never stops
         // the others, and the next tick tries again.
         if due(&mut sweeps.synced_at, SYNC_PERIOD) {
             if let Err(message) = guarded_transaction(|| sync().map_err(|e| e.to_string())) {
                 warning!("{NAME}: job sync failed, retrying in five minutes: {message}");
+            }
+            if let Err(message) = guarded_transaction(|| purge().map_err(|e| e.to_string())) {
+                warning!(
+                    "{NAME}: purging old incidents failed, retrying in five minutes: {message}"
+                );
             }
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
@@ -63,10 +96,6 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
                 warning!("{NAME}: the lease sweep failed, retrying in a few seconds: {message}");
             }
         }
-        match guarded_transaction(|| wake(sweeps.woken_up_to.clone()).map_err(|e| e.to_string())) {
-            Ok(horizon) => sweeps.woken_up_to = horizon,
-            Err(message) => warning!("{NAME}: tick failed, retrying next tick: {message}"),
-        }
         // A background worker must flush its table statistics itself (a backend does it when
         // idle): without this, autovacuum never sees the dead rows the queue leaves, and never
         // vacuums them. Rate-limited inside (once a second).
@@ -76,6 +105,8 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     log!("{NAME} stopped");
 }
 
+/// The state in which the scheduler works: this library's schema, with its default partitions.
+const READY: Installed = Installed::Current { partitioned: true };
 /// How long the queue statements wait for a table lock before the step gives up.
 const TICK_LOCK_TIMEOUT: &str = "1s";
 /// Checks nobody claimed, and monitors that cannot run: once a second (index-driven).
@@ -107,6 +138,15 @@ fn due(last: &mut Option<Instant>, period: Duration) -> bool {
 fn sync() -> Result<(), pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run("SELECT webmon.sync_jobs()")
+}
+
+/// Incidents resolved longer ago than results are kept.
+fn purge() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
+    Spi::run_with_args(
+        "SELECT webmon.purge_incidents($1::interval)",
+        &[gucs::retention().into()],
+    )
 }
 
 /// Checks nobody claimed in time, and monitors that cannot run.

@@ -70,7 +70,7 @@ pub fn in_subtransaction<R>(
     .execute()
 }
 
-fn describe(caught: &pg_sys::panic::CaughtError) -> String {
+pub fn describe(caught: &pg_sys::panic::CaughtError) -> String {
     match caught {
         pg_sys::panic::CaughtError::PostgresError(report)
         | pg_sys::panic::CaughtError::ErrorReport(report)

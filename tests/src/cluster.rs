@@ -172,6 +172,34 @@ impl Cluster {
         self.connect(DATABASE).await
     }
 
+    /// `LISTEN channel` in `webmon` on a connection of its own; the payloads arrive on the
+    /// receiver (keep the client alive as long as you listen).
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
+        let (client, mut connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname={DATABASE}",
+                self.port
+            ),
+            NoTls,
+        )
+        .await?;
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(notification) = message {
+                    let _ = sender.send(notification.payload().to_string());
+                }
+            }
+        });
+        client.batch_execute(&format!("LISTEN {channel}")).await?;
+        Ok((client, receiver))
+    }
+
     /// Waits until the scheduler worker is connected to `webmon` (its first start fails
     /// because the database does not exist yet; it restarts after 2 s).
     pub async fn wait_for_scheduler(&self) -> Result<()> {

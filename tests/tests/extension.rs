@@ -155,6 +155,53 @@ async fn the_scheduler_reloads_settings_survives_errors_and_stops_cleanly() {
         .contains(&format!("(PID {pid}) exited with exit code 1")));
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_maintenance_worker_vacuums_the_queue_when_it_has_dead_rows() {
+    let cluster = Cluster::start("queue-vacuum", &["pg_webmon.queue_vacuum_interval = 1"])
+        .await
+        .unwrap();
+    cluster.wait_for_scheduler().await.unwrap();
+    let db = cluster.client().await.unwrap();
+    let vacuums =
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass";
+    // 1,500 jobs (none due), each updated twice: 3,000 dead row versions.
+    db.batch_execute(
+        "INSERT INTO webmon.monitors (url, next_check_at)
+             SELECT 'http://127.0.0.1:9/vacuum/' || g, now() + interval '1 hour' FROM generate_series(1, 1500) g;
+         UPDATE webmon.jobs SET attempts = 0;
+         UPDATE webmon.jobs SET attempts = 0;",
+    )
+    .await
+    .unwrap();
+    let before = count(&db, vacuums).await;
+    // This session's statistics reach the server when it is idle (at most once a second).
+    let vacuumed = wait_until(Duration::from_secs(20), || async {
+        count(&db, vacuums).await > before
+    })
+    .await;
+    assert!(
+        vacuumed,
+        "webmon.jobs was not vacuumed by the maintenance worker\n{}",
+        cluster.server_log()
+    );
+    let dead = count(
+        &db,
+        "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'webmon.jobs'::regclass",
+    )
+    .await;
+    assert!(dead < 1000, "{dead} dead rows left after the vacuum");
+    // The worker goes on: it is still there, and a second round of dead rows is vacuumed too.
+    db.batch_execute("UPDATE webmon.jobs SET attempts = 0; UPDATE webmon.jobs SET attempts = 0;")
+        .await
+        .unwrap();
+    let after_first = count(&db, vacuums).await;
+    let again = wait_until(Duration::from_secs(20), || async {
+        count(&db, vacuums).await > after_first
+    })
+    .await;
+    assert!(again, "no second vacuum\n{}", cluster.server_log());
+}
+
 async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }

@@ -855,3 +855,95 @@ async fn a_monitor_with_regions_is_checked_in_every_slot_from_each_region() {
     eu.stop_cleanly(libc::SIGTERM).await;
     us.stop_cleanly(libc::SIGTERM).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_that_goes_down_opens_one_incident_and_its_recovery_resolves_it() {
+    let s = setup("incident").await;
+    let (_listener, mut events) = s.cluster.listen("webmon_events").await.unwrap();
+    let id: i64 = s
+        .db
+        .query_one(
+            "INSERT INTO webmon.monitors (url, name, check_interval, down_after) VALUES ($1, 'flaky site', '1 second', 2) RETURNING id",
+            &[&s.target.url("/ok")],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut probe = s.probe("incident-probe", &[]);
+    let state = "SELECT state FROM webmon.monitor_status WHERE monitor_id = $1";
+    let up = wait_until(Duration::from_secs(20), || async {
+        s.db.query_one(state, &[&id])
+            .await
+            .map(|r| r.get::<_, String>(0) == "up")
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(up, "never up\n{}", probe.output());
+
+    // The site fails: one `down` event after two failed checks, with the first one's cause.
+    s.db.execute(
+        "UPDATE webmon.monitors SET url = $1 WHERE id = $2",
+        &[&s.target.url("/status/503"), &id],
+    )
+    .await
+    .unwrap();
+    let down = next_event(&mut events).await;
+    assert_eq!(down["event"], "down", "{down}");
+    assert_eq!(down["monitor_id"], id);
+    assert_eq!(down["name"], "flaky site");
+    assert_eq!(down["cause"], "status 503");
+    assert_eq!(down["failed_checks"], 2);
+    let (state_now, checks_since): (String, i64) = s
+        .db
+        .query_one(
+            "SELECT s.state, (SELECT count(*) FROM webmon.metrics mt WHERE mt.monitor_id = s.monitor_id
+                                AND mt.request_timestamp >= s.state_since AND mt.http_status_code = 503)
+             FROM webmon.monitor_status s WHERE s.monitor_id = $1",
+            &[&id],
+        )
+        .await
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert_eq!(state_now, "down");
+    assert!(
+        checks_since >= 2,
+        "the incident did not start at the first failed check"
+    );
+
+    // Back up: one `recovered` event with how long it was down; nothing else.
+    s.db.execute(
+        "UPDATE webmon.monitors SET url = $1 WHERE id = $2",
+        &[&s.target.url("/ok"), &id],
+    )
+    .await
+    .unwrap();
+    let recovered = next_event(&mut events).await;
+    assert_eq!(recovered["event"], "recovered", "{recovered}");
+    assert_eq!(recovered["incident_id"], down["incident_id"]);
+    let lasted = recovered["duration_s"].as_f64().expect("a duration");
+    assert!(lasted >= 1.0, "down for {lasted} s");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "an event more than down and recovered"
+    );
+    let incidents: i64 = s
+        .db
+        .query_one("SELECT count(*) FROM webmon.incidents WHERE monitor_id = $1 AND resolved_at IS NOT NULL", &[&id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(incidents, 1);
+    probe.stop_cleanly(libc::SIGTERM).await;
+}
+
+/// The next NOTIFY payload, as JSON (within 20 s).
+async fn next_event(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> serde_json::Value {
+    let payload = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("no event within 20 s")
+        .expect("listener gone");
+    serde_json::from_str(&payload).expect("JSON payload")
+}

@@ -160,6 +160,78 @@ async fn update(db: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_4_0_keeps_rows_and_leases_and_equals_a_fresh_install() {
+    let (cluster, db) = install_release("0.4.0").await;
+    db.batch_execute(
+        "SELECT webmon.run_maintenance();
+         INSERT INTO webmon.monitors (url, check_interval, regions, down_quorum, enabled, next_check_at)
+             SELECT 'http://127.0.0.1:9/kept/' || g, '1 hour',
+                    CASE g WHEN 3 THEN '{eu}'::text[] WHEN 4 THEN '{us,eu}' WHEN 6 THEN '{us}' END,
+                    CASE g WHEN 4 THEN 1 END,
+                    g <> 7, now() + interval '1 hour'
+             FROM generate_series(1, 20) g;
+         SELECT webmon.register_probe('kept-probe', 'eu');
+         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, region)
+             SELECT now() - g * interval '1 minute', 1 + g % 20, g % 300, 200, 1, 'eu'
+             FROM generate_series(1, 2000) g;
+         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+             SELECT now() - g * interval '3 minutes', 1 + g % 20, (ARRAY['dns', 'lost', 'no_probe'])[1 + g % 3], 'x', 1, 'eu'
+             FROM generate_series(1, 300) g;
+         -- Only the checks of monitors 3, 4 (its eu job) and 5 due, for kept-probe (eu) to
+         -- lease before the update.
+         UPDATE webmon.jobs SET scheduled_at = now() - interval '1 second'
+             WHERE monitor_id IN (3, 4, 5) AND region IN ('', 'eu');",
+    )
+    .await
+    .unwrap();
+    let leases: Vec<(i64, std::time::SystemTime)> = db
+        .query(
+            "SELECT job_id, scheduled_at FROM webmon.claim_checks('kept-probe', 10, '1 hour') ORDER BY monitor_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(leases.len(), 3);
+    let jobs_before: i64 = db
+        .query_one("SELECT count(*) FROM webmon.jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    scheduler_asks_for_the_update(&cluster).await;
+    let before = counts(&db).await;
+    update(&db).await;
+    assert_eq!(counts(&db).await, before);
+    let jobs_after: i64 = db
+        .query_one("SELECT count(*) FROM webmon.jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs_after, jobs_before);
+    // The leases taken before the update are completed after it, each once.
+    let (ids, slots): (Vec<i64>, Vec<std::time::SystemTime>) = leases.into_iter().unzip();
+    let complete = "SELECT webmon.complete_checks('kept-probe', $1, $2, ARRAY[now(), now(), now()], ARRAY[5, 5, 5]::real[],
+                 ARRAY[200, 200, 200]::smallint[], ARRAY[NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL]::text[],
+                 ARRAY[NULL, NULL, NULL]::text[], ARRAY[NULL, NULL, NULL]::text[])";
+    let stored: i32 = db
+        .query_one(complete, &[&ids, &slots])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 3, "leases from before the update were lost");
+    let again: i32 = db
+        .query_one(complete, &[&ids, &slots])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(again, 0, "a lease was completed twice");
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_from_0_3_0_carries_leases_into_the_new_queue_and_equals_a_fresh_install() {
     let (cluster, db) = install_release("0.3.0").await;
     db.batch_execute(

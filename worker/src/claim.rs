@@ -65,7 +65,12 @@ impl Claimer {
     }
 
     async fn claim_loop(&self, client: &Client, wake: &Notify) -> Result<(), DbError> {
-        client.batch_execute("LISTEN webmon_jobs").await?;
+        // A claim need not wait for its commit to reach disk: a claim lost in a crash only
+        // means its checks are claimed again, and a result's commit (on the writers'
+        // connections, with the server's setting) flushes the claim before it anyway.
+        client
+            .batch_execute("SET synchronous_commit = off; LISTEN webmon_jobs")
+            .await?;
         register(client, &self.probe, self.args.region.as_deref()).await?;
         let claim = client.prepare(CLAIM_SQL).await?;
         let lease = self.args.lease_seconds as f64;

@@ -174,18 +174,6 @@ impl Queue {
                 "CREATE EXTENSION pg_webmon {version}; SELECT webmon.run_maintenance(); SELECT webmon.register_probe('bench')"
             ))
             .await?;
-        // Experiments: indexes of this release's queue to drop first (comma-separated).
-        if self == Queue::V040 {
-            for index in std::env::var("WEBMON_BENCH_DROP_INDEXES")
-                .unwrap_or_default()
-                .split(',')
-                .filter(|i| !i.is_empty())
-            {
-                client
-                    .batch_execute(&format!("DROP INDEX webmon.{index}"))
-                    .await?;
-            }
-        }
         Ok(client)
     }
 
@@ -195,6 +183,9 @@ impl Queue {
             "TRUNCATE webmon.jobs, webmon.monitors RESTART IDENTITY CASCADE; TRUNCATE webmon.metrics, webmon.errors",
         )
         .await?;
+        if let (Queue::V040, Ok(sql)) = (self, std::env::var("WEBMON_BENCH_SQL_BEFORE")) {
+            db.batch_execute(&sql).await?;
+        }
         db.execute(
             "INSERT INTO webmon.monitors (url, check_interval, next_check_at)
              SELECT 'http://127.0.0.1:9/' || g, $2::text::interval,
@@ -203,6 +194,21 @@ impl Queue {
             &[&n, &interval, &spread],
         )
         .await?;
+        if self == Queue::V040 {
+            // The same due times as 0.3.0's: each job at its monitor's next_check_at (0.4.0
+            // spreads the first checks of a bulk insert, which would leave most not yet due).
+            db.batch_execute(
+                "UPDATE webmon.jobs j SET scheduled_at = m.next_check_at
+                 FROM webmon.monitors m WHERE m.id = j.monitor_id",
+            )
+            .await?;
+        }
+        // Experiments: SQL to run on this release's queue once it is filled (WEBMON_BENCH_SQL,
+        // e.g. dropping an index to see what it costs; WEBMON_BENCH_SQL_BEFORE undoes it
+        // before the next fill).
+        if let (Queue::V040, Ok(sql)) = (self, std::env::var("WEBMON_BENCH_SQL")) {
+            db.batch_execute(&sql).await?;
+        }
         db.batch_execute("VACUUM ANALYZE webmon.monitors, webmon.jobs")
             .await?;
         Ok(())

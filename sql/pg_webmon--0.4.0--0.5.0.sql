@@ -1,0 +1,521 @@
+-- pg_webmon 0.4.0 → 0.5.0
+--
+-- Incidents: each region's verdict on the site (down after monitors.down_after failed checks
+-- in a row, up again after up_after good ones, degraded after down_after checks slower than
+-- degraded_after_ms) is kept in its job row by complete_checks, and a quorum of regions
+-- opens or resolves a webmon.incidents row in the transaction that stores the deciding
+-- result, with NOTIFY webmon_events. webmon.monitor_status gains state and state_since. The
+-- queue's regions are read from the live end of its index (and the maintenance worker of
+-- 0.5.0 vacuums webmon.jobs every pg_webmon.queue_vacuum_interval: no schema change). No
+-- stored row changes; existing jobs start with no verdict.
+
+-- Every table the update changes, first, in the order monitor_status reads them (monitors,
+-- then jobs), so that the update does not wait for a reader while holding the queue.
+LOCK TABLE webmon.monitors, webmon.jobs IN ACCESS EXCLUSIVE MODE;
+
+-- ---------------------------------------------------------------------------------------------
+-- Monitors: when a failing site counts as down, and when a slow one as degraded.
+-- ---------------------------------------------------------------------------------------------
+-- Added without a default, filled, then given it: a column added with a default keeps a
+-- "missing value" in the catalog that a fresh install does not have.
+ALTER TABLE webmon.monitors
+    ADD COLUMN down_after int,
+    ADD COLUMN up_after int,
+    ADD COLUMN degraded_after_ms int;
+UPDATE webmon.monitors SET down_after = 2, up_after = 1;
+ALTER TABLE webmon.monitors
+    ALTER COLUMN down_after SET DEFAULT 2, ALTER COLUMN down_after SET NOT NULL,
+    ALTER COLUMN up_after SET DEFAULT 1, ALTER COLUMN up_after SET NOT NULL;
+
+COMMENT ON COLUMN webmon.monitors.down_after IS 'Consecutive failed checks (no response, status outside expected_status, regex not matched) before a region counts as down and, with a quorum of regions down, a down incident opens. 1 to 1,000; default 2.';
+
+COMMENT ON COLUMN webmon.monitors.up_after IS 'Consecutive good checks before a down region counts as up again (and the incident is resolved). 1 to 1,000; default 1.';
+
+COMMENT ON COLUMN webmon.monitors.degraded_after_ms IS 'A good check slower than this (ms) is slow; down_after consecutive slow checks make the monitor degraded, not down, until a check is fast again. NULL: never degraded.';
+
+CREATE OR REPLACE FUNCTION webmon.monitors_validate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+    regions int;
+BEGIN
+    NEW.method := upper(NEW.method);
+    PERFORM webmon.validate_monitor(NEW.url, NEW.method, NEW.headers, NEW.check_interval,
+                                    NEW.timeout, NEW.regex, isempty(NEW.expected_status));
+    -- One row must not make every probe that claims it allocate hundreds of MiB.
+    PERFORM webmon.validate_monitor_size(NEW.url, NEW.headers, NEW.body);
+    -- Checked when set, so that a row stored before these limits existed can still be edited.
+    IF TG_OP = 'INSERT'
+       OR (NEW.name, NEW.regex, NEW.regions) IS DISTINCT FROM (OLD.name, OLD.regex, OLD.regions) THEN
+        problem := webmon.monitor_labels_problem(NEW.name, NEW.regex, NEW.regions);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+    END IF;
+    -- One check per slot without regions: a quorum of one at most.
+    regions := CASE WHEN NEW.regions IS NULL THEN 1
+                    ELSE cardinality(ARRAY(SELECT DISTINCT unnest(NEW.regions))) END;
+    IF NEW.down_quorum NOT BETWEEN 1 AND regions THEN
+        RAISE EXCEPTION 'invalid down_quorum %: it must be from 1 to the number of regions (%)',
+            NEW.down_quorum, regions
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'NULL means a majority of the regions.';
+    END IF;
+    IF NEW.down_after NOT BETWEEN 1 AND 1000 OR NEW.up_after NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'invalid down_after % or up_after %: each must be from 1 to 1000', NEW.down_after, NEW.up_after
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF NEW.degraded_after_ms NOT BETWEEN 1 AND 86400000 THEN
+        RAISE EXCEPTION 'invalid degraded_after_ms %: it must be from 1 to 86400000 (a day), or NULL', NEW.degraded_after_ms
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+DROP TRIGGER monitors_validate ON webmon.monitors;
+
+CREATE TRIGGER monitors_validate
+    BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions, down_quorum,
+                               down_after, up_after, degraded_after_ms
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
+
+CREATE OR REPLACE FUNCTION webmon.grant_reader(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    -- Not headers and body: they can hold credentials (Authorization, API keys).
+    EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
+                   'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at, down_after, up_after, '
+                   'degraded_after_ms) ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
+                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
+END
+$$;
+
+COMMENT ON FUNCTION webmon.grant_reader(name) IS
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
+
+
+-- ---------------------------------------------------------------------------------------------
+-- The queue: each region's runs of failed, good and slow checks, and its verdict, kept in the
+-- completion's HOT update. Existing jobs start with no verdict (state unknown until checked).
+-- ---------------------------------------------------------------------------------------------
+ALTER TABLE webmon.jobs
+    ADD COLUMN failed_run int,
+    ADD COLUMN good_run int,
+    ADD COLUMN slow_run int,
+    ADD COLUMN verdict text,
+    ADD COLUMN failing_since timestamptz;
+UPDATE webmon.jobs SET failed_run = 0, good_run = 0, slow_run = 0;
+ALTER TABLE webmon.jobs
+    ALTER COLUMN failed_run SET DEFAULT 0, ALTER COLUMN failed_run SET NOT NULL,
+    ALTER COLUMN good_run SET DEFAULT 0, ALTER COLUMN good_run SET NOT NULL,
+    ALTER COLUMN slow_run SET DEFAULT 0, ALTER COLUMN slow_run SET NOT NULL;
+
+COMMENT ON COLUMN webmon.jobs.failed_run IS 'Consecutive failed checks from this region (reset by a good one).';
+
+COMMENT ON COLUMN webmon.jobs.good_run IS 'Consecutive good checks from this region, slow or not (reset by a failed one).';
+
+COMMENT ON COLUMN webmon.jobs.slow_run IS 'Consecutive good checks slower than the monitor''s degraded_after_ms.';
+
+COMMENT ON COLUMN webmon.jobs.verdict IS 'This region''s view of the site: up, down (down_after failed checks, until up_after good ones) or degraded (down_after slow checks, until a fast one); NULL before it is known. Kept by complete_checks in the same update that ends the lease.';
+
+COMMENT ON COLUMN webmon.jobs.failing_since IS 'When the current run of failed checks began (NULL while the last check was good).';
+
+CREATE OR REPLACE FUNCTION webmon.queued_regions() RETURNS SETOF text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    -- From the top of jobs_due_idx down: each step lands on a region's latest slots, which
+    -- are live rows, not on its oldest, where claims leave dead entries until a vacuum.
+    WITH RECURSIVE r(region) AS (
+        (SELECT j.region FROM webmon.jobs j ORDER BY j.region DESC LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.region FROM webmon.jobs j WHERE j.region < r.region ORDER BY j.region DESC LIMIT 1)
+        FROM r WHERE r.region IS NOT NULL
+    )
+    SELECT r.region FROM r WHERE r.region IS NOT NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    slots timestamptz[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    completer smallint := webmon.probe_id(probe);
+    completer_region text;
+    accepted int;
+    changed_monitors bigint[];
+    changed_at timestamptz[];
+    changed_failures int[];
+    changed_last_failures timestamptz[];
+BEGIN
+    SELECT nullif(region, '') INTO completer_region FROM webmon.probes WHERE id = completer;
+    WITH input AS (
+        SELECT b.*, o.monitor_id, o.leased_slot AS leased,
+               coalesce(nullif(o.region, ''), completer_region) AS from_region,
+               o.failed_run, o.good_run, o.slow_run, o.verdict, o.failing_since,
+               m.expected_status, m.down_after, m.up_after, m.degraded_after_ms
+        FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
+                    regex_matches, page_contents, error_kinds, error_messages)
+            AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                 page_content, error_kind, error)
+        JOIN webmon.jobs o ON o.id = b.job_id
+        JOIN webmon.monitors m ON m.id = o.monitor_id
+    ), checked AS (
+        -- A result counts as the probe says only when it can be true: started no earlier than a
+        -- minute before its slot (probes start at the slot, on the database's clock) and not
+        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
+        -- other result is stored as an `other` error at its slot saying why, so that no row can
+        -- claim "up" forever or hide newer failures.
+        SELECT i.*,
+               CASE
+                   WHEN i.request_timestamp IS NULL
+                        OR i.request_timestamp < i.leased - interval '1 minute'
+                        OR i.request_timestamp > now() + interval '5 seconds'
+                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                               i.request_timestamp, i.leased)
+                   WHEN i.error_kind IS NULL
+                        AND (i.http_status_code IS NULL OR i.http_status_code NOT BETWEEN 100 AND 999
+                             OR i.response_time_ms IS NULL OR NOT (i.response_time_ms BETWEEN 0 AND 86400000))
+                   THEN format('result refused: status %s, response_time_ms %s', i.http_status_code, i.response_time_ms)
+                   -- A kind the library does not know (a probe newer than the library).
+                   WHEN i.error_kind IS NOT NULL AND i.error_kind <> ALL (webmon.error_kinds())
+                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', i.error_kind, i.error)
+               END AS refused
+        FROM input i
+    ), judged AS (
+        -- What the check says about the site: failed (a refused result is stored as an
+        -- `other` error, so it failed too), slow (good, but slower than degraded_after_ms),
+        -- good, or nothing (NULL).
+        SELECT c.*,
+               CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END AS checked_at,
+               CASE
+                   WHEN c.refused IS NOT NULL THEN 'failed'
+                   ELSE CASE webmon.result_is_up(c.expected_status, c.http_status_code, c.regex_matched, c.error_kind)
+                            WHEN false THEN 'failed'
+                            WHEN true THEN CASE WHEN c.response_time_ms > c.degraded_after_ms THEN 'slow' ELSE 'good' END
+                        END
+               END AS outcome
+        FROM checked c
+    ), stepped AS (
+        -- The region's runs after this check, and its verdict: down after down_after failed
+        -- checks, until up_after good ones; degraded after down_after slow ones, until a fast
+        -- one; up after any good check otherwise; unchanged by a failure below down_after.
+        SELECT jd.*, n.*,
+               CASE
+                   WHEN n.new_failed_run >= jd.down_after THEN 'down'
+                   WHEN jd.verdict = 'down' AND n.new_good_run < jd.up_after THEN 'down'
+                   WHEN n.new_slow_run >= jd.down_after THEN 'degraded'
+                   WHEN n.new_good_run > 0 THEN 'up'
+                   ELSE jd.verdict
+               END AS new_verdict
+        FROM judged jd
+        CROSS JOIN LATERAL (
+            SELECT CASE jd.outcome WHEN 'failed' THEN jd.failed_run + 1 WHEN 'slow' THEN 0 WHEN 'good' THEN 0
+                                   ELSE jd.failed_run END AS new_failed_run,
+                   CASE jd.outcome WHEN 'failed' THEN 0 WHEN 'slow' THEN jd.good_run + 1 WHEN 'good' THEN jd.good_run + 1
+                                   ELSE jd.good_run END AS new_good_run,
+                   CASE jd.outcome WHEN 'slow' THEN jd.slow_run + 1 WHEN 'failed' THEN 0 WHEN 'good' THEN 0
+                                   ELSE jd.slow_run END AS new_slow_run,
+                   CASE jd.outcome WHEN 'failed' THEN coalesce(jd.failing_since, jd.checked_at)
+                                   WHEN 'slow' THEN NULL WHEN 'good' THEN NULL
+                                   ELSE jd.failing_since END AS new_failing_since
+        ) n
+    ), done AS (
+        -- Only checks this probe still leases, for the slot it was given, count; ending the
+        -- lease makes a retried batch a no-op. The job row keeps every indexed column: a HOT
+        -- update, which also carries the region's runs and verdict.
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, attempts = 0, failed_run = s.new_failed_run, good_run = s.new_good_run,
+            slow_run = s.new_slow_run, verdict = s.new_verdict, failing_since = s.new_failing_since
+        FROM stepped s
+        WHERE j.id = s.job_id AND j.leased_by = completer
+          AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
+                   -- Without the slot (the 0.3.0 form): only a check that started at this
+                   -- lease's slot (probes start at the slot, on the database's clock), not a
+                   -- late result of an earlier lease of the same job.
+                   ELSE s.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
+        RETURNING s.*
+    ), metric_rows AS (
+        INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
+                                    probe_id, regex_matched, page_content, region)
+        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
+               completer, d.regex_matched, left(d.page_content, 1000), d.from_region
+        FROM done d
+        WHERE d.error_kind IS NULL AND d.refused IS NULL
+    ), error_rows AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT d.checked_at, d.monitor_id,
+               CASE WHEN d.refused IS NULL THEN d.error_kind ELSE 'other' END,
+               left(coalesce(d.refused, d.error, ''), 1000), completer, d.from_region
+        FROM done d
+        WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
+    )
+    -- The monitors whose incidents may change: a region's verdict changed, or a region that
+    -- is down failed again (its open incident counts it).
+    SELECT (SELECT count(*) FROM done), x.ids, x.ats, x.failures, x.last_failures
+    INTO accepted, changed_monitors, changed_at, changed_failures, changed_last_failures
+    FROM (SELECT array_agg(t.monitor_id ORDER BY t.monitor_id) AS ids, array_agg(t.at ORDER BY t.monitor_id) AS ats,
+                 array_agg(t.failures ORDER BY t.monitor_id) AS failures,
+                 array_agg(t.last_failure ORDER BY t.monitor_id) AS last_failures
+          FROM (SELECT d.monitor_id, max(d.checked_at) AS at,
+                       count(*) FILTER (WHERE d.outcome = 'failed' AND d.new_verdict = 'down')::int AS failures,
+                       max(d.checked_at) FILTER (WHERE d.outcome = 'failed') AS last_failure
+                FROM done d
+                WHERE d.new_verdict IS DISTINCT FROM d.verdict OR (d.outcome = 'failed' AND d.new_verdict = 'down')
+                GROUP BY d.monitor_id) t) x;
+    IF changed_monitors IS NOT NULL THEN
+        PERFORM webmon.update_incidents(changed_monitors, changed_at, changed_failures, changed_last_failures);
+    END IF;
+    RETURN accepted;
+END
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Incidents (new): sql/incidents.sql as in 0.5.0.
+-- ---------------------------------------------------------------------------------------------
+
+-- Incidents: each region's verdict (webmon.jobs.verdict, kept by complete_checks in the
+-- update that ends a lease) turned into incidents for the monitor, in the same transaction
+-- as the results that change it. Loaded by CREATE EXTENSION after queue.sql (status.sql
+-- shows incidents in webmon.monitor_status).
+
+CREATE TABLE webmon.incidents (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    monitor_id      bigint      NOT NULL,
+    kind            text        NOT NULL CHECK (kind IN ('down', 'degraded', 'cert_expiry')),
+    started_at      timestamptz NOT NULL,
+    resolved_at     timestamptz,
+    cause           text,
+    failed_checks   int         NOT NULL DEFAULT 0,
+    last_failure_at timestamptz
+);
+-- At most one open incident per monitor and kind.
+CREATE UNIQUE INDEX incidents_open_idx ON webmon.incidents (monitor_id, kind) WHERE resolved_at IS NULL;
+CREATE INDEX incidents_monitor_idx ON webmon.incidents (monitor_id, started_at);
+COMMENT ON TABLE webmon.incidents IS
+    'pg_webmon: when a monitor was down or degraded: opened and resolved by webmon.complete_checks() in the transaction that stores the deciding result; at most one open per monitor and kind. Resolved incidents older than pg_webmon.retention are deleted.';
+COMMENT ON COLUMN webmon.incidents.kind IS 'down (a quorum of regions saw down_after failed checks in a row), degraded (down_after checks slower than degraded_after_ms) or cert_expiry.';
+COMMENT ON COLUMN webmon.incidents.started_at IS 'The first failed check of the run that opened it (degraded: the check that made it degraded).';
+COMMENT ON COLUMN webmon.incidents.resolved_at IS 'The check that ended it; NULL while open.';
+COMMENT ON COLUMN webmon.incidents.cause IS 'What the first failed check got: its error kind and message, or its status code (and whether the regex matched).';
+COMMENT ON COLUMN webmon.incidents.failed_checks IS 'Failed checks counted while it was open (from the regions that were down), including those that opened it.';
+COMMENT ON COLUMN webmon.incidents.last_failure_at IS 'The last failed check counted.';
+
+-- What a failed check at this time got, in one line (no URL: URLs can carry secrets).
+CREATE FUNCTION webmon.failure_cause(monitor_id bigint, checked_at timestamptz) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT left(coalesce(
+        (SELECT e.error_kind || ': ' || e.error FROM webmon.errors e
+         WHERE e.monitor_id = $1 AND e.request_timestamp = $2 LIMIT 1),
+        (SELECT 'status ' || mt.http_status_code
+                || CASE WHEN mt.regex_matched IS FALSE THEN ', regex not matched' ELSE '' END
+         FROM webmon.metrics mt WHERE mt.monitor_id = $1 AND mt.request_timestamp = $2 LIMIT 1)), 1000)
+$$;
+COMMENT ON FUNCTION webmon.failure_cause(bigint, timestamptz) IS
+    'pg_webmon: what the monitor''s check at this time got, in one line: an error kind and message, or a status code (and a regex not matched).';
+
+-- The JSON sent with NOTIFY webmon_events (and, later, to channels). NOTIFY payloads can be
+-- read by any role that LISTENs: the monitor's id and name, never its URL.
+CREATE FUNCTION webmon.incident_event(event text, i webmon.incidents) RETURNS jsonb
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT jsonb_build_object(
+        'event', event, 'incident_id', i.id, 'monitor_id', i.monitor_id,
+        'name', (SELECT m.name FROM webmon.monitors m WHERE m.id = i.monitor_id),
+        'kind', i.kind, 'started_at', i.started_at, 'resolved_at', i.resolved_at,
+        'duration_s', extract(epoch FROM i.resolved_at - i.started_at),
+        'cause', i.cause, 'failed_checks', i.failed_checks)
+$$;
+COMMENT ON FUNCTION webmon.incident_event(text, webmon.incidents) IS
+    'pg_webmon: an incident as the JSON of an event (down, degraded, recovered): ids, monitor name, kind, times, duration once resolved, cause, failed checks. No URL.';
+
+-- Opens and resolves the incidents of monitors whose region verdicts a batch of results
+-- changed (complete_checks calls it; the steady "up, still up" path never does). Per
+-- monitor, in id order: an advisory lock, so that probes of several regions completing at
+-- once each see the others' verdicts (read after the lock, in a new snapshot); then down
+-- when at least down_quorum of its job rows (regions) say down, degraded when that many say
+-- down or degraded.
+CREATE FUNCTION webmon.update_incidents(monitor_ids bigint[], checked_at timestamptz[],
+                                        failures int[], last_failures timestamptz[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    t record;
+    h record;
+    wanted text;
+    changed webmon.incidents;
+BEGIN
+    FOR t IN
+        SELECT u.monitor_id, u.checked_at, u.failures, u.last_failure_at
+        FROM unnest(monitor_ids, checked_at, failures, last_failures)
+            AS u(monitor_id, checked_at, failures, last_failure_at)
+        ORDER BY u.monitor_id
+    LOOP
+        -- 'webm' as the lock class; the monitor id hashed into the second key.
+        PERFORM pg_advisory_xact_lock(2003133037, hashint8(t.monitor_id));
+        SELECT count(j.id) AS regions,
+               count(*) FILTER (WHERE j.verdict = 'down') AS down,
+               count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
+               min(j.failing_since) FILTER (WHERE j.verdict = 'down') AS first_failure,
+               coalesce(sum(j.failed_run) FILTER (WHERE j.verdict = 'down'), 0) AS failed_run,
+               m.down_quorum
+        INTO h
+        FROM webmon.monitors m LEFT JOIN webmon.jobs j ON j.monitor_id = m.id
+        WHERE m.id = t.monitor_id
+        GROUP BY m.id;
+        IF NOT FOUND OR h.regions = 0 THEN
+            CONTINUE;  -- deleted or paused meanwhile
+        END IF;
+        wanted := CASE
+                      WHEN h.down >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'down'
+                      WHEN h.troubled >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'degraded'
+                  END;
+        -- What no longer holds is resolved by this check (degraded also when it went down).
+        FOR changed IN
+            UPDATE webmon.incidents i SET resolved_at = greatest(t.checked_at, i.started_at)
+            WHERE i.monitor_id = t.monitor_id AND i.resolved_at IS NULL
+              AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
+            RETURNING i.*
+        LOOP
+            PERFORM pg_notify('webmon_events', webmon.incident_event('recovered', changed)::text);
+        END LOOP;
+        IF wanted IS NULL THEN
+            CONTINUE;
+        END IF;
+        UPDATE webmon.incidents i
+        SET failed_checks = i.failed_checks + t.failures,
+            last_failure_at = greatest(i.last_failure_at, t.last_failure_at)
+        WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL;
+        IF NOT FOUND THEN
+            INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
+            VALUES (t.monitor_id, wanted,
+                    CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
+                    CASE WHEN wanted = 'down' THEN webmon.failure_cause(t.monitor_id, h.first_failure)
+                         ELSE 'slower than degraded_after_ms' END,
+                    CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
+                    t.last_failure_at)
+            RETURNING * INTO changed;
+            PERFORM pg_notify('webmon_events', webmon.incident_event(wanted, changed)::text);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION webmon.update_incidents(bigint[], timestamptz[], int[], timestamptz[]) IS
+    'pg_webmon: open and resolve the incidents of these monitors from their regions'' verdicts (complete_checks calls it with the monitors a batch changed, the time of each one''s last check, its failed checks and the last one''s time); NOTIFY webmon_events with each incident opened or resolved.';
+
+-- Resolved incidents past the results' retention (the scheduler calls it every five minutes).
+CREATE FUNCTION webmon.purge_incidents(older_than interval) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged int;
+BEGIN
+    DELETE FROM webmon.incidents WHERE resolved_at < now() - older_than;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_incidents(interval) IS
+    'pg_webmon: delete incidents resolved more than older_than ago (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
+
+REVOKE ALL ON FUNCTION webmon.update_incidents(bigint[], timestamptz[], int[], timestamptz[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.purge_incidents(interval) FROM PUBLIC;
+
+-- pg_dump keeps incidents (history users read and alerts refer to).
+SELECT pg_catalog.pg_extension_config_dump('webmon.incidents', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.incidents_id_seq', '');
+
+
+-- ---------------------------------------------------------------------------------------------
+-- monitor_status: state and state_since.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE VIEW webmon.monitor_status AS
+SELECT m.id AS monitor_id,
+       m.name,
+       m.url,
+       m.enabled,
+       last.request_timestamp AS last_checked_at,
+       CASE
+           WHEN m.regions IS NULL
+           THEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind)
+           -- From several regions: down when at least down_quorum live regions failed in the
+           -- newest slot any live region reported; up when fewer did and at least one saw it
+           -- up in that slot; unknown otherwise (a region without a live probe never counts).
+           WHEN quorum.failing >= coalesce(m.down_quorum, quorum.regions / 2 + 1) THEN false
+           WHEN quorum.passing > 0 THEN true
+       END AS up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       (SELECT min(j.scheduled_at) FROM webmon.jobs j WHERE j.monitor_id = m.id) AS next_check_at,
+       last.region AS last_region,
+       quorum.states AS region_states,
+       CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
+       -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
+       -- come in: paused, down, degraded, pending (failing, below down_after), up, or
+       -- unknown (no verdict yet).
+       CASE
+           WHEN NOT m.enabled THEN 'paused'
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
+           WHEN health.failing_since IS NOT NULL THEN 'pending'
+           WHEN health.known THEN 'up'
+           ELSE 'unknown'
+       END AS state,
+       CASE
+           WHEN NOT m.enabled THEN NULL
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
+           WHEN health.failing_since IS NOT NULL THEN health.failing_since
+           WHEN health.known THEN greatest(m.created_at, (SELECT max(i.resolved_at) FROM webmon.incidents i
+                                                           WHERE i.monitor_id = m.id))
+       END AS state_since
+FROM webmon.monitors m
+LEFT JOIN LATERAL (
+    SELECT r.* FROM (
+        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
+                NULL::text AS error_kind, NULL::text AS error, mt.region
+         FROM webmon.metrics mt WHERE mt.monitor_id = m.id
+         ORDER BY mt.request_timestamp DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error, e.region
+         FROM webmon.errors e WHERE e.monitor_id = m.id
+         ORDER BY e.request_timestamp DESC LIMIT 1)
+    ) r
+    ORDER BY r.request_timestamp DESC
+    LIMIT 1
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS regions,
+           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = s.newest) AS failing,
+           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = s.newest) AS passing,
+           jsonb_object_agg(s.region, s.state) AS states
+    -- The monitor's regions read once; the newest slot a live region reported, beside each.
+    FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
+          FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
+) quorum ON m.regions IS NOT NULL
+LEFT JOIN LATERAL (
+    SELECT i.kind, i.started_at FROM webmon.incidents i
+    WHERE i.monitor_id = m.id AND i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')
+    ORDER BY i.kind = 'down' DESC LIMIT 1
+) open_incident ON true
+CROSS JOIN LATERAL (
+    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known
+    FROM webmon.jobs j WHERE j.monitor_id = m.id
+) health;
+
+COMMENT ON VIEW webmon.monitor_status IS
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, down, degraded, pending, up, unknown) and state_since follow the monitor''s incidents and down_after, up_after and degraded_after_ms.';
