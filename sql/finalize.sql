@@ -34,6 +34,16 @@ COMMENT ON FUNCTION webmon.max_lease() IS
     'pg_webmon: pg_webmon.max_lease as the library holds it; webmon.claim_checks refuses longer leases.';
 COMMENT ON FUNCTION webmon.error_kinds() IS
     'pg_webmon: the error kinds webmon.errors.error_kind may hold; its CHECK constraint is built from this list.';
+COMMENT ON FUNCTION webmon.result_is_up(int4range, smallint, boolean, text) IS
+    'pg_webmon: whether a result shows the site up (a response, status in expected_status, regex matched if any), down (any other result), or NULL (no_probe, lost: nobody checked it).';
+COMMENT ON FUNCTION webmon.check_outcome(int4range, smallint, boolean, text, real, int) IS
+    'pg_webmon: what a check says about the site: failed (not up, see webmon.result_is_up()), slow (up, slower than degraded_after_ms), good, or NULL (nobody checked it).';
+COMMENT ON FUNCTION webmon.failure_cause(smallint, boolean, text, text) IS
+    'pg_webmon: what a failed check got, in one line (at most 1,000 characters, no URL): its error kind and message, or its status (and a regex not matched).';
+COMMENT ON FUNCTION webmon.next_run(text, text, int) IS
+    'pg_webmon: a run of consecutive failed, good (slow or not) or slow checks after one more check with this outcome: one longer, 0 when broken, the same when the check says nothing.';
+COMMENT ON FUNCTION webmon.next_verdict(text, text, int, int, int, int, int) IS
+    'pg_webmon: a region''s verdict after a check, from its runs before it: down after down_after failed checks in a row until up_after good ones, degraded after down_after slow ones until a fast one, up after any other good check; unchanged otherwise.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal

@@ -25,19 +25,6 @@ COMMENT ON COLUMN webmon.incidents.cause IS 'What the first failed check got: it
 COMMENT ON COLUMN webmon.incidents.failed_checks IS 'Failed checks counted while it was open (from the regions that were down), including those that opened it.';
 COMMENT ON COLUMN webmon.incidents.last_failure_at IS 'The last failed check counted.';
 
--- What a failed check at this time got, in one line (no URL: URLs can carry secrets).
-CREATE FUNCTION webmon.failure_cause(monitor_id bigint, checked_at timestamptz) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT left(coalesce(
-        (SELECT e.error_kind || ': ' || e.error FROM webmon.errors e
-         WHERE e.monitor_id = $1 AND e.request_timestamp = $2 LIMIT 1),
-        (SELECT 'status ' || mt.http_status_code
-                || CASE WHEN mt.regex_matched IS FALSE THEN ', regex not matched' ELSE '' END
-         FROM webmon.metrics mt WHERE mt.monitor_id = $1 AND mt.request_timestamp = $2 LIMIT 1)), 1000)
-$$;
-COMMENT ON FUNCTION webmon.failure_cause(bigint, timestamptz) IS
-    'pg_webmon: what the monitor''s check at this time got, in one line: an error kind and message, or a status code (and a regex not matched).';
-
 -- The JSON sent with NOTIFY webmon_events (and, later, to channels). NOTIFY payloads can be
 -- read by any role that LISTENs: the monitor's id and name, never its URL.
 CREATE FUNCTION webmon.incident_event(event text, i webmon.incidents) RETURNS jsonb
@@ -80,6 +67,7 @@ BEGIN
                count(*) FILTER (WHERE j.verdict = 'down') AS down,
                count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
                min(j.failing_since) FILTER (WHERE j.verdict = 'down') AS first_failure,
+               (array_agg(j.failing_cause ORDER BY j.failing_since) FILTER (WHERE j.verdict = 'down'))[1] AS first_cause,
                coalesce(sum(j.failed_run) FILTER (WHERE j.verdict = 'down'), 0) AS failed_run,
                m.down_quorum
         INTO h
@@ -113,8 +101,7 @@ BEGIN
             INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
             VALUES (t.monitor_id, wanted,
                     CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
-                    CASE WHEN wanted = 'down' THEN webmon.failure_cause(t.monitor_id, h.first_failure)
-                         ELSE 'slower than degraded_after_ms' END,
+                    CASE WHEN wanted = 'down' THEN h.first_cause ELSE 'slower than degraded_after_ms' END,
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
                     t.last_failure_at)
             RETURNING * INTO changed;

@@ -107,7 +107,9 @@ ALTER TABLE webmon.jobs
     ADD COLUMN good_run int,
     ADD COLUMN slow_run int,
     ADD COLUMN verdict text,
-    ADD COLUMN failing_since timestamptz;
+    ADD COLUMN verdict_since timestamptz,
+    ADD COLUMN failing_since timestamptz,
+    ADD COLUMN failing_cause text;
 UPDATE webmon.jobs SET failed_run = 0, good_run = 0, slow_run = 0;
 ALTER TABLE webmon.jobs
     ALTER COLUMN failed_run SET DEFAULT 0, ALTER COLUMN failed_run SET NOT NULL,
@@ -120,9 +122,13 @@ COMMENT ON COLUMN webmon.jobs.good_run IS 'Consecutive good checks from this reg
 
 COMMENT ON COLUMN webmon.jobs.slow_run IS 'Consecutive good checks slower than the monitor''s degraded_after_ms.';
 
-COMMENT ON COLUMN webmon.jobs.verdict IS 'This region''s view of the site: up, down (down_after failed checks, until up_after good ones) or degraded (down_after slow checks, until a fast one); NULL before it is known. Kept by complete_checks in the same update that ends the lease.';
+COMMENT ON COLUMN webmon.jobs.verdict IS 'This region''s view of the site (webmon.next_verdict()): up, down (down_after failed checks, until up_after good ones) or degraded (down_after slow checks, until a fast one); NULL before it is known. Kept by complete_checks in the same update that ends the lease.';
+
+COMMENT ON COLUMN webmon.jobs.verdict_since IS 'The check that gave the region its verdict.';
 
 COMMENT ON COLUMN webmon.jobs.failing_since IS 'When the current run of failed checks began (NULL while the last check was good).';
+
+COMMENT ON COLUMN webmon.jobs.failing_cause IS 'What the first failed check of the current run got (webmon.failure_cause()); an incident it opens starts with it.';
 
 CREATE OR REPLACE FUNCTION webmon.queued_regions() RETURNS SETOF text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -139,6 +145,75 @@ BEGIN
     SELECT r.region FROM r WHERE r.region IS NOT NULL;
 END
 $$;
+
+
+-- What one result says about the site, in Rust now (it runs for every stored check, and a SQL
+-- function with a fixed search_path is not inlined); same arguments, same answers.
+CREATE OR REPLACE FUNCTION webmon.result_is_up(
+	"expected_status" int4range, /* Option < pgrx :: datum :: Range < i32 > > */
+	"http_status_code" smallint, /* Option < i16 > */
+	"regex_matched" bool, /* Option < bool > */
+	"error_kind" TEXT /* Option < & str > */
+) RETURNS bool /* Option < bool > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'result_is_up_wrapper';
+
+CREATE FUNCTION webmon."check_outcome"(
+	"expected_status" int4range, /* Option < pgrx :: datum :: Range < i32 > > */
+	"http_status_code" smallint, /* Option < i16 > */
+	"regex_matched" bool, /* Option < bool > */
+	"error_kind" TEXT, /* Option < & str > */
+	"response_time_ms" real, /* Option < f32 > */
+	"degraded_after_ms" INT /* Option < i32 > */
+) RETURNS TEXT /* Option < & '_ str > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'check_outcome_wrapper';
+
+COMMENT ON FUNCTION webmon.check_outcome(int4range, smallint, boolean, text, real, int) IS
+    'pg_webmon: what a check says about the site: failed (not up, see webmon.result_is_up()), slow (up, slower than degraded_after_ms), good, or NULL (nobody checked it).';
+
+CREATE FUNCTION webmon."failure_cause"(
+	"http_status_code" smallint, /* Option < i16 > */
+	"regex_matched" bool, /* Option < bool > */
+	"error_kind" TEXT, /* Option < & str > */
+	"error" TEXT /* Option < & str > */
+) RETURNS TEXT /* String */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'failure_cause_wrapper';
+
+COMMENT ON FUNCTION webmon.failure_cause(smallint, boolean, text, text) IS
+    'pg_webmon: what a failed check got, in one line (at most 1,000 characters, no URL): its error kind and message, or its status (and a regex not matched).';
+
+CREATE FUNCTION webmon."next_run"(
+	"run" TEXT, /* & str */
+	"outcome" TEXT, /* Option < & str > */
+	"previous" INT /* i32 */
+) RETURNS INT /* i32 */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'next_run_wrapper';
+
+COMMENT ON FUNCTION webmon.next_run(text, text, int) IS
+    'pg_webmon: a run of consecutive failed, good (slow or not) or slow checks after one more check with this outcome: one longer, 0 when broken, the same when the check says nothing.';
+
+CREATE FUNCTION webmon."next_verdict"(
+	"verdict" TEXT, /* Option < & str > */
+	"outcome" TEXT, /* Option < & str > */
+	"failed_run" INT, /* i32 */
+	"good_run" INT, /* i32 */
+	"slow_run" INT, /* i32 */
+	"down_after" INT, /* i32 */
+	"up_after" INT /* i32 */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'next_verdict_wrapper';
+
+COMMENT ON FUNCTION webmon.next_verdict(text, text, int, int, int, int, int) IS
+    'pg_webmon: a region''s verdict after a check, from its runs before it: down after down_after failed checks in a row until up_after good ones, degraded after down_after slow ones until a fast one, up after any other good check; unchanged otherwise.';
 
 CREATE OR REPLACE FUNCTION webmon.complete_checks(
     probe text,
@@ -163,106 +238,85 @@ DECLARE
     changed_last_failures timestamptz[];
 BEGIN
     SELECT nullif(region, '') INTO completer_region FROM webmon.probes WHERE id = completer;
-    WITH input AS (
-        SELECT b.*, o.monitor_id, o.leased_slot AS leased,
-               coalesce(nullif(o.region, ''), completer_region) AS from_region,
-               o.failed_run, o.good_run, o.slow_run, o.verdict, o.failing_since,
-               m.expected_status, m.down_after, m.up_after, m.degraded_after_ms
+    WITH done AS (
+        -- Only checks this probe still leases, for the slot it was given, count; ending the
+        -- lease makes a retried batch a no-op. The job row keeps every indexed column: a HOT
+        -- update, which also carries the region's runs of failed, good and slow checks and
+        -- its verdict (webmon_core::verdict, in Rust).
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, attempts = 0,
+            failed_run = webmon.next_run('failed', o.outcome, j.failed_run),
+            good_run = webmon.next_run('good', o.outcome, j.good_run),
+            slow_run = webmon.next_run('slow', o.outcome, j.slow_run),
+            verdict = webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
+                                          m.down_after, m.up_after),
+            verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
+                                                          m.down_after, m.up_after) IS DISTINCT FROM j.verdict
+                                 THEN coalesce(b.request_timestamp, j.leased_slot) ELSE j.verdict_since END,
+            failing_since = CASE WHEN o.outcome = 'failed' THEN coalesce(j.failing_since, b.request_timestamp, j.leased_slot)
+                                 WHEN o.outcome IS NOT NULL THEN NULL
+                                 ELSE j.failing_since END,
+            failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
+                                 THEN webmon.failure_cause(b.http_status_code, b.regex_matched, b.error_kind, b.error)
+                                 WHEN o.outcome = 'failed' THEN j.failing_cause
+                                 WHEN o.outcome IS NOT NULL THEN NULL
+                                 ELSE j.failing_cause END
         FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
                     regex_matches, page_contents, error_kinds, error_messages)
             AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
                  page_content, error_kind, error)
-        JOIN webmon.jobs o ON o.id = b.job_id
-        JOIN webmon.monitors m ON m.id = o.monitor_id
+        CROSS JOIN webmon.monitors m
+        CROSS JOIN LATERAL (
+            SELECT webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
+                                        b.response_time_ms, m.degraded_after_ms) AS outcome
+        ) o
+        WHERE j.id = b.job_id AND m.id = j.monitor_id AND j.leased_by = completer
+          AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
+                   -- Without the slot (the 0.3.0 form): only a check that started at this
+                   -- lease's slot (probes start at the slot, on the database's clock), not a
+                   -- late result of an earlier lease of the same job.
+                   ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
+        RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
+                  b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
+                  b.page_content, b.error_kind, b.error, o.outcome, j.verdict AS new_verdict,
+                  j.verdict_since IS NOT DISTINCT FROM coalesce(b.request_timestamp, j.leased_slot) AS verdict_changed,
+                  coalesce(b.request_timestamp, j.leased_slot) AS checked_at
     ), checked AS (
         -- A result counts as the probe says only when it can be true: started no earlier than a
         -- minute before its slot (probes start at the slot, on the database's clock) and not
         -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
         -- other result is stored as an `other` error at its slot saying why, so that no row can
         -- claim "up" forever or hide newer failures.
-        SELECT i.*,
+        SELECT d.*,
                CASE
-                   WHEN i.request_timestamp IS NULL
-                        OR i.request_timestamp < i.leased - interval '1 minute'
-                        OR i.request_timestamp > now() + interval '5 seconds'
+                   WHEN d.request_timestamp IS NULL
+                        OR d.request_timestamp < d.leased - interval '1 minute'
+                        OR d.request_timestamp > now() + interval '5 seconds'
                    THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
-                               i.request_timestamp, i.leased)
-                   WHEN i.error_kind IS NULL
-                        AND (i.http_status_code IS NULL OR i.http_status_code NOT BETWEEN 100 AND 999
-                             OR i.response_time_ms IS NULL OR NOT (i.response_time_ms BETWEEN 0 AND 86400000))
-                   THEN format('result refused: status %s, response_time_ms %s', i.http_status_code, i.response_time_ms)
+                               d.request_timestamp, d.leased)
+                   WHEN d.error_kind IS NULL
+                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
+                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
+                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
                    -- A kind the library does not know (a probe newer than the library).
-                   WHEN i.error_kind IS NOT NULL AND i.error_kind <> ALL (webmon.error_kinds())
-                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', i.error_kind, i.error)
+                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
+                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
                END AS refused
-        FROM input i
-    ), judged AS (
-        -- What the check says about the site: failed (a refused result is stored as an
-        -- `other` error, so it failed too), slow (good, but slower than degraded_after_ms),
-        -- good, or nothing (NULL).
-        SELECT c.*,
-               CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END AS checked_at,
-               CASE
-                   WHEN c.refused IS NOT NULL THEN 'failed'
-                   ELSE CASE webmon.result_is_up(c.expected_status, c.http_status_code, c.regex_matched, c.error_kind)
-                            WHEN false THEN 'failed'
-                            WHEN true THEN CASE WHEN c.response_time_ms > c.degraded_after_ms THEN 'slow' ELSE 'good' END
-                        END
-               END AS outcome
-        FROM checked c
-    ), stepped AS (
-        -- The region's runs after this check, and its verdict: down after down_after failed
-        -- checks, until up_after good ones; degraded after down_after slow ones, until a fast
-        -- one; up after any good check otherwise; unchanged by a failure below down_after.
-        SELECT jd.*, n.*,
-               CASE
-                   WHEN n.new_failed_run >= jd.down_after THEN 'down'
-                   WHEN jd.verdict = 'down' AND n.new_good_run < jd.up_after THEN 'down'
-                   WHEN n.new_slow_run >= jd.down_after THEN 'degraded'
-                   WHEN n.new_good_run > 0 THEN 'up'
-                   ELSE jd.verdict
-               END AS new_verdict
-        FROM judged jd
-        CROSS JOIN LATERAL (
-            SELECT CASE jd.outcome WHEN 'failed' THEN jd.failed_run + 1 WHEN 'slow' THEN 0 WHEN 'good' THEN 0
-                                   ELSE jd.failed_run END AS new_failed_run,
-                   CASE jd.outcome WHEN 'failed' THEN 0 WHEN 'slow' THEN jd.good_run + 1 WHEN 'good' THEN jd.good_run + 1
-                                   ELSE jd.good_run END AS new_good_run,
-                   CASE jd.outcome WHEN 'slow' THEN jd.slow_run + 1 WHEN 'failed' THEN 0 WHEN 'good' THEN 0
-                                   ELSE jd.slow_run END AS new_slow_run,
-                   CASE jd.outcome WHEN 'failed' THEN coalesce(jd.failing_since, jd.checked_at)
-                                   WHEN 'slow' THEN NULL WHEN 'good' THEN NULL
-                                   ELSE jd.failing_since END AS new_failing_since
-        ) n
-    ), done AS (
-        -- Only checks this probe still leases, for the slot it was given, count; ending the
-        -- lease makes a retried batch a no-op. The job row keeps every indexed column: a HOT
-        -- update, which also carries the region's runs and verdict.
-        UPDATE webmon.jobs j
-        SET leased_by = NULL, attempts = 0, failed_run = s.new_failed_run, good_run = s.new_good_run,
-            slow_run = s.new_slow_run, verdict = s.new_verdict, failing_since = s.new_failing_since
-        FROM stepped s
-        WHERE j.id = s.job_id AND j.leased_by = completer
-          AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
-                   -- Without the slot (the 0.3.0 form): only a check that started at this
-                   -- lease's slot (probes start at the slot, on the database's clock), not a
-                   -- late result of an earlier lease of the same job.
-                   ELSE s.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
-        RETURNING s.*
+        FROM done d
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)
-        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
-               completer, d.regex_matched, left(d.page_content, 1000), d.from_region
-        FROM done d
-        WHERE d.error_kind IS NULL AND d.refused IS NULL
+        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
+               completer, c.regex_matched, left(c.page_content, 1000), c.from_region
+        FROM checked c
+        WHERE c.error_kind IS NULL AND c.refused IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
-        SELECT d.checked_at, d.monitor_id,
-               CASE WHEN d.refused IS NULL THEN d.error_kind ELSE 'other' END,
-               left(coalesce(d.refused, d.error, ''), 1000), completer, d.from_region
-        FROM done d
-        WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
+        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END, c.monitor_id,
+               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
+               left(coalesce(c.refused, c.error, ''), 1000), completer, c.from_region
+        FROM checked c
+        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
     )
     -- The monitors whose incidents may change: a region's verdict changed, or a region that
     -- is down failed again (its open incident counts it).
@@ -275,7 +329,7 @@ BEGIN
                        count(*) FILTER (WHERE d.outcome = 'failed' AND d.new_verdict = 'down')::int AS failures,
                        max(d.checked_at) FILTER (WHERE d.outcome = 'failed') AS last_failure
                 FROM done d
-                WHERE d.new_verdict IS DISTINCT FROM d.verdict OR (d.outcome = 'failed' AND d.new_verdict = 'down')
+                WHERE d.verdict_changed OR (d.outcome = 'failed' AND d.new_verdict = 'down')
                 GROUP BY d.monitor_id) t) x;
     IF changed_monitors IS NOT NULL THEN
         PERFORM webmon.update_incidents(changed_monitors, changed_at, changed_failures, changed_last_failures);
@@ -315,19 +369,6 @@ COMMENT ON COLUMN webmon.incidents.resolved_at IS 'The check that ended it; NULL
 COMMENT ON COLUMN webmon.incidents.cause IS 'What the first failed check got: its error kind and message, or its status code (and whether the regex matched).';
 COMMENT ON COLUMN webmon.incidents.failed_checks IS 'Failed checks counted while it was open (from the regions that were down), including those that opened it.';
 COMMENT ON COLUMN webmon.incidents.last_failure_at IS 'The last failed check counted.';
-
--- What a failed check at this time got, in one line (no URL: URLs can carry secrets).
-CREATE FUNCTION webmon.failure_cause(monitor_id bigint, checked_at timestamptz) RETURNS text
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT left(coalesce(
-        (SELECT e.error_kind || ': ' || e.error FROM webmon.errors e
-         WHERE e.monitor_id = $1 AND e.request_timestamp = $2 LIMIT 1),
-        (SELECT 'status ' || mt.http_status_code
-                || CASE WHEN mt.regex_matched IS FALSE THEN ', regex not matched' ELSE '' END
-         FROM webmon.metrics mt WHERE mt.monitor_id = $1 AND mt.request_timestamp = $2 LIMIT 1)), 1000)
-$$;
-COMMENT ON FUNCTION webmon.failure_cause(bigint, timestamptz) IS
-    'pg_webmon: what the monitor''s check at this time got, in one line: an error kind and message, or a status code (and a regex not matched).';
 
 -- The JSON sent with NOTIFY webmon_events (and, later, to channels). NOTIFY payloads can be
 -- read by any role that LISTENs: the monitor's id and name, never its URL.
@@ -371,6 +412,7 @@ BEGIN
                count(*) FILTER (WHERE j.verdict = 'down') AS down,
                count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
                min(j.failing_since) FILTER (WHERE j.verdict = 'down') AS first_failure,
+               (array_agg(j.failing_cause ORDER BY j.failing_since) FILTER (WHERE j.verdict = 'down'))[1] AS first_cause,
                coalesce(sum(j.failed_run) FILTER (WHERE j.verdict = 'down'), 0) AS failed_run,
                m.down_quorum
         INTO h
@@ -404,8 +446,7 @@ BEGIN
             INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
             VALUES (t.monitor_id, wanted,
                     CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
-                    CASE WHEN wanted = 'down' THEN webmon.failure_cause(t.monitor_id, h.first_failure)
-                         ELSE 'slower than degraded_after_ms' END,
+                    CASE WHEN wanted = 'down' THEN h.first_cause ELSE 'slower than degraded_after_ms' END,
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
                     t.last_failure_at)
             RETURNING * INTO changed;
@@ -480,8 +521,7 @@ SELECT m.id AS monitor_id,
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
            WHEN health.failing_since IS NOT NULL THEN health.failing_since
-           WHEN health.known THEN greatest(m.created_at, (SELECT max(i.resolved_at) FROM webmon.incidents i
-                                                           WHERE i.monitor_id = m.id))
+           WHEN health.known THEN health.up_since
        END AS state_since
 FROM webmon.monitors m
 LEFT JOIN LATERAL (
@@ -513,7 +553,8 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known
+    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known,
+           max(j.verdict_since) AS up_since
     FROM webmon.jobs j WHERE j.monitor_id = m.id
 ) health;
 

@@ -10,21 +10,6 @@ $$;
 COMMENT ON FUNCTION webmon.probe_is_live(timestamptz) IS
     'pg_webmon: whether a probe last seen at this time is live (its heartbeat, every 10 seconds, is less than a minute old).';
 
--- What one result says about the site: true (up), false (down), or NULL when it says nothing
--- (no_probe, lost: no probe checked it, which is the monitoring's failure, not the site's).
-CREATE FUNCTION webmon.result_is_up(expected_status int4range, http_status_code smallint,
-                                    regex_matched boolean, error_kind text) RETURNS boolean
-LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE
-               WHEN error_kind IN ('no_probe', 'lost') THEN NULL
-               WHEN error_kind IS NOT NULL THEN false
-               WHEN http_status_code IS NULL THEN NULL
-               ELSE expected_status @> http_status_code::int AND coalesce(regex_matched, true)
-           END
-$$;
-COMMENT ON FUNCTION webmon.result_is_up(int4range, smallint, boolean, text) IS
-    'pg_webmon: whether a result shows the site up (a response, status in expected_status, regex matched if any), down (any other result), or NULL (no_probe, lost: nobody checked it).';
-
 CREATE VIEW webmon.region_status AS
 SELECT m.id AS monitor_id,
        r.region,
@@ -125,8 +110,7 @@ SELECT m.id AS monitor_id,
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
            WHEN health.failing_since IS NOT NULL THEN health.failing_since
-           WHEN health.known THEN greatest(m.created_at, (SELECT max(i.resolved_at) FROM webmon.incidents i
-                                                           WHERE i.monitor_id = m.id))
+           WHEN health.known THEN health.up_since
        END AS state_since
 FROM webmon.monitors m
 LEFT JOIN LATERAL (
@@ -158,7 +142,8 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known
+    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known,
+           max(j.verdict_since) AS up_since
     FROM webmon.jobs j WHERE j.monitor_id = m.id
 ) health;
 COMMENT ON VIEW webmon.monitor_status IS

@@ -11,5 +11,6 @@ pub mod slots;
 pub mod text;
 pub mod vacuum;
 pub mod validate;
+pub mod verdict;
 
 pub use error_kind::ErrorKind;

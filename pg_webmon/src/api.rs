@@ -10,7 +10,7 @@ use crate::{gucs, partitions};
 use pgrx::prelude::*;
 use webmon_core::interval::IntervalParts;
 use webmon_core::validate::{self, MonitorFields};
-use webmon_core::{import, slots, ErrorKind};
+use webmon_core::{import, slots, verdict, ErrorKind};
 
 /// How long a monitor whose stored values cannot run waits before it is reported again.
 const PROBLEM_RETRY_MICROS: i64 = 3_600_000_000;
@@ -271,4 +271,96 @@ fn import_config(config: &serde_json::Value) -> Result<i64, ApiError> {
         }
     }
     Ok(inserted)
+}
+
+/// `expected_status` as `webmon_core::verdict` takes it (None: an empty range).
+fn expected_range(
+    range: Option<pgrx::datum::Range<i32>>,
+) -> Option<(verdict::Bound, verdict::Bound)> {
+    use pgrx::datum::RangeBound;
+    let bound = |b: &RangeBound<i32>| match b {
+        RangeBound::Infinite => verdict::Bound::Unbounded,
+        RangeBound::Inclusive(v) => verdict::Bound::Inclusive(*v),
+        RangeBound::Exclusive(v) => verdict::Bound::Exclusive(*v),
+    };
+    range.and_then(|range| match (range.lower(), range.upper()) {
+        (Some(lower), Some(upper)) if !range.is_empty() => Some((bound(lower), bound(upper))),
+        _ => None,
+    })
+}
+
+/// What one result says about the site (see `webmon_core::verdict::result_is_up`): true
+/// (up), false (down) or NULL (nobody checked it). In Rust rather than SQL: it runs for
+/// every stored check, and a SQL function with a fixed search_path is not inlined.
+#[pg_extern(immutable, parallel_safe)]
+fn result_is_up(
+    expected_status: Option<pgrx::datum::Range<i32>>,
+    http_status_code: Option<i16>,
+    regex_matched: Option<bool>,
+    error_kind: Option<&str>,
+) -> Option<bool> {
+    verdict::result_is_up(
+        expected_range(expected_status),
+        http_status_code,
+        regex_matched,
+        error_kind,
+    )
+}
+
+/// What a check says about the site: failed, slow, good or NULL (see
+/// `webmon_core::verdict::check_outcome`).
+#[pg_extern(immutable, parallel_safe)]
+fn check_outcome(
+    expected_status: Option<pgrx::datum::Range<i32>>,
+    http_status_code: Option<i16>,
+    regex_matched: Option<bool>,
+    error_kind: Option<&str>,
+    response_time_ms: Option<f32>,
+    degraded_after_ms: Option<i32>,
+) -> Option<&'static str> {
+    verdict::check_outcome(
+        expected_range(expected_status),
+        http_status_code,
+        regex_matched,
+        error_kind,
+        response_time_ms,
+        degraded_after_ms,
+    )
+}
+
+/// What a failed check got, in one line (see `webmon_core::verdict::failure_cause`).
+#[pg_extern(immutable, parallel_safe)]
+fn failure_cause(
+    http_status_code: Option<i16>,
+    regex_matched: Option<bool>,
+    error_kind: Option<&str>,
+    error: Option<&str>,
+) -> String {
+    verdict::failure_cause(http_status_code, regex_matched, error_kind, error)
+}
+
+/// A run of consecutive checks (failed, good or slow) after one more (see
+/// `webmon_core::verdict::next_run`).
+#[pg_extern(immutable, parallel_safe)]
+fn next_run(run: &str, outcome: Option<&str>, previous: i32) -> i32 {
+    verdict::next_run(run, outcome, previous)
+}
+
+/// A region's verdict after a check (see `webmon_core::verdict::next_verdict`).
+#[pg_extern(immutable, parallel_safe)]
+fn next_verdict(
+    verdict: Option<&str>,
+    outcome: Option<&str>,
+    failed_run: i32,
+    good_run: i32,
+    slow_run: i32,
+    down_after: i32,
+    up_after: i32,
+) -> Option<String> {
+    let runs = verdict::Runs {
+        failed: failed_run,
+        good: good_run,
+        slow: slow_run,
+    };
+    verdict::next_verdict(verdict, outcome, runs, down_after, up_after)
 }

@@ -37,7 +37,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/status.sql",
     name = "status",
-    requires = ["incidents", slot_at]
+    requires = ["incidents", slot_at, result_is_up]
 );
 extension_sql_file!(
     "../../sql/partitions.sql",

@@ -1687,7 +1687,8 @@ mod tests {
 
     #[pg_test]
     fn incidents_open_after_down_after_failures_and_resolve_after_up_after_good_checks() {
-        partitions_ready();
+        // Results go to partitions that tests of maintenance drop: run after them.
+        maintenance();
         let url = "http://127.0.0.1:9/incident";
         Spi::run(&format!(
             "SELECT webmon.register_probe('inc-probe', 'inc');
@@ -1800,7 +1801,8 @@ mod tests {
 
     #[pg_test]
     fn a_quorum_of_regions_must_be_down_for_an_incident() {
-        partitions_ready();
+        // Results go to partitions that tests of maintenance drop: run after them.
+        maintenance();
         let url = "http://127.0.0.1:9/quorum-incident";
         Spi::run(&format!(
             "SELECT webmon.register_probe('q-a', 'qa'), webmon.register_probe('q-b', 'qb'), webmon.register_probe('q-c', 'qc');
