@@ -39,7 +39,7 @@ COMMENT ON FUNCTION webmon.result_is_up(int4range, smallint, boolean, text) IS
 COMMENT ON FUNCTION webmon.check_outcome(int4range, smallint, boolean, text, real, int) IS
     'pg_webmon: what a check says about the site: failed (not up, see webmon.result_is_up()), slow (up, slower than degraded_after_ms), good, or NULL (nobody checked it).';
 COMMENT ON FUNCTION webmon.failure_cause(smallint, boolean, text, text) IS
-    'pg_webmon: what a failed check got, in one line (at most 1,000 characters, no URL): its error kind and message, or its status (and a regex not matched).';
+    'pg_webmon: what a failed check got, in one line (at most 300 characters, no URL): its error kind and message, or its status (and a regex not matched).';
 COMMENT ON FUNCTION webmon.next_run(text, text, int) IS
     'pg_webmon: a run of consecutive failed, good (slow or not) or slow checks after one more check with this outcome: one longer, 0 when broken, the same when the check says nothing.';
 COMMENT ON FUNCTION webmon.next_verdict(text, text, int, int, int, int, int) IS

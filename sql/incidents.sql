@@ -16,6 +16,8 @@ CREATE TABLE webmon.incidents (
 -- At most one open incident per monitor and kind.
 CREATE UNIQUE INDEX incidents_open_idx ON webmon.incidents (monitor_id, kind) WHERE resolved_at IS NULL;
 CREATE INDEX incidents_monitor_idx ON webmon.incidents (monitor_id, started_at);
+-- What purge_incidents deletes, without reading the open ones.
+CREATE INDEX incidents_resolved_idx ON webmon.incidents (resolved_at) WHERE resolved_at IS NOT NULL;
 COMMENT ON TABLE webmon.incidents IS
     'pg_webmon: when a monitor was down or degraded: opened and resolved by webmon.complete_checks() in the transaction that stores the deciding result; at most one open per monitor and kind. Resolved incidents older than pg_webmon.retention are deleted.';
 COMMENT ON COLUMN webmon.incidents.kind IS 'down (a quorum of regions saw down_after failed checks in a row), degraded (down_after checks slower than degraded_after_ms) or cert_expiry.';
@@ -31,13 +33,27 @@ CREATE FUNCTION webmon.incident_event(event text, i webmon.incidents) RETURNS js
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
         'event', event, 'incident_id', i.id, 'monitor_id', i.monitor_id,
-        'name', (SELECT m.name FROM webmon.monitors m WHERE m.id = i.monitor_id),
+        'name', (SELECT left(m.name, 256) FROM webmon.monitors m WHERE m.id = i.monitor_id),
         'kind', i.kind, 'started_at', i.started_at, 'resolved_at', i.resolved_at,
         'duration_s', extract(epoch FROM i.resolved_at - i.started_at),
-        'cause', i.cause, 'failed_checks', i.failed_checks)
+        'cause', left(i.cause, 300), 'failed_checks', i.failed_checks)
 $$;
 COMMENT ON FUNCTION webmon.incident_event(text, webmon.incidents) IS
     'pg_webmon: an incident as the JSON of an event (down, degraded, recovered): ids, monitor name, kind, times, duration once resolved, cause, failed checks. No URL.';
+
+-- NOTIFY webmon_events with an incident's event. An event that cannot be sent (a payload
+-- over NOTIFY's limit) is a WARNING: storing the results that changed the incident never
+-- depends on it.
+CREATE FUNCTION webmon.notify_event(event text, i webmon.incidents) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_notify('webmon_events', webmon.incident_event(event, i)::text);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pg_webmon: no webmon_events notification for incident %: %', i.id, SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION webmon.notify_event(text, webmon.incidents) IS
+    'pg_webmon: NOTIFY webmon_events with the incident''s event (webmon.incident_event()); a failure is a WARNING, never an error.';
 
 -- Opens and resolves the incidents of monitors whose region verdicts a batch of results
 -- changed (complete_checks calls it; the steady "up, still up" path never does). Per
@@ -59,7 +75,9 @@ BEGIN
         SELECT u.monitor_id, u.checked_at, u.failures, u.last_failure_at
         FROM unnest(monitor_ids, checked_at, failures, last_failures)
             AS u(monitor_id, checked_at, failures, last_failure_at)
-        ORDER BY u.monitor_id
+        -- In the order of the lock keys: two ids with the same key never wait for each other
+        -- in opposite orders.
+        ORDER BY hashint8(u.monitor_id), u.monitor_id
     LOOP
         -- 'webm' as the lock class; the monitor id hashed into the second key.
         PERFORM pg_advisory_xact_lock(2003133037, hashint8(t.monitor_id));
@@ -74,10 +92,9 @@ BEGIN
         FROM webmon.monitors m LEFT JOIN webmon.jobs j ON j.monitor_id = m.id
         WHERE m.id = t.monitor_id
         GROUP BY m.id;
-        IF NOT FOUND OR h.regions = 0 THEN
-            CONTINUE;  -- deleted or paused meanwhile
-        END IF;
+        -- A monitor deleted or paused (no job rows) has nothing open: what was is resolved.
         wanted := CASE
+                      WHEN NOT FOUND OR h.regions = 0 THEN NULL
                       WHEN h.down >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'down'
                       WHEN h.troubled >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'degraded'
                   END;
@@ -88,13 +105,13 @@ BEGIN
               AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
             RETURNING i.*
         LOOP
-            PERFORM pg_notify('webmon_events', webmon.incident_event('recovered', changed)::text);
+            PERFORM webmon.notify_event('recovered', changed);
         END LOOP;
         IF wanted IS NULL THEN
             CONTINUE;
         END IF;
         UPDATE webmon.incidents i
-        SET failed_checks = i.failed_checks + t.failures,
+        SET failed_checks = least(i.failed_checks::bigint + t.failures, 2147483647)::int,
             last_failure_at = greatest(i.last_failure_at, t.last_failure_at)
         WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL;
         IF NOT FOUND THEN
@@ -105,7 +122,7 @@ BEGIN
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
                     t.last_failure_at)
             RETURNING * INTO changed;
-            PERFORM pg_notify('webmon_events', webmon.incident_event(wanted, changed)::text);
+            PERFORM webmon.notify_event(wanted, changed);
         END IF;
     END LOOP;
 END
@@ -119,16 +136,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     purged int;
 BEGIN
-    DELETE FROM webmon.incidents WHERE resolved_at < now() - older_than;
+    -- At most 100,000 a call (the scheduler calls it every five minutes).
+    DELETE FROM webmon.incidents WHERE id IN (
+        SELECT i.id FROM webmon.incidents i
+        WHERE i.resolved_at IS NOT NULL AND i.resolved_at < now() - older_than
+        LIMIT 100000);
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END
 $$;
 COMMENT ON FUNCTION webmon.purge_incidents(interval) IS
-    'pg_webmon: delete incidents resolved more than older_than ago (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
+    'pg_webmon: delete incidents resolved more than older_than ago, at most 100,000 a call (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
 
 REVOKE ALL ON FUNCTION webmon.update_incidents(bigint[], timestamptz[], int[], timestamptz[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.purge_incidents(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.notify_event(text, webmon.incidents) FROM PUBLIC;
 
 -- pg_dump keeps incidents (history users read and alerts refer to).
 SELECT pg_catalog.pg_extension_config_dump('webmon.incidents', '');

@@ -130,6 +130,175 @@ COMMENT ON COLUMN webmon.jobs.failing_since IS 'When the current run of failed c
 
 COMMENT ON COLUMN webmon.jobs.failing_cause IS 'What the first failed check of the current run got (webmon.failure_cause()); an incident it opens starts with it.';
 
+CREATE OR REPLACE FUNCTION webmon.monitors_sync_jobs() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wanted text[];
+    first_slot timestamptz;
+    grid timestamptz;
+BEGIN
+    -- Runs as the owner: only as the trigger on webmon.monitors (a trigger function's EXECUTE
+    -- is checked only when a trigger is created, so refuse any other table).
+    IF TG_RELID <> 'webmon.monitors'::regclass THEN
+        RAISE EXCEPTION 'webmon.monitors_sync_jobs() runs only on webmon.monitors' USING ERRCODE = '42501';
+    END IF;
+    IF TG_OP = 'DELETE' THEN
+        DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
+        -- Its open incidents end now.
+        PERFORM webmon.update_incidents(ARRAY[OLD.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
+        RETURN NULL;
+    END IF;
+    wanted := ARRAY(SELECT w.region FROM webmon.wanted_jobs w WHERE w.monitor_id = NEW.id);
+    -- A region no longer listed (or a paused monitor) loses its job; a check in flight there
+    -- is not stored.
+    DELETE FROM webmon.jobs WHERE monitor_id = NEW.id AND region <> ALL (wanted);
+    IF TG_OP = 'UPDATE' THEN
+        IF NEW.next_check_at IS DISTINCT FROM OLD.next_check_at THEN
+            -- Moved by hand (now() checks at once): every region, on the new grid.
+            UPDATE webmon.jobs
+            SET scheduled_at = NEW.next_check_at, check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now()),
+                requeued = false,
+                lease_expires_at = CASE WHEN leased_by IS NULL THEN now() ELSE lease_expires_at END
+            WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
+        ELSIF NEW.check_interval IS DISTINCT FROM OLD.check_interval THEN
+            -- Next checked at most one new interval from now, not at the slot the old one
+            -- left; then on a grid of the new interval from now.
+            UPDATE webmon.jobs
+            SET check_interval = NEW.check_interval,
+                grid_start = webmon.grid_start(NEW.id, NEW.check_interval, now(), now()),
+                scheduled_at = least(scheduled_at, now() + NEW.check_interval)
+            WHERE monitor_id = NEW.id;
+            PERFORM pg_notify('webmon_jobs', 'moved');
+        END IF;
+    END IF;
+    -- New regions join the grid the others follow; a monitor enabled again is checked at its
+    -- next_check_at, or at most one interval from now. (New monitors: monitors_add_jobs.)
+    SELECT j.scheduled_at, j.grid_start INTO first_slot, grid
+    FROM webmon.jobs j WHERE j.monitor_id = NEW.id ORDER BY j.scheduled_at LIMIT 1;
+    INSERT INTO webmon.jobs (monitor_id, region, check_interval, grid_start, scheduled_at, lease_expires_at)
+    SELECT NEW.id, r, NEW.check_interval,
+           coalesce(grid, webmon.grid_start(NEW.id, NEW.check_interval, NEW.next_check_at, now())),
+           coalesce(first_slot, least(NEW.next_check_at, now() + NEW.check_interval)),
+           now()
+    FROM unnest(wanted) AS r
+    ON CONFLICT (monitor_id, region) DO NOTHING;
+    IF FOUND THEN
+        PERFORM pg_notify('webmon_jobs', 'new');
+    END IF;
+    -- Paused, regions changed or another quorum: its incidents follow what its remaining
+    -- regions say (a paused monitor has none open).
+    IF TG_OP = 'UPDATE' AND (NEW.regions, NEW.enabled, NEW.down_quorum)
+                            IS DISTINCT FROM (OLD.regions, OLD.enabled, OLD.down_quorum) THEN
+        PERFORM webmon.update_incidents(ARRAY[NEW.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+COMMENT ON FUNCTION webmon.monitors_sync_jobs() IS
+    'pg_webmon: trigger that keeps a monitor''s job rows in step with it: one per region (or one for any probe), none while paused; a moved next_check_at or a changed interval moves them; its incidents follow a pause, a deletion, or changed regions or quorum.';
+
+DROP TRIGGER monitors_sync_jobs ON webmon.monitors;
+
+CREATE TRIGGER monitors_sync_jobs
+    AFTER DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at, down_quorum
+    ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_sync_jobs();
+
+CREATE OR REPLACE FUNCTION webmon.record_unclaimed_checks(unclaimed_timeout interval DEFAULT '2 minutes',
+                                               max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    recorded int := 0;
+    found_here int;
+    r text;
+BEGIN
+    -- A check no probe claimed in time (no live probe in its region, or all busy) is recorded
+    -- as a `no_probe` error: the user sees it, and the job moves on to its next slot. The
+    -- time counts from the slot, or from when it came back to the queue. Each region's due
+    -- range of jobs_due_idx, oldest first.
+    FOR r IN SELECT webmon.queued_regions() LOOP
+        WITH unclaimed AS (
+            SELECT c.id, c.monitor_id, c.scheduled_at
+            FROM webmon.jobs c
+            WHERE c.region = r
+              AND c.scheduled_at < now() - unclaimed_timeout
+              AND c.leased_by IS NULL
+              AND coalesce(c.lease_expires_at, '-infinity') < now() - unclaimed_timeout
+            ORDER BY c.scheduled_at
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE webmon.jobs j
+            SET scheduled_at = webmon.slot_after(j.grid_start, j.check_interval, now()),
+                requeued = false, attempts = 0,
+                -- Nobody checks this region: its verdict is unknown, not the last one seen.
+                verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+                failing_since = NULL, failing_cause = NULL
+            FROM unclaimed u WHERE j.id = u.id
+            RETURNING u.monitor_id, u.scheduled_at
+        )
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
+        SELECT scheduled_at, monitor_id, 'no_probe',
+               CASE WHEN r = ''
+                    THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                    ELSE format('no probe of region %s claimed this check within %s', r, unclaimed_timeout)
+               END,
+               nullif(r, '')
+        FROM moved;
+        GET DIAGNOSTICS found_here = ROW_COUNT;
+        recorded := recorded + found_here;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3, max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    requeued int;
+BEGIN
+    -- Leases that ended: back to the queue for the same slot, or recorded as lost after
+    -- max_attempts leases. Reads the whole table (the scheduler calls it every few seconds):
+    -- an index on lease_expires_at would cost every claim an index entry instead.
+    WITH expired AS (
+        SELECT id, monitor_id, region, leased_slot, attempts, leased_by
+        FROM webmon.jobs
+        WHERE leased_by IS NOT NULL AND lease_expires_at < now()
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    ), gave_up AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false,
+            -- Nobody reported this region's checks: its verdict is unknown, not the last one.
+            verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+            failing_since = NULL, failing_cause = NULL
+        FROM expired e
+        WHERE j.id = e.id AND e.attempts >= max_attempts
+        RETURNING e.*
+    ), lost AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT leased_slot, monitor_id, 'lost',
+               format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by,
+               nullif(region, '')
+        FROM gave_up
+    ), back AS (
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, requeued = true, scheduled_at = e.leased_slot, lease_expires_at = now()
+        FROM expired e
+        WHERE j.id = e.id AND e.attempts < max_attempts
+        RETURNING j.id
+    )
+    SELECT count(*) INTO requeued FROM back;
+    IF requeued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'requeued');
+    END IF;
+    RETURN requeued;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION webmon.queued_regions() RETURNS SETOF text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -185,7 +354,7 @@ LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'failure_cause_wrapper';
 
 COMMENT ON FUNCTION webmon.failure_cause(smallint, boolean, text, text) IS
-    'pg_webmon: what a failed check got, in one line (at most 1,000 characters, no URL): its error kind and message, or its status (and a regex not matched).';
+    'pg_webmon: what a failed check got, in one line (at most 300 characters, no URL): its error kind and message, or its status (and a regex not matched).';
 
 CREATE FUNCTION webmon."next_run"(
 	"run" TEXT, /* & str */
@@ -252,12 +421,15 @@ BEGIN
                                           m.down_after, m.up_after),
             verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
                                                           m.down_after, m.up_after) IS DISTINCT FROM j.verdict
-                                 THEN coalesce(b.request_timestamp, j.leased_slot) ELSE j.verdict_since END,
-            failing_since = CASE WHEN o.outcome = 'failed' THEN coalesce(j.failing_since, b.request_timestamp, j.leased_slot)
+                                 THEN CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END
+                                 ELSE j.verdict_since END,
+            failing_since = CASE WHEN o.outcome = 'failed'
+                                 THEN coalesce(j.failing_since, CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END)
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_since END,
             failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
-                                 THEN webmon.failure_cause(b.http_status_code, b.regex_matched, b.error_kind, b.error)
+                                 THEN left(coalesce(r.refused, webmon.failure_cause(b.http_status_code, b.regex_matched,
+                                                                                     b.error_kind, b.error)), 300)
                                  WHEN o.outcome = 'failed' THEN j.failing_cause
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_cause END
@@ -267,8 +439,33 @@ BEGIN
                  page_content, error_kind, error)
         CROSS JOIN webmon.monitors m
         CROSS JOIN LATERAL (
-            SELECT webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
-                                        b.response_time_ms, m.degraded_after_ms) AS outcome
+            -- A result counts as the probe says only when it can be true: started no earlier
+            -- than a minute before its slot (probes start at the slot, on the database's
+            -- clock) and not more than 5 seconds in the future, and, for a response, a status
+            -- and a response time from 0 to a day. Any other result is stored as an `other`
+            -- error at its slot saying why (a failed check), so that no row can claim "up"
+            -- forever or hide newer failures. (Without slots, the 0.3.0 form, the lease's own
+            -- test below already holds a result to its slot.)
+            SELECT CASE
+                       WHEN b.request_timestamp IS NULL
+                            OR b.request_timestamp < b.slot - interval '1 minute'
+                            OR b.request_timestamp > now() + interval '5 seconds'
+                       THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                                   b.request_timestamp, b.slot)
+                       WHEN b.error_kind IS NULL
+                            AND (b.http_status_code IS NULL OR b.http_status_code NOT BETWEEN 100 AND 999
+                                 OR b.response_time_ms IS NULL OR NOT (b.response_time_ms BETWEEN 0 AND 86400000))
+                       THEN format('result refused: status %s, response_time_ms %s', b.http_status_code, b.response_time_ms)
+                       -- A kind the library does not know (a probe newer than the library).
+                       WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
+                       THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
+                   END AS refused
+        ) r
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
+                        ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
+                                                  b.response_time_ms, m.degraded_after_ms)
+                   END AS outcome
         ) o
         WHERE j.id = b.job_id AND m.id = j.monitor_id AND j.leased_by = completer
           AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
@@ -278,45 +475,24 @@ BEGIN
                    ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
-                  b.page_content, b.error_kind, b.error, o.outcome, j.verdict AS new_verdict,
-                  j.verdict_since IS NOT DISTINCT FROM coalesce(b.request_timestamp, j.leased_slot) AS verdict_changed,
-                  coalesce(b.request_timestamp, j.leased_slot) AS checked_at
-    ), checked AS (
-        -- A result counts as the probe says only when it can be true: started no earlier than a
-        -- minute before its slot (probes start at the slot, on the database's clock) and not
-        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
-        -- other result is stored as an `other` error at its slot saying why, so that no row can
-        -- claim "up" forever or hide newer failures.
-        SELECT d.*,
-               CASE
-                   WHEN d.request_timestamp IS NULL
-                        OR d.request_timestamp < d.leased - interval '1 minute'
-                        OR d.request_timestamp > now() + interval '5 seconds'
-                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
-                               d.request_timestamp, d.leased)
-                   WHEN d.error_kind IS NULL
-                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
-                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
-                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
-                   -- A kind the library does not know (a probe newer than the library).
-                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
-                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
-               END AS refused
-        FROM done d
+                  b.page_content, b.error_kind, b.error, r.refused, o.outcome, j.verdict AS new_verdict,
+                  j.verdict_since IS NOT DISTINCT FROM
+                      CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS verdict_changed,
+                  CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS checked_at
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)
-        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
-               completer, c.regex_matched, left(c.page_content, 1000), c.from_region
-        FROM checked c
-        WHERE c.error_kind IS NULL AND c.refused IS NULL
+        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
+               completer, d.regex_matched, left(d.page_content, 1000), d.from_region
+        FROM done d
+        WHERE d.error_kind IS NULL AND d.refused IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
-        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END, c.monitor_id,
-               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
-               left(coalesce(c.refused, c.error, ''), 1000), completer, c.from_region
-        FROM checked c
-        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
+        SELECT d.checked_at, d.monitor_id,
+               CASE WHEN d.refused IS NULL THEN d.error_kind ELSE 'other' END,
+               left(coalesce(d.refused, d.error, ''), 1000), completer, d.from_region
+        FROM done d
+        WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
     )
     -- The monitors whose incidents may change: a region's verdict changed, or a region that
     -- is down failed again (its open incident counts it).
@@ -361,6 +537,8 @@ CREATE TABLE webmon.incidents (
 -- At most one open incident per monitor and kind.
 CREATE UNIQUE INDEX incidents_open_idx ON webmon.incidents (monitor_id, kind) WHERE resolved_at IS NULL;
 CREATE INDEX incidents_monitor_idx ON webmon.incidents (monitor_id, started_at);
+-- What purge_incidents deletes, without reading the open ones.
+CREATE INDEX incidents_resolved_idx ON webmon.incidents (resolved_at) WHERE resolved_at IS NOT NULL;
 COMMENT ON TABLE webmon.incidents IS
     'pg_webmon: when a monitor was down or degraded: opened and resolved by webmon.complete_checks() in the transaction that stores the deciding result; at most one open per monitor and kind. Resolved incidents older than pg_webmon.retention are deleted.';
 COMMENT ON COLUMN webmon.incidents.kind IS 'down (a quorum of regions saw down_after failed checks in a row), degraded (down_after checks slower than degraded_after_ms) or cert_expiry.';
@@ -376,13 +554,27 @@ CREATE FUNCTION webmon.incident_event(event text, i webmon.incidents) RETURNS js
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT jsonb_build_object(
         'event', event, 'incident_id', i.id, 'monitor_id', i.monitor_id,
-        'name', (SELECT m.name FROM webmon.monitors m WHERE m.id = i.monitor_id),
+        'name', (SELECT left(m.name, 256) FROM webmon.monitors m WHERE m.id = i.monitor_id),
         'kind', i.kind, 'started_at', i.started_at, 'resolved_at', i.resolved_at,
         'duration_s', extract(epoch FROM i.resolved_at - i.started_at),
-        'cause', i.cause, 'failed_checks', i.failed_checks)
+        'cause', left(i.cause, 300), 'failed_checks', i.failed_checks)
 $$;
 COMMENT ON FUNCTION webmon.incident_event(text, webmon.incidents) IS
     'pg_webmon: an incident as the JSON of an event (down, degraded, recovered): ids, monitor name, kind, times, duration once resolved, cause, failed checks. No URL.';
+
+-- NOTIFY webmon_events with an incident's event. An event that cannot be sent (a payload
+-- over NOTIFY's limit) is a WARNING: storing the results that changed the incident never
+-- depends on it.
+CREATE FUNCTION webmon.notify_event(event text, i webmon.incidents) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM pg_notify('webmon_events', webmon.incident_event(event, i)::text);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'pg_webmon: no webmon_events notification for incident %: %', i.id, SQLERRM;
+END
+$$;
+COMMENT ON FUNCTION webmon.notify_event(text, webmon.incidents) IS
+    'pg_webmon: NOTIFY webmon_events with the incident''s event (webmon.incident_event()); a failure is a WARNING, never an error.';
 
 -- Opens and resolves the incidents of monitors whose region verdicts a batch of results
 -- changed (complete_checks calls it; the steady "up, still up" path never does). Per
@@ -404,7 +596,9 @@ BEGIN
         SELECT u.monitor_id, u.checked_at, u.failures, u.last_failure_at
         FROM unnest(monitor_ids, checked_at, failures, last_failures)
             AS u(monitor_id, checked_at, failures, last_failure_at)
-        ORDER BY u.monitor_id
+        -- In the order of the lock keys: two ids with the same key never wait for each other
+        -- in opposite orders.
+        ORDER BY hashint8(u.monitor_id), u.monitor_id
     LOOP
         -- 'webm' as the lock class; the monitor id hashed into the second key.
         PERFORM pg_advisory_xact_lock(2003133037, hashint8(t.monitor_id));
@@ -419,10 +613,9 @@ BEGIN
         FROM webmon.monitors m LEFT JOIN webmon.jobs j ON j.monitor_id = m.id
         WHERE m.id = t.monitor_id
         GROUP BY m.id;
-        IF NOT FOUND OR h.regions = 0 THEN
-            CONTINUE;  -- deleted or paused meanwhile
-        END IF;
+        -- A monitor deleted or paused (no job rows) has nothing open: what was is resolved.
         wanted := CASE
+                      WHEN NOT FOUND OR h.regions = 0 THEN NULL
                       WHEN h.down >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'down'
                       WHEN h.troubled >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'degraded'
                   END;
@@ -433,13 +626,13 @@ BEGIN
               AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
             RETURNING i.*
         LOOP
-            PERFORM pg_notify('webmon_events', webmon.incident_event('recovered', changed)::text);
+            PERFORM webmon.notify_event('recovered', changed);
         END LOOP;
         IF wanted IS NULL THEN
             CONTINUE;
         END IF;
         UPDATE webmon.incidents i
-        SET failed_checks = i.failed_checks + t.failures,
+        SET failed_checks = least(i.failed_checks::bigint + t.failures, 2147483647)::int,
             last_failure_at = greatest(i.last_failure_at, t.last_failure_at)
         WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL;
         IF NOT FOUND THEN
@@ -450,7 +643,7 @@ BEGIN
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
                     t.last_failure_at)
             RETURNING * INTO changed;
-            PERFORM pg_notify('webmon_events', webmon.incident_event(wanted, changed)::text);
+            PERFORM webmon.notify_event(wanted, changed);
         END IF;
     END LOOP;
 END
@@ -464,16 +657,21 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     purged int;
 BEGIN
-    DELETE FROM webmon.incidents WHERE resolved_at < now() - older_than;
+    -- At most 100,000 a call (the scheduler calls it every five minutes).
+    DELETE FROM webmon.incidents WHERE id IN (
+        SELECT i.id FROM webmon.incidents i
+        WHERE i.resolved_at IS NOT NULL AND i.resolved_at < now() - older_than
+        LIMIT 100000);
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;
 END
 $$;
 COMMENT ON FUNCTION webmon.purge_incidents(interval) IS
-    'pg_webmon: delete incidents resolved more than older_than ago (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
+    'pg_webmon: delete incidents resolved more than older_than ago, at most 100,000 a call (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
 
 REVOKE ALL ON FUNCTION webmon.update_incidents(bigint[], timestamptz[], int[], timestamptz[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.purge_incidents(interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.notify_event(text, webmon.incidents) FROM PUBLIC;
 
 -- pg_dump keeps incidents (history users read and alerts refer to).
 SELECT pg_catalog.pg_extension_config_dump('webmon.incidents', '');
@@ -508,20 +706,21 @@ SELECT m.id AS monitor_id,
        quorum.states AS region_states,
        CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
        -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
-       -- come in: paused, down, degraded, pending (failing, below down_after), up, or
-       -- unknown (no verdict yet).
+       -- come in: paused, down, degraded, pending (a quorum of regions failing, below
+       -- down_after), up (a region says so), or unknown.
        CASE
            WHEN NOT m.enabled THEN 'paused'
            WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
-           WHEN health.failing_since IS NOT NULL THEN 'pending'
+           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1) THEN 'pending'
            WHEN health.known THEN 'up'
            ELSE 'unknown'
        END AS state,
        CASE
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
-           WHEN health.failing_since IS NOT NULL THEN health.failing_since
-           WHEN health.known THEN health.up_since
+           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1)
+           THEN health.failing_since
+           WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
 LEFT JOIN LATERAL (
@@ -553,8 +752,11 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known,
-           max(j.verdict_since) AS up_since
+    SELECT count(*) AS regions,
+           -- Regions failing now (below down_after) or down: pending when a quorum of them.
+           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
     FROM webmon.jobs j WHERE j.monitor_id = m.id
 ) health;
 

@@ -82,6 +82,8 @@ BEGIN
     END IF;
     IF TG_OP = 'DELETE' THEN
         DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
+        -- Its open incidents end now.
+        PERFORM webmon.update_incidents(ARRAY[OLD.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
         RETURN NULL;
     END IF;
     wanted := ARRAY(SELECT w.region FROM webmon.wanted_jobs w WHERE w.monitor_id = NEW.id);
@@ -123,13 +125,19 @@ BEGIN
     IF FOUND THEN
         PERFORM pg_notify('webmon_jobs', 'new');
     END IF;
+    -- Paused, regions changed or another quorum: its incidents follow what its remaining
+    -- regions say (a paused monitor has none open).
+    IF TG_OP = 'UPDATE' AND (NEW.regions, NEW.enabled, NEW.down_quorum)
+                            IS DISTINCT FROM (OLD.regions, OLD.enabled, OLD.down_quorum) THEN
+        PERFORM webmon.update_incidents(ARRAY[NEW.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
+    END IF;
     RETURN NULL;
 END
 $$;
 COMMENT ON FUNCTION webmon.monitors_sync_jobs() IS
-    'pg_webmon: trigger that keeps a monitor''s job rows in step with it: one per region (or one for any probe), none while paused; a moved next_check_at or a changed interval moves them.';
+    'pg_webmon: trigger that keeps a monitor''s job rows in step with it: one per region (or one for any probe), none while paused; a moved next_check_at or a changed interval moves them; its incidents follow a pause, a deletion, or changed regions or quorum.';
 CREATE TRIGGER monitors_sync_jobs
-    AFTER DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at
+    AFTER DELETE OR UPDATE OF regions, enabled, check_interval, timeout, next_check_at, down_quorum
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_sync_jobs();
 
 -- Jobs of monitors added by one INSERT (or COPY, or import), made together. A monitor added
@@ -276,7 +284,10 @@ BEGIN
         ), moved AS (
             UPDATE webmon.jobs j
             SET scheduled_at = webmon.slot_after(j.grid_start, j.check_interval, now()),
-                requeued = false, attempts = 0
+                requeued = false, attempts = 0,
+                -- Nobody checks this region: its verdict is unknown, not the last one seen.
+                verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+                failing_since = NULL, failing_cause = NULL
             FROM unclaimed u WHERE j.id = u.id
             RETURNING u.monitor_id, u.scheduled_at
         )
@@ -313,7 +324,10 @@ BEGIN
         LIMIT max_rows
         FOR UPDATE SKIP LOCKED
     ), gave_up AS (
-        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false
+        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false,
+            -- Nobody reported this region's checks: its verdict is unknown, not the last one.
+            verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+            failing_since = NULL, failing_cause = NULL
         FROM expired e
         WHERE j.id = e.id AND e.attempts >= max_attempts
         RETURNING e.*
@@ -470,12 +484,15 @@ BEGIN
                                           m.down_after, m.up_after),
             verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
                                                           m.down_after, m.up_after) IS DISTINCT FROM j.verdict
-                                 THEN coalesce(b.request_timestamp, j.leased_slot) ELSE j.verdict_since END,
-            failing_since = CASE WHEN o.outcome = 'failed' THEN coalesce(j.failing_since, b.request_timestamp, j.leased_slot)
+                                 THEN CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END
+                                 ELSE j.verdict_since END,
+            failing_since = CASE WHEN o.outcome = 'failed'
+                                 THEN coalesce(j.failing_since, CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END)
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_since END,
             failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
-                                 THEN webmon.failure_cause(b.http_status_code, b.regex_matched, b.error_kind, b.error)
+                                 THEN left(coalesce(r.refused, webmon.failure_cause(b.http_status_code, b.regex_matched,
+                                                                                     b.error_kind, b.error)), 300)
                                  WHEN o.outcome = 'failed' THEN j.failing_cause
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_cause END
@@ -485,8 +502,33 @@ BEGIN
                  page_content, error_kind, error)
         CROSS JOIN webmon.monitors m
         CROSS JOIN LATERAL (
-            SELECT webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
-                                        b.response_time_ms, m.degraded_after_ms) AS outcome
+            -- A result counts as the probe says only when it can be true: started no earlier
+            -- than a minute before its slot (probes start at the slot, on the database's
+            -- clock) and not more than 5 seconds in the future, and, for a response, a status
+            -- and a response time from 0 to a day. Any other result is stored as an `other`
+            -- error at its slot saying why (a failed check), so that no row can claim "up"
+            -- forever or hide newer failures. (Without slots, the 0.3.0 form, the lease's own
+            -- test below already holds a result to its slot.)
+            SELECT CASE
+                       WHEN b.request_timestamp IS NULL
+                            OR b.request_timestamp < b.slot - interval '1 minute'
+                            OR b.request_timestamp > now() + interval '5 seconds'
+                       THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                                   b.request_timestamp, b.slot)
+                       WHEN b.error_kind IS NULL
+                            AND (b.http_status_code IS NULL OR b.http_status_code NOT BETWEEN 100 AND 999
+                                 OR b.response_time_ms IS NULL OR NOT (b.response_time_ms BETWEEN 0 AND 86400000))
+                       THEN format('result refused: status %s, response_time_ms %s', b.http_status_code, b.response_time_ms)
+                       -- A kind the library does not know (a probe newer than the library).
+                       WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
+                       THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
+                   END AS refused
+        ) r
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
+                        ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
+                                                  b.response_time_ms, m.degraded_after_ms)
+                   END AS outcome
         ) o
         WHERE j.id = b.job_id AND m.id = j.monitor_id AND j.leased_by = completer
           AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
@@ -496,45 +538,24 @@ BEGIN
                    ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
-                  b.page_content, b.error_kind, b.error, o.outcome, j.verdict AS new_verdict,
-                  j.verdict_since IS NOT DISTINCT FROM coalesce(b.request_timestamp, j.leased_slot) AS verdict_changed,
-                  coalesce(b.request_timestamp, j.leased_slot) AS checked_at
-    ), checked AS (
-        -- A result counts as the probe says only when it can be true: started no earlier than a
-        -- minute before its slot (probes start at the slot, on the database's clock) and not
-        -- more than 5 seconds in the future, and, for a response, a status and a response time from 0 to a day. Any
-        -- other result is stored as an `other` error at its slot saying why, so that no row can
-        -- claim "up" forever or hide newer failures.
-        SELECT d.*,
-               CASE
-                   WHEN d.request_timestamp IS NULL
-                        OR d.request_timestamp < d.leased - interval '1 minute'
-                        OR d.request_timestamp > now() + interval '5 seconds'
-                   THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
-                               d.request_timestamp, d.leased)
-                   WHEN d.error_kind IS NULL
-                        AND (d.http_status_code IS NULL OR d.http_status_code NOT BETWEEN 100 AND 999
-                             OR d.response_time_ms IS NULL OR NOT (d.response_time_ms BETWEEN 0 AND 86400000))
-                   THEN format('result refused: status %s, response_time_ms %s', d.http_status_code, d.response_time_ms)
-                   -- A kind the library does not know (a probe newer than the library).
-                   WHEN d.error_kind IS NOT NULL AND d.error_kind <> ALL (webmon.error_kinds())
-                   THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', d.error_kind, d.error)
-               END AS refused
-        FROM done d
+                  b.page_content, b.error_kind, b.error, r.refused, o.outcome, j.verdict AS new_verdict,
+                  j.verdict_since IS NOT DISTINCT FROM
+                      CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS verdict_changed,
+                  CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS checked_at
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)
-        SELECT c.request_timestamp, c.monitor_id, c.response_time_ms, c.http_status_code,
-               completer, c.regex_matched, left(c.page_content, 1000), c.from_region
-        FROM checked c
-        WHERE c.error_kind IS NULL AND c.refused IS NULL
+        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
+               completer, d.regex_matched, left(d.page_content, 1000), d.from_region
+        FROM done d
+        WHERE d.error_kind IS NULL AND d.refused IS NULL
     ), error_rows AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
-        SELECT CASE WHEN c.refused IS NULL THEN c.request_timestamp ELSE c.leased END, c.monitor_id,
-               CASE WHEN c.refused IS NULL THEN c.error_kind ELSE 'other' END,
-               left(coalesce(c.refused, c.error, ''), 1000), completer, c.from_region
-        FROM checked c
-        WHERE c.error_kind IS NOT NULL OR c.refused IS NOT NULL
+        SELECT d.checked_at, d.monitor_id,
+               CASE WHEN d.refused IS NULL THEN d.error_kind ELSE 'other' END,
+               left(coalesce(d.refused, d.error, ''), 1000), completer, d.from_region
+        FROM done d
+        WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
     )
     -- The monitors whose incidents may change: a region's verdict changed, or a region that
     -- is down failed again (its open incident counts it).

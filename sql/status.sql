@@ -97,20 +97,21 @@ SELECT m.id AS monitor_id,
        quorum.states AS region_states,
        CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
        -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
-       -- come in: paused, down, degraded, pending (failing, below down_after), up, or
-       -- unknown (no verdict yet).
+       -- come in: paused, down, degraded, pending (a quorum of regions failing, below
+       -- down_after), up (a region says so), or unknown.
        CASE
            WHEN NOT m.enabled THEN 'paused'
            WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
-           WHEN health.failing_since IS NOT NULL THEN 'pending'
+           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1) THEN 'pending'
            WHEN health.known THEN 'up'
            ELSE 'unknown'
        END AS state,
        CASE
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
-           WHEN health.failing_since IS NOT NULL THEN health.failing_since
-           WHEN health.known THEN health.up_since
+           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1)
+           THEN health.failing_since
+           WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
 LEFT JOIN LATERAL (
@@ -142,8 +143,11 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT min(j.failing_since) AS failing_since, bool_or(j.verdict IS NOT NULL) AS known,
-           max(j.verdict_since) AS up_since
+    SELECT count(*) AS regions,
+           -- Regions failing now (below down_after) or down: pending when a quorum of them.
+           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
     FROM webmon.jobs j WHERE j.monitor_id = m.id
 ) health;
 COMMENT ON VIEW webmon.monitor_status IS

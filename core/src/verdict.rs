@@ -72,7 +72,7 @@ pub fn check_outcome(
 }
 
 /// What a failed check got, in one line for an incident: its error kind and message, or its
-/// status (and that the regex did not match). At most 1,000 characters; never the URL
+/// status (and that the regex did not match). At most 300 characters; never the URL
 /// (probes keep URLs out of error messages).
 pub fn failure_cause(
     status: Option<i16>,
@@ -88,7 +88,7 @@ pub fn failure_cause(
         (None, Some(status)) => format!("status {status}"),
         (None, None) => "no status".to_string(),
     };
-    cause.chars().take(1000).collect()
+    cause.chars().take(300).collect()
 }
 
 /// A region's verdict after a check (`outcome`: `failed`, `slow`, `good`, or None when the
@@ -323,7 +323,7 @@ mod tests {
             failure_cause(None, None, Some("x"), Some(&"é".repeat(2000)))
                 .chars()
                 .count(),
-            1000
+            300
         );
     }
 }

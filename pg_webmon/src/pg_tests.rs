@@ -1776,11 +1776,23 @@ mod tests {
             one::<String>(&incidents),
             "down:false:4:status 503 degraded:false:0:slower than degraded_after_ms"
         );
-        // A paused monitor says so.
+        // Down again, then paused: a paused monitor has no open incident, and says so.
+        assert_eq!(
+            check_once("inc-probe", url, 48_000, Some(500), None, 10.0),
+            "pending"
+        );
+        assert_eq!(
+            check_once("inc-probe", url, 47_000, Some(500), None, 10.0),
+            "down"
+        );
         Spi::run(&format!(
             "UPDATE webmon.monitors SET enabled = false WHERE url = '{url}'"
         ))
         .unwrap();
+        assert!(one::<bool>(&format!(
+            "SELECT count(*) = 3 AND bool_and(resolved_at IS NOT NULL) FROM webmon.incidents
+             WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = '{url}')"
+        )));
         assert_eq!(
             one::<String>(&format!(
                 "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
@@ -1813,15 +1825,12 @@ mod tests {
             "SELECT count(*) FROM webmon.incidents WHERE resolved_at IS NULL
              AND monitor_id = (SELECT id FROM webmon.monitors WHERE url = '{url}')"
         );
-        // One of three regions failing is not down (a majority is 2); it is pending.
+        // One of three regions failing is not down, nor pending (a majority is 2).
         assert_eq!(
             check_once("q-a", url, 30_000, None, Some("timeout"), 0.0),
-            "pending"
+            "unknown"
         );
-        assert_eq!(
-            check_once("q-b", url, 30_000, Some(200), None, 5.0),
-            "pending"
-        );
+        assert_eq!(check_once("q-b", url, 30_000, Some(200), None, 5.0), "up");
         assert_eq!(one::<i64>(&open), 0);
         // A second region failing makes a majority: down.
         assert_eq!(
@@ -1831,11 +1840,23 @@ mod tests {
         assert_eq!(one::<i64>(&open), 1);
         // The third region's good check does not resolve it; the first one's recovery does.
         assert_eq!(check_once("q-c", url, 29_000, Some(200), None, 5.0), "down");
-        assert_eq!(
-            check_once("q-a", url, 28_000, Some(200), None, 5.0),
-            "pending"
-        );
+        assert_eq!(check_once("q-a", url, 28_000, Some(200), None, 5.0), "up");
         assert_eq!(one::<i64>(&open), 0);
+        // Down again, then a region removed: the incident follows the regions left.
+        assert_eq!(
+            check_once("q-a", url, 27_000, None, Some("timeout"), 0.0),
+            "down"
+        );
+        assert_eq!(one::<i64>(&open), 1);
+        Spi::run(&format!(
+            "UPDATE webmon.monitors SET regions = '{{qb,qc}}', down_quorum = 2 WHERE url = '{url}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            one::<i64>(&open),
+            0,
+            "the incident outlived the region that made it"
+        );
     }
 
     #[pg_test]
