@@ -82,8 +82,11 @@ BEGIN
     END IF;
     IF TG_OP = 'DELETE' THEN
         DELETE FROM webmon.jobs WHERE monitor_id = OLD.id;
-        -- Its open incidents end now.
-        PERFORM webmon.update_incidents(ARRAY[OLD.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
+        -- Its open incidents end now (looked for first: a DELETE of many monitors takes no
+        -- lock for those without one).
+        IF EXISTS (SELECT 1 FROM webmon.incidents i WHERE i.monitor_id = OLD.id AND i.resolved_at IS NULL) THEN
+            PERFORM webmon.update_incidents(ARRAY[OLD.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
+        END IF;
         RETURN NULL;
     END IF;
     wanted := ARRAY(SELECT w.region FROM webmon.wanted_jobs w WHERE w.monitor_id = NEW.id);
@@ -128,7 +131,9 @@ BEGIN
     -- Paused, regions changed or another quorum: its incidents follow what its remaining
     -- regions say (a paused monitor has none open).
     IF TG_OP = 'UPDATE' AND (NEW.regions, NEW.enabled, NEW.down_quorum)
-                            IS DISTINCT FROM (OLD.regions, OLD.enabled, OLD.down_quorum) THEN
+                            IS DISTINCT FROM (OLD.regions, OLD.enabled, OLD.down_quorum)
+       AND (EXISTS (SELECT 1 FROM webmon.incidents i WHERE i.monitor_id = NEW.id AND i.resolved_at IS NULL)
+            OR EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = NEW.id AND j.verdict IN ('down', 'degraded'))) THEN
         PERFORM webmon.update_incidents(ARRAY[NEW.id], ARRAY[now()], ARRAY[0], ARRAY[NULL::timestamptz]);
     END IF;
     RETURN NULL;
@@ -557,8 +562,9 @@ BEGIN
         FROM done d
         WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
     )
-    -- The monitors whose incidents may change: a region's verdict changed, or a region that
-    -- is down failed again (its open incident counts it).
+    -- The monitors whose incidents may change: a region's verdict became down or degraded,
+    -- or changed while the monitor has an open incident, or a region that is down failed
+    -- again (its open incident counts it). A first verdict of up changes nothing.
     SELECT (SELECT count(*) FROM done), x.ids, x.ats, x.failures, x.last_failures
     INTO accepted, changed_monitors, changed_at, changed_failures, changed_last_failures
     FROM (SELECT array_agg(t.monitor_id ORDER BY t.monitor_id) AS ids, array_agg(t.at ORDER BY t.monitor_id) AS ats,
@@ -568,10 +574,22 @@ BEGIN
                        count(*) FILTER (WHERE d.outcome = 'failed' AND d.new_verdict = 'down')::int AS failures,
                        max(d.checked_at) FILTER (WHERE d.outcome = 'failed') AS last_failure
                 FROM done d
-                WHERE d.verdict_changed OR (d.outcome = 'failed' AND d.new_verdict = 'down')
+                WHERE (d.verdict_changed
+                       AND (d.new_verdict IN ('down', 'degraded')
+                            OR EXISTS (SELECT 1 FROM webmon.incidents i
+                                       WHERE i.monitor_id = d.monitor_id AND i.resolved_at IS NULL)))
+                   OR (d.outcome = 'failed' AND d.new_verdict = 'down')
                 GROUP BY d.monitor_id) t) x;
     IF changed_monitors IS NOT NULL THEN
-        PERFORM webmon.update_incidents(changed_monitors, changed_at, changed_failures, changed_last_failures);
+        -- The results are stored whatever happens to their incidents (a lock table full, a
+        -- bug): a batch refused here would be retried for ever. A WARNING, and the next
+        -- change of these monitors evaluates them again.
+        BEGIN
+            PERFORM webmon.update_incidents(changed_monitors, changed_at, changed_failures, changed_last_failures);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_webmon: incidents of % monitors not updated: % (%)',
+                cardinality(changed_monitors), SQLERRM, SQLSTATE;
+        END;
     END IF;
     RETURN accepted;
 END
