@@ -68,6 +68,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t record;
     h record;
+    quorum bigint;
     wanted text;
     changed webmon.incidents;
 BEGIN
@@ -93,10 +94,11 @@ BEGIN
         WHERE m.id = t.monitor_id
         GROUP BY m.id;
         -- A monitor deleted or paused (no job rows) has nothing open: what was is resolved.
+        quorum := CASE WHEN FOUND THEN coalesce(h.down_quorum, h.regions / 2 + 1) END;
         wanted := CASE
-                      WHEN NOT FOUND OR h.regions = 0 THEN NULL
-                      WHEN h.down >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'down'
-                      WHEN h.troubled >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'degraded'
+                      WHEN quorum IS NULL OR h.regions = 0 THEN NULL
+                      WHEN h.down >= quorum THEN 'down'
+                      WHEN h.troubled >= quorum THEN 'degraded'
                   END;
         -- What no longer holds is resolved by this check (degraded also when it went down).
         FOR changed IN

@@ -426,10 +426,10 @@ BEGIN
                                           m.down_after, m.up_after),
             verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
                                                           m.down_after, m.up_after) IS DISTINCT FROM j.verdict
-                                 THEN CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END
+                                 THEN coalesce(t.checked_at, j.leased_slot)
                                  ELSE j.verdict_since END,
             failing_since = CASE WHEN o.outcome = 'failed'
-                                 THEN coalesce(j.failing_since, CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END)
+                                 THEN coalesce(j.failing_since, t.checked_at, j.leased_slot)
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_since END,
             failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
@@ -466,6 +466,11 @@ BEGIN
                        THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
                    END AS refused
         ) r
+        -- The check's time: when it started, or for a refused result its slot (the lease's
+        -- own slot where the probe did not send it: coalesce with j.leased_slot).
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at
+        ) t
         CROSS JOIN LATERAL (
             SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
                         ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
@@ -482,8 +487,8 @@ BEGIN
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
                   b.page_content, b.error_kind, b.error, r.refused, o.outcome, j.verdict AS new_verdict,
                   j.verdict_since IS NOT DISTINCT FROM
-                      CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS verdict_changed,
-                  CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS checked_at
+                      coalesce(t.checked_at, j.leased_slot) AS verdict_changed,
+                  coalesce(t.checked_at, j.leased_slot) AS checked_at
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)
@@ -607,6 +612,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t record;
     h record;
+    quorum bigint;
     wanted text;
     changed webmon.incidents;
 BEGIN
@@ -632,10 +638,11 @@ BEGIN
         WHERE m.id = t.monitor_id
         GROUP BY m.id;
         -- A monitor deleted or paused (no job rows) has nothing open: what was is resolved.
+        quorum := CASE WHEN FOUND THEN coalesce(h.down_quorum, h.regions / 2 + 1) END;
         wanted := CASE
-                      WHEN NOT FOUND OR h.regions = 0 THEN NULL
-                      WHEN h.down >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'down'
-                      WHEN h.troubled >= coalesce(h.down_quorum, h.regions / 2 + 1) THEN 'degraded'
+                      WHEN quorum IS NULL OR h.regions = 0 THEN NULL
+                      WHEN h.down >= quorum THEN 'down'
+                      WHEN h.troubled >= quorum THEN 'degraded'
                   END;
         -- What no longer holds is resolved by this check (degraded also when it went down).
         FOR changed IN
@@ -729,15 +736,14 @@ SELECT m.id AS monitor_id,
        CASE
            WHEN NOT m.enabled THEN 'paused'
            WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
-           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1) THEN 'pending'
+           WHEN health.pending THEN 'pending'
            WHEN health.known THEN 'up'
            ELSE 'unknown'
        END AS state,
        CASE
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
-           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1)
-           THEN health.failing_since
+           WHEN health.pending THEN health.failing_since
            WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
@@ -770,12 +776,13 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT count(*) AS regions,
-           -- Regions failing now (below down_after) or down: pending when a quorum of them.
-           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
-           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
-           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
-    FROM webmon.jobs j WHERE j.monitor_id = m.id
+    -- Pending: a quorum of regions failing now (below down_after) or down.
+    SELECT f.failing > 0 AND f.failing >= coalesce(m.down_quorum, f.regions / 2 + 1) AS pending, f.*
+    FROM (SELECT count(*) AS regions,
+                 count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+                 min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+                 max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
+          FROM webmon.jobs j WHERE j.monitor_id = m.id) f
 ) health;
 
 COMMENT ON VIEW webmon.monitor_status IS

@@ -489,10 +489,10 @@ BEGIN
                                           m.down_after, m.up_after),
             verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
                                                           m.down_after, m.up_after) IS DISTINCT FROM j.verdict
-                                 THEN CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END
+                                 THEN coalesce(t.checked_at, j.leased_slot)
                                  ELSE j.verdict_since END,
             failing_since = CASE WHEN o.outcome = 'failed'
-                                 THEN coalesce(j.failing_since, CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END)
+                                 THEN coalesce(j.failing_since, t.checked_at, j.leased_slot)
                                  WHEN o.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_since END,
             failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
@@ -529,6 +529,11 @@ BEGIN
                        THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
                    END AS refused
         ) r
+        -- The check's time: when it started, or for a refused result its slot (the lease's
+        -- own slot where the probe did not send it: coalesce with j.leased_slot).
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at
+        ) t
         CROSS JOIN LATERAL (
             SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
                         ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
@@ -545,8 +550,8 @@ BEGIN
                   b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
                   b.page_content, b.error_kind, b.error, r.refused, o.outcome, j.verdict AS new_verdict,
                   j.verdict_since IS NOT DISTINCT FROM
-                      CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS verdict_changed,
-                  CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE j.leased_slot END AS checked_at
+                      coalesce(t.checked_at, j.leased_slot) AS verdict_changed,
+                  coalesce(t.checked_at, j.leased_slot) AS checked_at
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)

@@ -102,15 +102,14 @@ SELECT m.id AS monitor_id,
        CASE
            WHEN NOT m.enabled THEN 'paused'
            WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
-           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1) THEN 'pending'
+           WHEN health.pending THEN 'pending'
            WHEN health.known THEN 'up'
            ELSE 'unknown'
        END AS state,
        CASE
            WHEN NOT m.enabled THEN NULL
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
-           WHEN health.failing > 0 AND health.failing >= coalesce(m.down_quorum, health.regions / 2 + 1)
-           THEN health.failing_since
+           WHEN health.pending THEN health.failing_since
            WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
@@ -143,12 +142,13 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
-    SELECT count(*) AS regions,
-           -- Regions failing now (below down_after) or down: pending when a quorum of them.
-           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
-           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
-           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
-    FROM webmon.jobs j WHERE j.monitor_id = m.id
+    -- Pending: a quorum of regions failing now (below down_after) or down.
+    SELECT f.failing > 0 AND f.failing >= coalesce(m.down_quorum, f.regions / 2 + 1) AS pending, f.*
+    FROM (SELECT count(*) AS regions,
+                 count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+                 min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+                 max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
+          FROM webmon.jobs j WHERE j.monitor_id = m.id) f
 ) health;
 COMMENT ON VIEW webmon.monitor_status IS
     'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, down, degraded, pending, up, unknown) and state_since follow the monitor''s incidents and down_after, up_after and degraded_after_ms.';

@@ -155,15 +155,16 @@ impl Cluster {
         )
     }
 
-    pub async fn connect(&self, database: &str) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname={database}",
-                self.port
-            ),
-            NoTls,
+    /// Connection string for `database` as the superuser.
+    fn conninfo(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={database}",
+            self.port
         )
-        .await?;
+    }
+
+    pub async fn connect(&self, database: &str) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(&self.conninfo(database), NoTls).await?;
         tokio::spawn(connection);
         Ok(client)
     }
@@ -178,14 +179,8 @@ impl Cluster {
         &self,
         channel: &str,
     ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>)> {
-        let (client, mut connection) = tokio_postgres::connect(
-            &format!(
-                "host=127.0.0.1 port={} user=postgres dbname={DATABASE}",
-                self.port
-            ),
-            NoTls,
-        )
-        .await?;
+        let (client, mut connection) =
+            tokio_postgres::connect(&self.conninfo(DATABASE), NoTls).await?;
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             use futures_util::StreamExt;
