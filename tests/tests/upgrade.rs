@@ -160,8 +160,44 @@ async fn update(db: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_5_0_keeps_rows_leases_and_open_incidents_and_equals_a_fresh_install() {
+    // Monitor 8 is down (one failed check is enough) with an open incident before the update.
+    let (cluster, db) = keeps_rows_and_leases(
+        "0.5.0",
+        "UPDATE webmon.monitors SET down_after = 1, degraded_after_ms = 500 WHERE id = 8;
+         UPDATE webmon.jobs SET scheduled_at = now() - interval '1 second' WHERE monitor_id = 8;
+         SELECT webmon.complete_checks('kept-probe', array_agg(job_id), array_agg(scheduled_at), array_agg(now()),
+                    ARRAY[NULL]::real[], ARRAY[NULL]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[],
+                    ARRAY['connect'], ARRAY['refused'])
+             FROM webmon.claim_checks('kept-probe', 10, '1 hour');",
+    )
+    .await;
+    let open: (i64, String) = db
+        .query_one(
+            "SELECT monitor_id, cause FROM webmon.incidents WHERE resolved_at IS NULL",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(open.0, 8);
+    assert!(open.1.contains("refused"), "{open:?}");
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_from_0_4_0_keeps_rows_and_leases_and_equals_a_fresh_install() {
-    let (cluster, db) = install_release("0.4.0").await;
+    let (cluster, db) = keeps_rows_and_leases("0.4.0", "").await;
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+/// Release `old` with 20 monitors (some in regions, one paused), results, a probe of region
+/// eu, and `before` run: three leases taken before the update are completed once after it,
+/// and the row counts are kept.
+async fn keeps_rows_and_leases(old: &str, before: &str) -> (Cluster, Client) {
+    let (cluster, db) = install_release(old).await;
     db.batch_execute(
         "SELECT webmon.run_maintenance();
          INSERT INTO webmon.monitors (url, check_interval, regions, down_quorum, enabled, next_check_at)
@@ -170,16 +206,21 @@ async fn an_upgrade_from_0_4_0_keeps_rows_and_leases_and_equals_a_fresh_install(
                     CASE g WHEN 4 THEN 1 END,
                     g <> 7, now() + interval '1 hour'
              FROM generate_series(1, 20) g;
-         SELECT webmon.register_probe('kept-probe', 'eu');
          INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id, region)
              SELECT now() - g * interval '1 minute', 1 + g % 20, g % 300, 200, 1, 'eu'
              FROM generate_series(1, 2000) g;
          INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
              SELECT now() - g * interval '3 minutes', 1 + g % 20, (ARRAY['dns', 'lost', 'no_probe'])[1 + g % 3], 'x', 1, 'eu'
              FROM generate_series(1, 300) g;
-         -- Only the checks of monitors 3, 4 (its eu job) and 5 due, for kept-probe (eu) to
-         -- lease before the update.
-         UPDATE webmon.jobs SET scheduled_at = now() - interval '1 second'
+         SELECT webmon.register_probe('kept-probe', 'eu');",
+    )
+    .await
+    .unwrap();
+    db.batch_execute(before).await.unwrap();
+    // Only the checks of monitors 3, 4 (its eu job) and 5 due, for kept-probe (eu) to lease
+    // before the update.
+    db.batch_execute(
+        "UPDATE webmon.jobs SET scheduled_at = now() - interval '1 second'
              WHERE monitor_id IN (3, 4, 5) AND region IN ('', 'eu');",
     )
     .await
@@ -227,8 +268,7 @@ async fn an_upgrade_from_0_4_0_keeps_rows_and_leases_and_equals_a_fresh_install(
         .unwrap()
         .get(0);
     assert_eq!(again, 0, "a lease was completed twice");
-    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
-    probes_again(&cluster, &db, 2, "kept-probe").await;
+    (cluster, db)
 }
 
 #[tokio::test(flavor = "multi_thread")]
