@@ -11,7 +11,8 @@ CREATE TABLE webmon.incidents (
     resolved_at     timestamptz,
     cause           text,
     failed_checks   int         NOT NULL DEFAULT 0,
-    last_failure_at timestamptz
+    last_failure_at timestamptz,
+    reminded_at     timestamptz
 );
 -- At most one open incident per monitor and kind.
 CREATE UNIQUE INDEX incidents_open_idx ON webmon.incidents (monitor_id, kind) WHERE resolved_at IS NULL;
@@ -26,6 +27,7 @@ COMMENT ON COLUMN webmon.incidents.resolved_at IS 'The check that ended it; NULL
 COMMENT ON COLUMN webmon.incidents.cause IS 'What the first failed check got: its error kind and message, or its status code (and whether the regex matched).';
 COMMENT ON COLUMN webmon.incidents.failed_checks IS 'Failed checks counted while it was open (from the regions that were down), including those that opened it.';
 COMMENT ON COLUMN webmon.incidents.last_failure_at IS 'The last failed check counted.';
+COMMENT ON COLUMN webmon.incidents.reminded_at IS 'When the last reminder was written (monitors.remind_every); NULL: none yet.';
 
 -- The JSON sent with NOTIFY webmon_events (and, later, to channels). NOTIFY payloads can be
 -- read by any role that LISTENs: the monitor's id and name, never its URL.
@@ -41,26 +43,37 @@ $$;
 COMMENT ON FUNCTION webmon.incident_event(text, webmon.incidents) IS
     'pg_webmon: an incident as the JSON of an event (down, degraded, recovered): ids, monitor name, kind, times, duration once resolved, cause, failed checks. No URL.';
 
--- NOTIFY webmon_events with an incident's event. An event that cannot be sent (a payload
--- over NOTIFY's limit) is a WARNING: storing the results that changed the incident never
--- depends on it.
-CREATE FUNCTION webmon.notify_event(event text, i webmon.incidents) RETURNS void
+-- Tells of an incident's event: NOTIFY webmon_events and, when to_channels, a notification
+-- for each of the monitor's channels (webmon.enqueue_notifications). What cannot be told (a
+-- payload over NOTIFY's limit, a bug) is a WARNING: storing the results that changed the
+-- incident never depends on it.
+CREATE FUNCTION webmon.notify_event(event text, i webmon.incidents, to_channels boolean) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM pg_notify('webmon_events', webmon.incident_event(event, i)::text);
-EXCEPTION WHEN OTHERS THEN
-    RAISE WARNING 'pg_webmon: no webmon_events notification for incident %: %', i.id, SQLERRM;
+    BEGIN
+        PERFORM pg_notify('webmon_events', webmon.incident_event(event, i)::text);
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: no webmon_events notification for incident %: %', i.id, SQLERRM;
+    END;
+    IF to_channels THEN
+        BEGIN
+            PERFORM webmon.enqueue_notifications(event, i);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_webmon: no notifications for the % of incident %: % (%)', event, i.id, SQLERRM, SQLSTATE;
+        END;
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION webmon.notify_event(text, webmon.incidents) IS
-    'pg_webmon: NOTIFY webmon_events with the incident''s event (webmon.incident_event()); a failure is a WARNING, never an error.';
+COMMENT ON FUNCTION webmon.notify_event(text, webmon.incidents, boolean) IS
+    'pg_webmon: NOTIFY webmon_events with the incident''s event (webmon.incident_event()) and, when to_channels, write its notifications (webmon.enqueue_notifications()); a failure of either is a WARNING, never an error.';
 
 -- Opens and resolves the incidents of monitors whose region verdicts a batch of results
 -- changed (complete_checks calls it; the steady "up, still up" path never does). Per
 -- monitor, in id order: an advisory lock, so that probes of several regions completing at
 -- once each see the others' verdicts (read after the lock, in a new snapshot); then down
 -- when at least down_quorum of its job rows (regions) say down, degraded when that many say
--- down or degraded.
+-- down or degraded. A monitor in a maintenance window is left as it is (its checks are
+-- stored; review_incidents evaluates it again after the window).
 CREATE FUNCTION webmon.update_incidents(monitor_ids bigint[], checked_at timestamptz[],
                                         failures int[], last_failures timestamptz[])
 RETURNS void
@@ -70,6 +83,7 @@ DECLARE
     h record;
     quorum bigint;
     wanted text;
+    gone boolean;
     changed webmon.incidents;
 BEGIN
     FOR t IN
@@ -95,28 +109,41 @@ BEGIN
         GROUP BY m.id;
         -- A monitor deleted or paused (no job rows) has nothing open: what was is resolved.
         quorum := CASE WHEN FOUND THEN coalesce(h.down_quorum, h.regions / 2 + 1) END;
+        gone := quorum IS NULL OR h.regions = 0;
+        IF NOT gone AND webmon.maintenance_window(t.monitor_id, t.checked_at) IS NOT NULL THEN
+            CONTINUE;
+        END IF;
         wanted := CASE
-                      WHEN quorum IS NULL OR h.regions = 0 THEN NULL
+                      WHEN gone THEN NULL
                       WHEN h.down >= quorum THEN 'down'
                       WHEN h.troubled >= quorum THEN 'degraded'
                   END;
         -- What no longer holds is resolved by this check (degraded also when it went down).
+        -- Channels are not told when the monitor was paused or deleted (nothing recovered),
+        -- nor of a degraded incident that ends because the site went down (they are told
+        -- of that).
         FOR changed IN
             UPDATE webmon.incidents i SET resolved_at = greatest(t.checked_at, i.started_at)
             WHERE i.monitor_id = t.monitor_id AND i.resolved_at IS NULL
               AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
             RETURNING i.*
         LOOP
-            PERFORM webmon.notify_event('recovered', changed);
+            PERFORM webmon.notify_event('recovered', changed,
+                                        NOT gone AND NOT (changed.kind = 'degraded' AND wanted = 'down'));
         END LOOP;
         IF wanted IS NULL THEN
             CONTINUE;
         END IF;
-        UPDATE webmon.incidents i
-        SET failed_checks = least(i.failed_checks::bigint + t.failures, 2147483647)::int,
-            last_failure_at = greatest(i.last_failure_at, t.last_failure_at)
+        PERFORM 1 FROM webmon.incidents i
         WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL;
-        IF NOT FOUND THEN
+        IF FOUND THEN
+            -- Counted only when there is something to count (review_incidents passes none).
+            UPDATE webmon.incidents i
+            SET failed_checks = least(i.failed_checks::bigint + t.failures, 2147483647)::int,
+                last_failure_at = greatest(i.last_failure_at, t.last_failure_at)
+            WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL
+              AND (t.failures > 0 OR t.last_failure_at > i.last_failure_at);
+        ELSE
             INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
             VALUES (t.monitor_id, wanted,
                     CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
@@ -124,7 +151,7 @@ BEGIN
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
                     t.last_failure_at)
             RETURNING * INTO changed;
-            PERFORM webmon.notify_event(wanted, changed);
+            PERFORM webmon.notify_event(wanted, changed, true);
         END IF;
     END LOOP;
 END
@@ -152,7 +179,7 @@ COMMENT ON FUNCTION webmon.purge_incidents(interval) IS
 
 REVOKE ALL ON FUNCTION webmon.update_incidents(bigint[], timestamptz[], int[], timestamptz[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.purge_incidents(interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.notify_event(text, webmon.incidents) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.notify_event(text, webmon.incidents, boolean) FROM PUBLIC;
 
 -- pg_dump keeps incidents (history users read and alerts refer to).
 SELECT pg_catalog.pg_extension_config_dump('webmon.incidents', '');

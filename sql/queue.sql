@@ -464,7 +464,10 @@ CREATE FUNCTION webmon.complete_checks(
     error_kinds text[],
     error_messages text[])
 RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- One index lookup per result, whatever the planner guesses of a batch's size: never a scan of
+-- the whole queue for a hash or merge join.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     completer smallint := webmon.probe_id(probe);
     completer_region text;
@@ -528,17 +531,21 @@ BEGIN
                        WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
                        THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
                    END AS refused
+            -- Each lateral is computed once per result (OFFSET 0): flattened, its expression
+            -- would be copied into every use (outcome has a dozen, refused is in outcome).
+            OFFSET 0
         ) r
         -- The check's time: when it started, or for a refused result its slot (the lease's
         -- own slot where the probe did not send it: coalesce with j.leased_slot).
         CROSS JOIN LATERAL (
-            SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at
+            SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at OFFSET 0
         ) t
         CROSS JOIN LATERAL (
             SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
                         ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
                                                   b.response_time_ms, m.degraded_after_ms)
                    END AS outcome
+            OFFSET 0
         ) o
         WHERE j.id = b.job_id AND m.id = j.monitor_id AND j.leased_by = completer
           AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot

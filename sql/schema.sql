@@ -24,7 +24,9 @@ CREATE TABLE webmon.monitors (
     down_quorum      int,
     down_after       int         NOT NULL DEFAULT 2,
     up_after         int         NOT NULL DEFAULT 1,
-    degraded_after_ms int
+    degraded_after_ms int,
+    remind_every     interval,
+    channels         text[]
 );
 
 COMMENT ON TABLE webmon.monitors IS
@@ -43,6 +45,8 @@ COMMENT ON COLUMN webmon.monitors.down_quorum IS 'How many regions must see a ch
 COMMENT ON COLUMN webmon.monitors.down_after IS 'Consecutive failed checks (no response, status outside expected_status, regex not matched) before a region counts as down and, with a quorum of regions down, a down incident opens. 1 to 1,000; default 2.';
 COMMENT ON COLUMN webmon.monitors.up_after IS 'Consecutive good checks before a down region counts as up again (and the incident is resolved). 1 to 1,000; default 1.';
 COMMENT ON COLUMN webmon.monitors.degraded_after_ms IS 'A good check slower than this (ms) is slow; down_after consecutive slow checks make the monitor degraded, not down, until a check is fast again. NULL: never degraded.';
+COMMENT ON COLUMN webmon.monitors.remind_every IS 'While down, remind the channels this often (1 second to 365 days). NULL: no reminders.';
+COMMENT ON COLUMN webmon.monitors.channels IS 'Names of webmon.channels that get this monitor''s alerts (an empty list: none). NULL: the default channels.';
 COMMENT ON COLUMN webmon.monitors.next_check_at IS 'The first check (by default now(): right away). The checks after it are on a grid of check_interval that starts here when this time lies ahead, else a fraction of the interval later chosen by the monitor id, so that monitors added together are spread out (webmon.grid_start()). Set it to move the next check, e.g. now() to check right away; webmon.monitor_status.next_check_at shows the next slot.';
 
 -- Validation uses the same Rust crates (url, regex, http) as the probe.
@@ -82,6 +86,20 @@ BEGIN
         RAISE EXCEPTION 'invalid degraded_after_ms %: it must be from 1 to 86400000 (a day), or NULL', NEW.degraded_after_ms
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF NEW.remind_every NOT BETWEEN interval '1 second' AND interval '365 days' THEN
+        RAISE EXCEPTION 'invalid remind_every %: it must be from 1 second to 365 days, or NULL', NEW.remind_every
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.channels IS DISTINCT FROM OLD.channels THEN
+        SELECT string_agg(DISTINCT coalesce(c.name, 'NULL'), ', ') INTO problem
+        FROM unnest(NEW.channels) AS c(name)
+        WHERE NOT EXISTS (SELECT 1 FROM webmon.channels ch WHERE ch.name = c.name);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION 'invalid channels: no channel named %', problem
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Add it to webmon.channels first; NULL means the default channels.';
+        END IF;
+    END IF;
     RETURN NEW;
 END
 $$;
@@ -90,7 +108,7 @@ COMMENT ON FUNCTION webmon.monitors_validate() IS
 
 CREATE TRIGGER monitors_validate
     BEFORE INSERT OR UPDATE OF url, method, headers, body, check_interval, timeout, regex, expected_status, name, regions, down_quorum,
-                               down_after, up_after, degraded_after_ms
+                               down_after, up_after, degraded_after_ms, remind_every, channels
     ON webmon.monitors FOR EACH ROW EXECUTE FUNCTION webmon.monitors_validate();
 
 -- ---------------------------------------------------------------------------------------------
@@ -311,12 +329,14 @@ BEGIN
                    'webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]), '
                    -- The form probes before 0.4.0 call, so a probe of either version runs during an upgrade.
                    'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]), '
-                   'webmon.release_checks(text, bigint[]) TO %I', role_name);
+                   'webmon.release_checks(text, bigint[]), '
+                   'webmon.claim_notifications(text, int, interval), '
+                   'webmon.finish_notifications(text, bigint[], text[]) TO %I', role_name);
     EXECUTE format('GRANT SELECT ON webmon.monitor_status TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_probe(name) IS
-    'pg_webmon: grant a role exactly what webmon-worker needs: the probe API functions and read access to webmon.monitor_status. It gets no direct access to any table.';
+    'pg_webmon: grant a role exactly what webmon-worker needs: the probe API functions (checks and notifications) and read access to webmon.monitor_status. It gets no direct access to any table.';
 
 CREATE FUNCTION webmon.grant_reader(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -325,25 +345,30 @@ BEGIN
     -- Not headers and body: they can hold credentials (Authorization, API keys).
     EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
                    'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at, down_after, up_after, '
-                   'degraded_after_ms) ON webmon.monitors TO %I', role_name);
+                   'degraded_after_ms, remind_every, channels) ON webmon.monitors TO %I', role_name);
     EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
-                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents TO %I', role_name);
+                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents, '
+                   'webmon.notifications, webmon.maintenance TO %I', role_name);
+    -- Not settings: webhook URLs and SMTP passwords are credentials.
+    EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS
-    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
 
 CREATE FUNCTION webmon.grant_editor(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM webmon.grant_reader(role_name);
-    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON webmon.monitors, webmon.maintenance TO %I', role_name);
+    -- Channels can be added, changed and deleted; their settings are not read back.
+    EXECUTE format('GRANT INSERT, UPDATE, DELETE ON webmon.channels TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.import_monitors(jsonb) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_editor(name) IS
-    'pg_webmon: grant a role what webmon.grant_reader() grants, and adding, changing, pausing and deleting monitors (also webmon.import_monitors()); no access to results beyond reading, the queue or the probe API.';
+    'pg_webmon: grant a role what webmon.grant_reader() grants, and adding, changing, pausing and deleting monitors (also webmon.import_monitors()), maintenance windows and channels (whose settings it can write but not read); no access to results beyond reading, the queue or the probe API.';
 
 -- pg_dump keeps what users wrote.
 SELECT pg_catalog.pg_extension_config_dump('webmon.monitors', '');

@@ -97,10 +97,11 @@ SELECT m.id AS monitor_id,
        quorum.states AS region_states,
        CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
        -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
-       -- come in: paused, down, degraded, pending (a quorum of regions failing, below
-       -- down_after), up (a region says so), or unknown.
+       -- come in: paused, maintenance (a window covers it now), down, degraded, pending (a
+       -- quorum of regions failing, below down_after), up (a region says so), or unknown.
        CASE
            WHEN NOT m.enabled THEN 'paused'
+           WHEN maintenance.covering IS NOT NULL THEN 'maintenance'
            WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
            WHEN health.pending THEN 'pending'
            WHEN health.known THEN 'up'
@@ -108,6 +109,7 @@ SELECT m.id AS monitor_id,
        END AS state,
        CASE
            WHEN NOT m.enabled THEN NULL
+           WHEN maintenance.covering IS NOT NULL THEN lower(maintenance.covering)
            WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
            WHEN health.pending THEN health.failing_since
            WHEN health.known THEN coalesce(health.up_since, m.created_at)
@@ -142,6 +144,11 @@ LEFT JOIN LATERAL (
     ORDER BY i.kind = 'down' DESC LIMIT 1
 ) open_incident ON true
 CROSS JOIN LATERAL (
+    -- Looked up only when some window exists (the uncorrelated test runs once per query).
+    SELECT CASE WHEN (SELECT EXISTS (SELECT 1 FROM webmon.maintenance))
+                THEN webmon.maintenance_window(m.id, now()) END AS covering
+) maintenance
+CROSS JOIN LATERAL (
     -- Pending: a quorum of regions failing now (below down_after) or down.
     SELECT f.failing > 0 AND f.failing >= coalesce(m.down_quorum, f.regions / 2 + 1) AS pending, f.*
     FROM (SELECT count(*) AS regions,
@@ -151,7 +158,7 @@ CROSS JOIN LATERAL (
           FROM webmon.jobs j WHERE j.monitor_id = m.id) f
 ) health;
 COMMENT ON VIEW webmon.monitor_status IS
-    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, down, degraded, pending, up, unknown) and state_since follow the monitor''s incidents and down_after, up_after and degraded_after_ms.';
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, maintenance, down, degraded, pending, up, unknown) and state_since follow the monitor''s maintenance windows, incidents and down_after, up_after and degraded_after_ms.';
 
 CREATE VIEW webmon.regions AS
 WITH named AS (

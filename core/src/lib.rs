@@ -3,6 +3,8 @@
 //! with its size limit, interval and timeout bounds), the error kinds a check can end with,
 //! slot and partition arithmetic, and how text is made storable.
 
+pub mod alerts;
+pub mod channels;
 pub mod error_kind;
 pub mod import;
 pub mod interval;

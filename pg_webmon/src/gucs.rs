@@ -27,6 +27,8 @@ static UNCLAIMED_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(120);
 static MAINTENANCE_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(300);
 /// Seconds between the maintenance worker's vacuums of webmon.jobs (0: autovacuum only).
 static QUEUE_VACUUM_INTERVAL_S: GucSetting<i32> = GucSetting::<i32>::new(5);
+/// Seconds after which an undelivered notification is given up.
+static NOTIFICATION_GIVE_UP_S: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Span of one partition of webmon.metrics / webmon.errors (at least 1 hour, no months).
 static PARTITION_INTERVAL: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"1 day"));
@@ -133,6 +135,16 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"pg_webmon.notification_give_up",
+        c"Time after which an undelivered notification is given up.",
+        c"Probes retry a failed delivery with a backoff of 1 s doubling to 5 minutes; a notification not delivered this long after it was written is marked gave_up_at, with its last error.",
+        &NOTIFICATION_GIVE_UP_S,
+        60,
+        30 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"pg_webmon.partition_interval",
         c"Span of one partition of webmon.metrics and webmon.errors.",
@@ -199,6 +211,9 @@ pub fn queue_vacuum_interval() -> Option<std::time::Duration> {
         .ok()
         .filter(|&s| s > 0)
         .map(std::time::Duration::from_secs)
+}
+pub fn notification_give_up_s() -> i32 {
+    NOTIFICATION_GIVE_UP_S.get()
 }
 pub fn partition_interval() -> String {
     string(&PARTITION_INTERVAL, c"1 day")

@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+mod alerts;
 mod api;
 mod bgw;
 mod error;
@@ -35,9 +36,14 @@ extension_sql_file!(
     requires = ["queue"]
 );
 extension_sql_file!(
+    "../../sql/alerts.sql",
+    name = "alerts",
+    requires = ["incidents", channel_settings_problem, alert_message]
+);
+extension_sql_file!(
     "../../sql/status.sql",
     name = "status",
-    requires = ["incidents", slot_at, result_is_up]
+    requires = ["alerts", slot_at, result_is_up]
 );
 extension_sql_file!(
     "../../sql/partitions.sql",

@@ -1686,6 +1686,232 @@ mod tests {
     }
 
     #[pg_test]
+    fn channels_refuse_bad_settings_and_stay_while_a_monitor_names_them() {
+        for (insert, sqlstate, mentions) in [
+            (
+                "'w', 'webhook', '{\"url\": \"ftp://x/\"}'",
+                "22023",
+                "http or https",
+            ),
+            (
+                "'w', 'webhook', '{\"url\": \"http://x/\", \"secret\": 1}'",
+                "22023",
+                "unknown key \"secret\"",
+            ),
+            ("'s', 'slack', '{}'", "22023", "\"url\" is missing"),
+            (
+                "'e', 'email', '{\"smtp\": \"mail:25\", \"from\": \"a@b\"}'",
+                "22023",
+                "\"to\"",
+            ),
+            (
+                "'p', 'pg_notify', '{\"channel\": \"\"}'",
+                "22023",
+                "1 to 63 bytes",
+            ),
+            ("'x', 'pager', '{}'", "22023", "unknown kind \"pager\""),
+            (
+                "'', 'webhook', '{\"url\": \"http://x/\"}'",
+                "23514",
+                "channels_name_check",
+            ),
+        ] {
+            let result = outcome(&format!(
+                "INSERT INTO webmon.channels (name, kind, settings) VALUES ({insert})"
+            ));
+            assert!(
+                result.starts_with(sqlstate) && result.contains(mentions),
+                "{insert}: {result}"
+            );
+        }
+        Spi::run(
+            "INSERT INTO webmon.channels (name, kind, settings) VALUES ('ops', 'webhook', '{\"url\": \"http://127.0.0.1:9/h\"}')",
+        )
+        .unwrap();
+        let unknown = outcome(
+            "INSERT INTO webmon.monitors (url, channels) VALUES ('http://127.0.0.1:9/ch', '{ops,nobody}')",
+        );
+        assert!(
+            unknown.starts_with("22023") && unknown.contains("no channel named nobody"),
+            "{unknown}"
+        );
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, channels) VALUES ('http://127.0.0.1:9/ch', '{ops}')",
+        )
+        .unwrap();
+        let in_use = outcome("DELETE FROM webmon.channels WHERE name = 'ops'");
+        assert!(in_use.starts_with("23503"), "{in_use}");
+        let renamed = outcome("UPDATE webmon.channels SET name = 'ops2' WHERE name = 'ops'");
+        assert!(renamed.starts_with("23503"), "{renamed}");
+        let remind = outcome("UPDATE webmon.monitors SET remind_every = '0.5 seconds' WHERE url = 'http://127.0.0.1:9/ch'");
+        assert!(
+            remind.starts_with("22023") && remind.contains("remind_every"),
+            "{remind}"
+        );
+        Spi::run("UPDATE webmon.monitors SET channels = '{}' WHERE url = 'http://127.0.0.1:9/ch'")
+            .unwrap();
+        assert_eq!(
+            outcome("DELETE FROM webmon.channels WHERE name = 'ops'"),
+            "accepted"
+        );
+    }
+
+    #[pg_test]
+    fn maintenance_windows_cover_their_times_in_their_time_zone() {
+        for (weekly, mentions) in [
+            (
+                r#"{"days": ["sun"], "start": "02:00", "duration": "2 hours"}"#,
+                "exactly days, start, duration and time_zone",
+            ),
+            (
+                r#"{"days": ["sunday"], "start": "02:00", "duration": "2 hours", "time_zone": "UTC"}"#,
+                "days must list",
+            ),
+            (
+                r#"{"days": ["sun"], "start": "2am", "duration": "2 hours", "time_zone": "UTC"}"#,
+                "2am",
+            ),
+            (
+                r#"{"days": ["sun"], "start": "02:00", "duration": "8 days", "time_zone": "UTC"}"#,
+                "at most 7 days",
+            ),
+            (
+                r#"{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "Mars/Base"}"#,
+                "Mars/Base",
+            ),
+        ] {
+            let result = outcome(&format!(
+                "INSERT INTO webmon.maintenance (weekly) VALUES ('{weekly}')"
+            ));
+            assert!(
+                result.starts_with("22023") && result.contains(mentions),
+                "{weekly}: {result}"
+            );
+        }
+        let both = outcome(
+            r#"INSERT INTO webmon.maintenance (during, weekly) VALUES (tstzrange(now(), now() + interval '1 hour'),
+                   '{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "UTC"}')"#,
+        );
+        assert!(both.starts_with("23514"), "{both}");
+        let open_ended =
+            outcome("INSERT INTO webmon.maintenance (during) VALUES (tstzrange(now(), NULL))");
+        assert!(open_ended.starts_with("22023"), "{open_ended}");
+        // Sundays 02:00 to 04:00 in Berlin: 01:00 to 03:00 UTC in winter, 00:00 to 02:00 in summer.
+        Spi::run(
+            r#"INSERT INTO webmon.maintenance (monitor_id, weekly, reason)
+               VALUES (42, '{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "Europe/Berlin"}', 'backups')"#,
+        )
+        .unwrap();
+        let covered = |monitor: i64, at: &str| {
+            one::<bool>(&format!(
+                "SELECT webmon.maintenance_window({monitor}, '{at}') IS NOT NULL"
+            ))
+        };
+        assert!(covered(42, "2026-11-29 01:00+00"));
+        assert!(covered(42, "2026-11-29 02:59+00"));
+        assert!(!covered(42, "2026-11-29 03:00+00"));
+        assert!(!covered(42, "2026-11-29 00:59+00"));
+        assert!(!covered(42, "2026-11-30 01:30+00"), "a Monday");
+        assert!(covered(42, "2026-07-05 00:30+00"), "summer time");
+        assert!(!covered(7, "2026-11-29 01:30+00"), "another monitor");
+        // A window across midnight, and one for every monitor.
+        Spi::run(
+            r#"INSERT INTO webmon.maintenance (weekly)
+               VALUES ('{"days": ["fri"], "start": "23:00", "duration": "3 hours", "time_zone": "UTC"}')"#,
+        )
+        .unwrap();
+        assert!(
+            covered(7, "2026-11-28 01:30+00"),
+            "Saturday 01:30 is in Friday's window"
+        );
+        assert_eq!(
+            one::<String>("SELECT webmon.maintenance_window(42, '2026-11-29 01:30+00')::text"),
+            "[\"2026-11-29 01:00:00+00\",\"2026-11-29 03:00:00+00\")"
+        );
+    }
+
+    #[pg_test]
+    fn an_incident_writes_one_notification_per_channel_and_tells_pg_notify_channels_at_once() {
+        maintenance();
+        let url = "http://127.0.0.1:9/notified";
+        Spi::run(&format!(
+            r#"SELECT webmon.register_probe('note-probe', 'note');
+               INSERT INTO webmon.channels (name, kind, settings, is_default) VALUES
+                   ('hook', 'webhook', '{{"url": "http://127.0.0.1:9/hook"}}', true),
+                   ('sql', 'pg_notify', '{{"channel": "my_alerts"}}', true),
+                   ('unused', 'slack', '{{"url": "http://127.0.0.1:9/slack"}}', false);
+               INSERT INTO webmon.monitors (url, name, regions, down_after) VALUES ('{url}', 'noted', '{{note}}', 1)"#
+        ))
+        .unwrap();
+        check_once("note-probe", url, 60_000, Some(200), None, 10.0);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.notifications"), 0);
+        assert_eq!(
+            check_once("note-probe", url, 59_000, Some(500), None, 10.0),
+            "down"
+        );
+        let rows = "SELECT string_agg(channel || ':' || event || ':' || (delivered_at IS NOT NULL), ' ' ORDER BY channel)
+                    FROM webmon.notifications";
+        assert_eq!(one::<String>(rows), "hook:down:false sql:down:true");
+        assert!(one::<bool>(&format!(
+            "SELECT payload->>'message' LIKE 'DOWN: noted ({url}) since %: status 500'
+                    AND payload->>'url' = '{url}' AND payload->>'cause' = 'status 500'
+             FROM webmon.notifications WHERE channel = 'hook'"
+        )));
+        assert!(
+            one::<bool>(
+                "SELECT NOT payload ? 'url' FROM webmon.notifications WHERE channel = 'sql'"
+            ),
+            "pg_notify payloads carry no URL"
+        );
+        // A probe leases the webhook's; a failure is kept with a backoff; a delivery from a
+        // probe whose lease ended still counts, a failure from it does not.
+        let claimed = one::<String>(
+            "SELECT string_agg(channel || ':' || kind || ':' || (payload ? 'idempotency_key'), ' ')
+             FROM webmon.claim_notifications('note-probe', 10, '1 minute')",
+        );
+        assert_eq!(claimed, "hook:webhook:true");
+        assert_eq!(
+            one::<i64>(
+                "SELECT count(*) FROM webmon.claim_notifications('note-probe', 10, '1 minute')"
+            ),
+            0,
+            "a leased notification was handed out twice"
+        );
+        Spi::run("SELECT webmon.register_probe('other-probe', 'note')").unwrap();
+        assert_eq!(
+            one::<i32>("SELECT webmon.finish_notifications('other-probe', array_agg(id), ARRAY['HTTP 500']) FROM webmon.notifications WHERE channel = 'hook'"),
+            0
+        );
+        assert_eq!(
+            one::<i32>("SELECT webmon.finish_notifications('note-probe', array_agg(id), ARRAY['HTTP 500']) FROM webmon.notifications WHERE channel = 'hook'"),
+            1
+        );
+        assert!(one::<bool>(
+            "SELECT last_error = 'HTTP 500' AND attempts = 1 AND delivered_at IS NULL AND leased_by IS NULL
+                    AND next_attempt_at BETWEEN now() + interval '0.9 seconds' AND now() + interval '1.1 seconds'
+             FROM webmon.notifications WHERE channel = 'hook'"
+        ));
+        assert_eq!(
+            one::<i32>("SELECT webmon.finish_notifications('other-probe', array_agg(id), ARRAY[NULL::text]) FROM webmon.notifications WHERE channel = 'hook'"),
+            1
+        );
+        // Given up: too old, or its channel gone.
+        Spi::run(
+            "INSERT INTO webmon.notifications (channel, event, payload, created_at) VALUES
+                 ('hook', 'down', '{}', now() - interval '2 days'), ('gone', 'down', '{}', now())",
+        )
+        .unwrap();
+        Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(channel || ':' || (gave_up_at IS NOT NULL) || ':' || coalesce(last_error, ''), ' ' ORDER BY id)
+                 FROM webmon.notifications WHERE delivered_at IS NULL"
+            ),
+            "hook:true:no attempt finished (gave up after 0 attempts) gone:true:channel gone was deleted (gave up after 0 attempts)"
+        );
+    }
+
+    #[pg_test]
     fn incidents_open_after_down_after_failures_and_resolve_after_up_after_good_checks() {
         // Results go to partitions that tests of maintenance drop: run after them.
         maintenance();

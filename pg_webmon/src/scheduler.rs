@@ -1,8 +1,9 @@
 //! The scheduler background worker: every tick it wakes the probes when a slot comes due
 //! (probes claim due jobs themselves, see `sql/queue.sql`); once a second it records checks
-//! nobody claimed and reports monitors that cannot run; every five seconds it requeues ended
-//! leases; every five minutes it adds job rows the monitors' trigger did not make and
-//! deletes incidents resolved longer ago than `pg_webmon.retention`. It works only while the
+//! nobody claimed, reports monitors that cannot run, and reviews incidents (reminders, the end
+//! of maintenance windows, deliveries to give up: `sql/alerts.sql`); every five seconds it
+//! requeues ended leases; every five minutes it adds job rows the monitors' trigger did not
+//! make and deletes incidents and notifications older than `pg_webmon.retention`. It works only while the
 //! database holds this library's version of the schema and its default partitions exist (the
 //! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
 //! before). An error in a step is logged as a WARNING and the next tick goes on.
@@ -80,8 +81,13 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
             }
             if let Err(message) = guarded_transaction(|| purge().map_err(|e| e.to_string())) {
                 warning!(
-                    "{NAME}: purging old incidents failed, retrying in five minutes: {message}"
+                    "{NAME}: purging old incidents and notifications failed, retrying in five minutes: {message}"
                 );
+            }
+        }
+        if due(&mut sweeps.reviewed_at, REVIEW_PERIOD) {
+            if let Err(message) = guarded_transaction(|| review().map_err(|e| e.to_string())) {
+                warning!("{NAME}: reviewing incidents failed, retrying in a second: {message}");
             }
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
@@ -114,6 +120,8 @@ const UNCLAIMED_PERIOD: Duration = Duration::from_secs(1);
 /// Leases last a minute or two: reading every lease once in a few seconds is enough.
 const LEASE_SWEEP_PERIOD: Duration = Duration::from_secs(5);
 const SYNC_PERIOD: Duration = Duration::from_secs(300);
+/// Reminders are due to the second; open incidents are few.
+const REVIEW_PERIOD: Duration = Duration::from_secs(1);
 
 /// When the periodic steps last ran.
 #[derive(Default)]
@@ -121,6 +129,7 @@ struct Sweeps {
     unclaimed_at: Option<Instant>,
     leases_at: Option<Instant>,
     synced_at: Option<Instant>,
+    reviewed_at: Option<Instant>,
     /// The last `wake_probes` horizon (database time, as text); None: wake for anything due.
     woken_up_to: Option<String>,
 }
@@ -140,12 +149,21 @@ fn sync() -> Result<(), pgrx::spi::SpiError> {
     Spi::run("SELECT webmon.sync_jobs()")
 }
 
-/// Incidents resolved longer ago than results are kept.
+/// Incidents resolved, and notifications written, longer ago than results are kept.
 fn purge() -> Result<(), pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
-        "SELECT webmon.purge_incidents($1::interval)",
+        "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval)",
         &[gucs::retention().into()],
+    )
+}
+
+/// Incidents no check will end, reminders, and deliveries that ran out of time.
+fn review() -> Result<(), pgrx::spi::SpiError> {
+    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
+    Spi::run_with_args(
+        "SELECT webmon.review_incidents(make_interval(secs => $1))",
+        &[f64::from(gucs::notification_give_up_s()).into()],
     )
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod probe;
+pub mod receivers;
 pub mod targets;
 
 use std::time::{Duration, Instant};

@@ -130,6 +130,12 @@ pub struct RunArgs {
     /// the most specific network in either list decides.
     #[arg(long, env = "WEBMON_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
     pub allow_networks: Vec<IpNet>,
+    /// Deliver alerts (webmon.notifications) from this probe; any number of probes may.
+    #[arg(long, env = "WEBMON_NOTIFICATIONS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub notifications: bool,
+    /// Longest time one alert delivery may take (ms); a delivery lease lasts twice this plus 5 s.
+    #[arg(long, env = "WEBMON_NOTIFICATION_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub notification_timeout_ms: u64,
     /// Seconds between summary log lines (0: none).
     #[arg(long, env = "WEBMON_SUMMARY_SECONDS", default_value_t = 10)]
     pub summary_seconds: u64,

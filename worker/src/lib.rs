@@ -1,8 +1,9 @@
 //! webmon-worker, the pg_webmon probe. The pipeline reads top to bottom:
 //! `claim` (lease checks) → `probe` (HTTP and regex; `redirect` and the target `guard`) →
-//! `sink` (batched writes); `run` wires them together with shutdown, `config`, `db` and
-//! `runtime` set them up.
+//! `sink` (batched writes); beside them `alerts` delivers notifications; `run` wires them
+//! together with shutdown, `config`, `db` and `runtime` set them up.
 
+pub mod alerts;
 pub mod causes;
 pub mod claim;
 pub mod commands;

@@ -117,15 +117,9 @@ impl Prober {
         policy: NetworkPolicy,
     ) -> Result<Self, ClientError> {
         let policy = Arc::new(policy);
-        let client = reqwest::Client::builder()
+        let client = guarded_http_client(policy.clone())
             .pool_max_idle_per_host(0)
-            .dns_resolver(Arc::new(Resolver {
-                policy: policy.clone(),
-            }))
-            .no_proxy()
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("pg_webmon/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Prober {
             client,
@@ -325,6 +319,17 @@ pub fn search(regex: &Regex, body: &[u8]) -> (Option<bool>, Option<String>) {
         ),
         None => (Some(false), None),
     }
+}
+
+/// An HTTP client whose host names resolve only to addresses `policy` allows (a URL with an
+/// address as its host must be judged by the caller), with no proxy, no redirects followed
+/// and pg_webmon's user agent. Checks and alert deliveries both start here.
+pub fn guarded_http_client(policy: Arc<NetworkPolicy>) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .dns_resolver(Arc::new(Resolver { policy }))
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("pg_webmon/", env!("CARGO_PKG_VERSION")))
 }
 
 /// Host name resolution through tokio, with its failures wrapped in `DnsError` so that

@@ -2,6 +2,7 @@
 //! plus the summary log and graceful shutdown (stop claiming, let checks finish within the
 //! grace period, release what did not run, flush, exit).
 
+use crate::alerts::Deliverer;
 use crate::claim::Claimer;
 use crate::config::{DatabaseArgs, RunArgs};
 use crate::db;
@@ -37,7 +38,7 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
     let prober = Arc::new(Prober::new(
         args.default_timeout(),
         args.body_cap_bytes as usize,
-        policy,
+        policy.clone(),
     )?);
     let stats = Arc::new(Stats::default());
     let max_in_flight = args.max_in_flight as usize;
@@ -83,6 +84,18 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
         unfinished: unfinished.clone(),
     };
     let claimer = tokio::spawn(claimer.run());
+    let deliverer = args.notifications.then(|| {
+        tokio::spawn(
+            Deliverer {
+                config: config.clone(),
+                probe: probe.clone(),
+                policy: Arc::new(policy),
+                timeout: Duration::from_millis(args.notification_timeout_ms),
+                stop: stop.clone(),
+            }
+            .run(),
+        )
+    });
     let summary = spawn_summary(
         stats.clone(),
         capacity.clone(),
@@ -95,6 +108,10 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
     tracing::info!("shutting down: no new claims; waiting for checks in flight");
     stop.cancel();
     let _ = claimer.await;
+    if let Some(deliverer) = deliverer {
+        // It ends after the deliveries in flight (each bounded by its timeout) are reported.
+        let _ = deliverer.await;
+    }
     checks.close();
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
     if tokio::time::timeout(grace, checks.wait()).await.is_err() {

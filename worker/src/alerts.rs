@@ -1,0 +1,361 @@
+//! Alert delivery: lease due notifications (`webmon.claim_notifications`), send each to its
+//! channel — webhook, Slack, Discord (an HTTP POST) or email (SMTP, with lettre) — and report
+//! what happened (`webmon.finish_notifications`). At least once: a probe that dies while
+//! delivering leaves its lease to run out, and the notification is sent again with the same
+//! idempotency key (in the payload, the `Idempotency-Key` header and the email's Message-ID).
+//! Every address, HTTP or SMTP, passes the probe's network policy first.
+
+use crate::db::{self, DbConfig, DbError};
+use crate::guard::NetworkPolicy;
+use crate::probe::{classify, guarded_http_client};
+use futures_util::future::join_all;
+use lettre::message::header::ContentType;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
+use webmon_core::channels::{self, EmailSettings, SmtpSecurity};
+
+/// Most notifications leased at once.
+const BATCH: i32 = 20;
+/// Claim at least this often without a NOTIFY.
+const POLL: Duration = Duration::from_secs(1);
+/// Longest error kept per attempt.
+const MAX_ERROR_CHARS: usize = 500;
+
+/// A leased notification.
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub id: i64,
+    pub channel: String,
+    pub kind: String,
+    pub settings: Value,
+    pub payload: Value,
+    pub idempotency_key: String,
+}
+
+pub struct Deliverer {
+    pub config: DbConfig,
+    pub probe: String,
+    pub policy: Arc<NetworkPolicy>,
+    /// One delivery attempt may take this long (an HTTP exchange, or an SMTP session).
+    pub timeout: Duration,
+    pub stop: CancellationToken,
+}
+
+/// A lease covers a batch's deliveries (in parallel, each within `timeout`) and the report
+/// of their outcome, with room to spare; a probe killed meanwhile leaves it to run out.
+pub fn lease(timeout: Duration) -> Duration {
+    timeout * 2 + Duration::from_secs(5)
+}
+
+impl Deliverer {
+    pub async fn run(self) {
+        let http = match guarded_http_client(self.policy.clone())
+            .timeout(self.timeout)
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "alerts: cannot build the HTTP client; no notifications are delivered by this probe");
+                return;
+            }
+        };
+        let wake = Arc::new(Notify::new());
+        loop {
+            let Ok(client) =
+                db::connect_with_backoff(&self.config, Some(wake.clone()), &self.stop, "alerts")
+                    .await
+            else {
+                return;
+            };
+            match self.deliver_loop(&client, &http, &wake).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "alerts: database error; reconnecting");
+                    tokio::select! {
+                        _ = self.stop.cancelled() => return,
+                        _ = tokio::time::sleep(POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver_loop(
+        &self,
+        client: &Client,
+        http: &reqwest::Client,
+        wake: &Notify,
+    ) -> Result<(), DbError> {
+        client.batch_execute("LISTEN webmon_notifications").await?;
+        let claim = client
+            .prepare(
+                "SELECT notification_id, channel, kind, settings, payload, idempotency_key::text
+                 FROM webmon.claim_notifications($1, $2, make_interval(secs => $3))",
+            )
+            .await?;
+        let finish = client
+            .prepare("SELECT webmon.finish_notifications($1, $2, $3)")
+            .await?;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let rows = client
+                .query(
+                    &claim,
+                    &[&self.probe, &BATCH, &lease(self.timeout).as_secs_f64()],
+                )
+                .await?;
+            let leased: Vec<Notification> = rows
+                .iter()
+                .filter_map(|row| match notification_from_row(row) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        tracing::error!(error = %e, "alerts: unreadable notification row; it is retried after its lease");
+                        None
+                    }
+                })
+                .collect();
+            if !leased.is_empty() {
+                // Delivered in parallel, each within the timeout.
+                let outcomes = join_all(leased.iter().map(|n| self.deliver(http, n))).await;
+                let ids: Vec<i64> = leased.iter().map(|n| n.id).collect();
+                let errors: Vec<Option<String>> = outcomes
+                    .into_iter()
+                    .zip(&leased)
+                    .map(|(outcome, n)| match outcome {
+                        Ok(()) => {
+                            tracing::info!(notification = n.id, channel = %n.channel, "alerts: delivered");
+                            None
+                        }
+                        Err(error) => {
+                            tracing::warn!(notification = n.id, channel = %n.channel, %error, "alerts: delivery failed; retried with backoff");
+                            Some(error)
+                        }
+                    })
+                    .collect();
+                client
+                    .query_one(&finish, &[&self.probe, &ids, &errors])
+                    .await?;
+            }
+            if rows.len() < BATCH as usize {
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => return Ok(()),
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, http: &reqwest::Client, n: &Notification) -> Result<(), String> {
+        let delivered = tokio::time::timeout(self.timeout, async {
+            match n.kind.as_str() {
+                "webhook" | "slack" | "discord" => post(http, &self.policy, n).await,
+                "email" => email(&self.policy, n, self.timeout).await,
+                other => Err(format!("channel kind {other} is not delivered by probes")),
+            }
+        })
+        .await
+        .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout)));
+        delivered.map_err(|e| e.chars().take(MAX_ERROR_CHARS).collect())
+    }
+}
+
+fn notification_from_row(row: &tokio_postgres::Row) -> Result<Notification, tokio_postgres::Error> {
+    Ok(Notification {
+        id: row.try_get(0)?,
+        channel: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        settings: row.try_get(3)?,
+        payload: row.try_get(4)?,
+        idempotency_key: row.try_get(5)?,
+    })
+}
+
+/// What is POSTed: the payload itself to a webhook; Slack's and Discord's message formats.
+pub fn http_body(kind: &str, payload: &Value) -> Value {
+    let text = payload
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("pg_webmon alert");
+    match kind {
+        "slack" => json!({ "text": text }),
+        "discord" => json!({ "content": text }),
+        _ => payload.clone(),
+    }
+}
+
+async fn post(
+    http: &reqwest::Client,
+    policy: &NetworkPolicy,
+    n: &Notification,
+) -> Result<(), String> {
+    let settings = n
+        .settings
+        .as_object()
+        .ok_or("channel settings are not an object")?;
+    let url = channels::http_url(settings)?;
+    if let Some(address) = literal_address(&url) {
+        policy
+            .check(address)
+            .map_err(|blocked| blocked.to_string())?;
+    }
+    let mut request = http
+        .post(url)
+        .header("Idempotency-Key", &n.idempotency_key)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(http_body(&n.kind, &n.payload).to_string());
+    for (name, value) in channels::headers(settings)? {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(|e| classify(e).1)?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the receiver answered HTTP {}", status.as_u16()))
+    }
+}
+
+fn literal_address(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(address) => Some(IpAddr::V4(address)),
+        url::Host::Ipv6(address) => Some(IpAddr::V6(address)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// The email's subject and text: the alert's line, then its details.
+pub fn email_text(payload: &Value) -> (String, String) {
+    let field = |key: &str| match payload.get(key) {
+        Some(Value::String(text)) => text.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    };
+    let message = field("message");
+    let subject: String = format!("[pg_webmon] {message}").chars().take(200).collect();
+    let mut body = format!("{message}\n\n");
+    for (label, key) in [
+        ("Monitor", "name"),
+        ("URL", "url"),
+        ("Incident", "incident_id"),
+        ("Started", "started_at"),
+        ("Resolved", "resolved_at"),
+        ("Cause", "cause"),
+        ("Failed checks", "failed_checks"),
+        ("Idempotency key", "idempotency_key"),
+    ] {
+        let value = field(key);
+        if !value.is_empty() {
+            body.push_str(&format!("{label}: {value}\n"));
+        }
+    }
+    (subject, body)
+}
+
+async fn email(policy: &NetworkPolicy, n: &Notification, timeout: Duration) -> Result<(), String> {
+    let settings = channels::email(&n.settings)?;
+    let (subject, text) = email_text(&n.payload);
+    let mut message = Message::builder()
+        .from(settings.from.parse().map_err(|e| format!("from: {e}"))?)
+        .subject(subject)
+        .message_id(Some(format!("<{}@pg_webmon>", n.idempotency_key)))
+        .header(ContentType::TEXT_PLAIN);
+    for to in &settings.to {
+        message = message.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
+    }
+    let message = message.body(text).map_err(|e| e.to_string())?;
+    let address = smtp_address(policy, &settings).await?;
+    let mut transport =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.ip().to_string())
+            .port(address.port())
+            .timeout(Some(timeout));
+    let parameters = || TlsParameters::new(settings.host.clone()).map_err(|e| e.to_string());
+    transport = match settings.security {
+        SmtpSecurity::None => transport.tls(Tls::None),
+        SmtpSecurity::StartTls => transport.tls(Tls::Required(parameters()?)),
+        SmtpSecurity::Tls => transport.tls(Tls::Wrapper(parameters()?)),
+    };
+    if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+        transport = transport.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    transport
+        .build()
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("smtp: {e}"))
+}
+
+/// The SMTP server's first address the network policy allows (resolved here, so that the
+/// policy judges it; TLS still verifies the host name).
+async fn smtp_address(
+    policy: &NetworkPolicy,
+    settings: &EmailSettings,
+) -> Result<SocketAddr, String> {
+    let resolved = tokio::net::lookup_host((settings.host.as_str(), settings.port))
+        .await
+        .map_err(|e| format!("smtp: dns error: {e}"))?;
+    let mut refused = None;
+    for address in resolved {
+        match policy.check(address.ip()) {
+            Ok(()) => return Ok(address),
+            Err(blocked) => refused = Some(blocked.to_string()),
+        }
+    }
+    Err(refused.unwrap_or_else(|| format!("smtp: {} has no address", settings.host)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload() -> Value {
+        json!({
+            "event": "down", "message": "DOWN: shop (https://shop.example/) since 2026-11-29 10:00:00 UTC: status 503",
+            "name": "shop", "url": "https://shop.example/", "incident_id": 7, "started_at": "2026-11-29T10:00:00+00:00",
+            "resolved_at": null, "cause": "status 503", "failed_checks": 2, "idempotency_key": "k-1"
+        })
+    }
+
+    #[test]
+    fn a_lease_outlasts_a_batch_and_its_report() {
+        assert_eq!(lease(Duration::from_secs(10)), Duration::from_secs(25));
+    }
+
+    #[test]
+    fn slack_and_discord_get_the_line_and_webhooks_the_whole_payload() {
+        let line = "DOWN: shop (https://shop.example/) since 2026-11-29 10:00:00 UTC: status 503";
+        assert_eq!(http_body("slack", &payload()), json!({ "text": line }));
+        assert_eq!(http_body("discord", &payload()), json!({ "content": line }));
+        assert_eq!(http_body("webhook", &payload()), payload());
+    }
+
+    #[test]
+    fn an_email_reads_as_the_line_then_its_details() {
+        let (subject, body) = email_text(&payload());
+        assert_eq!(
+            subject,
+            "[pg_webmon] DOWN: shop (https://shop.example/) since 2026-11-29 10:00:00 UTC: status 503"
+        );
+        assert!(body.starts_with("DOWN: shop"));
+        assert!(body.contains("\nURL: https://shop.example/\n"));
+        assert!(body.contains("\nIncident: 7\n"));
+        assert!(body.contains("\nFailed checks: 2\n"));
+        assert!(body.contains("\nIdempotency key: k-1\n"));
+        assert!(
+            !body.contains("Resolved"),
+            "a null field is left out: {body}"
+        );
+    }
+}
