@@ -10,4 +10,5 @@ SUDO=""
 (cd pg_webmon && cargo pgrx install --release --pg-config /usr/lib/postgresql/15/bin/pg_config $SUDO)
 cargo build --release -p webmon-worker -p webmon-tests
 ./target/release/bench_queue
+./target/release/bench_alerts
 ./target/release/bench "$@"
