@@ -26,6 +26,8 @@ use webmon_core::channels::{self, EmailSettings, SmtpSecurity};
 const BATCH: i32 = 20;
 /// Claim at least this often without a NOTIFY.
 const POLL: Duration = Duration::from_secs(1);
+/// How long to wait before trying again when the database does not let this probe claim.
+const NOT_ALLOWED_PAUSE: Duration = Duration::from_secs(60);
 /// Longest error kept per attempt.
 const MAX_ERROR_CHARS: usize = 500;
 
@@ -75,15 +77,20 @@ impl Deliverer {
             else {
                 return;
             };
-            match self.deliver_loop(&client, &http, &wake).await {
+            let pause = match self.deliver_loop(&client, &http, &wake).await {
                 Ok(()) => return,
+                Err(e) if cannot_claim(&e) => {
+                    tracing::warn!(error = %e, "alerts: this probe cannot claim notifications (a database before 0.6.0, or a probe role granted before it: run SELECT webmon.grant_probe('<role>')); trying again in a minute");
+                    NOT_ALLOWED_PAUSE
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "alerts: database error; reconnecting");
-                    tokio::select! {
-                        _ = self.stop.cancelled() => return,
-                        _ = tokio::time::sleep(POLL) => {}
-                    }
+                    POLL
                 }
+            };
+            tokio::select! {
+                _ = self.stop.cancelled() => return,
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
@@ -169,6 +176,15 @@ impl Deliverer {
         .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout)));
         delivered.map_err(|e| e.chars().take(MAX_ERROR_CHARS).collect())
     }
+}
+
+/// The role may not call the notification API (42501), or the database has none (42883).
+fn cannot_claim(error: &DbError) -> bool {
+    let DbError::Postgres(e) = error else {
+        return false;
+    };
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.code().code(), "42501" | "42883"))
 }
 
 fn notification_from_row(row: &tokio_postgres::Row) -> Result<Notification, tokio_postgres::Error> {
