@@ -88,6 +88,10 @@ CREATE INDEX notifications_due_idx ON webmon.notifications (next_attempt_at)
     WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 -- What purge_notifications deletes.
 CREATE INDEX notifications_created_idx ON webmon.notifications (created_at);
+-- An incident's undelivered notifications per channel, in order: each goes out after the
+-- ones before it (a recovery never arrives before its down, nor a reminder after it).
+CREATE INDEX notifications_incident_idx ON webmon.notifications (incident_id, channel, id)
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 COMMENT ON TABLE webmon.notifications IS
     'pg_webmon: the alert outbox. One row per event and channel, written in the transaction that opens or resolves the incident; probes lease due rows, deliver them (at least once: receivers drop repeats by idempotency_key) and mark them delivered, retrying with backoff until pg_webmon.notification_give_up has passed. Rows older than pg_webmon.retention are deleted.';
 COMMENT ON COLUMN webmon.notifications.payload IS 'The event as JSON (incident, monitor name and URL, times, cause, message); sent with idempotency_key and notification_id added.';
@@ -124,8 +128,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    -- The URL as shown: without credentials, query or fragment, which can hold secrets.
     payload := webmon.incident_event(event, i)
-               || jsonb_build_object('url', m.url, 'message', webmon.incident_message(event, i, m.name, m.url));
+               || jsonb_build_object('url', webmon.shown_url(m.url),
+                                     'message', webmon.incident_message(event, i, m.name, webmon.shown_url(m.url)));
     FOR c IN
         SELECT ch.name, ch.kind, ch.settings FROM webmon.channels ch
         WHERE CASE WHEN m.channels IS NULL THEN ch.is_default ELSE ch.name = ANY (m.channels) END
@@ -146,6 +152,12 @@ BEGIN
                 VALUES (i.id, c.name, event, payload - 'url', key, 1, now(), left(SQLERRM, 1000));
             END;
         ELSE
+            -- A newer alert of the incident replaces its reminders not yet out (a channel that
+            -- was down for hours gets one reminder, not one per remind_every).
+            UPDATE webmon.notifications n
+            SET gave_up_at = now(), last_error = 'replaced by a newer ' || enqueue_notifications.event || ' alert'
+            WHERE n.incident_id = i.id AND n.channel = c.name AND n.event = 'reminder'
+              AND n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.leased_by IS NULL;
             INSERT INTO webmon.notifications (incident_id, channel, event, payload)
             VALUES (i.id, c.name, event, payload);
         END IF;
@@ -178,6 +190,10 @@ BEGIN
     WITH due AS (
         SELECT n.id FROM webmon.notifications n
         WHERE n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.next_attempt_at <= now()
+          -- In order per incident and channel: not while an earlier one is still to go.
+          AND NOT EXISTS (SELECT 1 FROM webmon.notifications e
+                          WHERE e.incident_id = n.incident_id AND e.channel = n.channel AND e.id < n.id
+                            AND e.delivered_at IS NULL AND e.gave_up_at IS NULL)
         ORDER BY n.next_attempt_at
         LIMIT max_notifications
         FOR UPDATE SKIP LOCKED
@@ -203,6 +219,10 @@ DECLARE
     finisher smallint := webmon.probe_id(probe);
     finished int;
 BEGIN
+    IF cardinality(notification_ids) IS DISTINCT FROM cardinality(errors) THEN
+        RAISE EXCEPTION 'finish_notifications: % notification ids but % errors', cardinality(notification_ids), cardinality(errors)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE webmon.notifications n
     SET delivered_at = CASE WHEN f.error IS NULL THEN now() END,
         leased_by = NULL,
@@ -226,7 +246,7 @@ COMMENT ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) IS
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE webmon.maintenance (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    monitor_id bigint,
+    monitor_id bigint REFERENCES webmon.monitors (id) ON DELETE CASCADE,
     during     tstzrange,
     weekly     jsonb,
     reason     text,
@@ -263,16 +283,21 @@ BEGIN
     BEGIN
         days := ARRAY(SELECT jsonb_array_elements_text(NEW.weekly->'days'));
         duration := (NEW.weekly->>'duration')::interval;
-        PERFORM (NEW.weekly->>'start')::time, now() AT TIME ZONE (NEW.weekly->>'time_zone');
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'invalid weekly %: %', NEW.weekly, SQLERRM USING ERRCODE = 'invalid_parameter_value';
     END;
     IF cardinality(days) = 0
        OR NOT days <@ ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']
-       OR NEW.weekly->>'start' !~ '^\d\d:\d\d$'
+       OR NEW.weekly->>'start' !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
        OR NOT (duration > interval '0' AND duration <= interval '7 days') THEN
-        RAISE EXCEPTION 'invalid weekly %: days must list mon … sun, start be HH:MM and duration above 0 and at most 7 days', NEW.weekly
+        RAISE EXCEPTION 'invalid weekly %: days must list mon … sun, start be HH:MM from 00:00 to 23:59 and duration above 0 and at most 7 days', NEW.weekly
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A zone name (abbreviations depend on a session setting), e.g. Europe/Berlin or UTC.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = NEW.weekly->>'time_zone') THEN
+        RAISE EXCEPTION 'invalid weekly %: time_zone % is not a time zone name PostgreSQL knows', NEW.weekly, NEW.weekly->>'time_zone'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'SELECT name FROM pg_timezone_names lists them, e.g. Europe/Berlin or UTC.';
     END IF;
     RETURN NEW;
 END
@@ -284,22 +309,27 @@ CREATE TRIGGER maintenance_validate BEFORE INSERT OR UPDATE ON webmon.maintenanc
 
 -- The maintenance window that covers this monitor at this time (the earliest started, when
 -- several do), or NULL.
+-- SECURITY DEFINER, and callable by all: monitor_status calls it for roles that may read
+-- only the view (it tells whether and when a window covers a monitor, nothing more).
 CREATE FUNCTION webmon.maintenance_window(monitor bigint, at timestamptz) RETURNS tstzrange
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT x.win FROM (
         SELECT w.during AS win
         FROM webmon.maintenance w
         WHERE w.during @> at AND (w.monitor_id IS NULL OR w.monitor_id = monitor)
         UNION ALL
-        -- A weekly rule: its window on each of the last 8 local days it lists.
-        SELECT tstzrange(s.starts, s.starts + (w.weekly->>'duration')::interval)
+        -- A weekly rule: its window on each of the last 8 local days it lists, from the local
+        -- start to the local start plus the duration (a day of it is a local day).
+        SELECT tstzrange(s.starts, s.ends)
         FROM webmon.maintenance w,
              generate_series(0, 7) AS back(days),
              LATERAL (SELECT (at AT TIME ZONE (w.weekly->>'time_zone'))::date - back.days AS day) d,
-             LATERAL (SELECT (d.day + (w.weekly->>'start')::time) AT TIME ZONE (w.weekly->>'time_zone') AS starts) s
+             LATERAL (SELECT (d.day + (w.weekly->>'start')::time) AT TIME ZONE (w.weekly->>'time_zone') AS starts,
+                             (d.day + (w.weekly->>'start')::time + (w.weekly->>'duration')::interval)
+                                 AT TIME ZONE (w.weekly->>'time_zone') AS ends) s
         WHERE w.weekly IS NOT NULL AND (w.monitor_id IS NULL OR w.monitor_id = monitor)
           AND w.weekly->'days' ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::int]
-          AND at >= s.starts AND at < s.starts + (w.weekly->>'duration')::interval
+          AND at >= s.starts AND at < s.ends
     ) x
     ORDER BY lower(x.win)
     LIMIT 1
@@ -313,48 +343,75 @@ COMMENT ON FUNCTION webmon.maintenance_window(bigint, timestamptz) IS
 CREATE FUNCTION webmon.review_incidents(give_up interval) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    stale bigint[];
+    again bigint[];
     i webmon.incidents;
 BEGIN
-    -- Open incidents that no region's verdict holds up any more: their monitor left a
-    -- maintenance window with the site fine, or an update of incidents failed. Evaluated
-    -- again (a monitor still in maintenance is skipped there).
-    SELECT array_agg(DISTINCT o.monitor_id ORDER BY o.monitor_id) INTO stale
-    FROM webmon.incidents o
-    WHERE o.resolved_at IS NULL AND o.kind IN ('down', 'degraded')
-      AND NOT EXISTS (SELECT 1 FROM webmon.jobs j
-                      WHERE j.monitor_id = o.monitor_id
-                        AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END));
-    IF stale IS NOT NULL THEN
-        PERFORM webmon.update_incidents(stale, array_fill(now(), ARRAY[cardinality(stale)]),
-                                        array_fill(0, ARRAY[cardinality(stale)]),
-                                        array_fill(NULL::timestamptz, ARRAY[cardinality(stale)]));
-    END IF;
-    -- Reminders while down, every remind_every (not in maintenance).
-    FOR i IN
-        UPDATE webmon.incidents o SET reminded_at = now()
-        FROM webmon.monitors m
-        WHERE o.resolved_at IS NULL AND o.kind = 'down' AND m.id = o.monitor_id
-          AND m.remind_every IS NOT NULL
-          AND coalesce(o.reminded_at, o.started_at) + m.remind_every <= now()
-          AND webmon.maintenance_window(m.id, now()) IS NULL
-        RETURNING o.*
-    LOOP
-        PERFORM webmon.enqueue_notifications('reminder', i);
-    END LOOP;
-    -- Deliveries that ran out of time, or whose channel is gone.
-    UPDATE webmon.notifications n
-    SET gave_up_at = now(), leased_by = NULL,
-        last_error = CASE WHEN c.name IS NULL THEN 'channel ' || n.channel || ' was deleted'
-                          ELSE coalesce(n.last_error, 'no attempt finished') END
-                     || format(' (gave up after %s attempts)', n.attempts)
-    FROM webmon.notifications d LEFT JOIN webmon.channels c ON c.name = d.channel
-    WHERE n.id = d.id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
-      AND (d.created_at < now() - give_up OR c.name IS NULL);
+    -- Each step on its own: one that fails (a bug, a lock) is a WARNING and never stops the
+    -- others; the next review tries again.
+    BEGIN
+        -- Monitors to evaluate again: an open incident that no region's verdict holds up any
+        -- more (its monitor left a maintenance window with the site fine, or an update of
+        -- incidents failed); and, while maintenance windows exist, a bad verdict without an
+        -- incident (the site turned bad during a window that has ended). A monitor still in
+        -- a window is skipped there; unknown regions never resolve anything.
+        SELECT array_agg(DISTINCT x.monitor_id ORDER BY x.monitor_id) INTO again
+        FROM (SELECT o.monitor_id
+              FROM webmon.incidents o
+              WHERE o.resolved_at IS NULL AND o.kind IN ('down', 'degraded')
+                AND NOT EXISTS (SELECT 1 FROM webmon.jobs j
+                                WHERE j.monitor_id = o.monitor_id
+                                  AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END))
+              UNION ALL
+              SELECT j.monitor_id
+              FROM webmon.jobs j
+              WHERE EXISTS (SELECT 1 FROM webmon.maintenance)
+                AND j.verdict IN ('down', 'degraded')
+                AND NOT EXISTS (SELECT 1 FROM webmon.incidents o
+                                WHERE o.monitor_id = j.monitor_id AND o.resolved_at IS NULL)) x;
+        IF again IS NOT NULL THEN
+            PERFORM webmon.update_incidents(again, array_fill(now(), ARRAY[cardinality(again)]),
+                                            array_fill(0, ARRAY[cardinality(again)]),
+                                            array_fill(NULL::timestamptz, ARRAY[cardinality(again)]));
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: evaluating incidents again failed: % (%)', SQLERRM, SQLSTATE;
+    END;
+    BEGIN
+        -- Reminders while down, every remind_every after channels were last told (not in
+        -- maintenance). Incidents a completion is updating are left for the next review.
+        FOR i IN
+            UPDATE webmon.incidents o SET reminded_at = now()
+            WHERE o.id IN (
+                SELECT d.id FROM webmon.incidents d JOIN webmon.monitors m ON m.id = d.monitor_id
+                WHERE d.resolved_at IS NULL AND d.kind = 'down' AND m.remind_every IS NOT NULL
+                  AND coalesce(d.reminded_at, d.started_at) + m.remind_every <= now()
+                  AND webmon.maintenance_window(m.id, now()) IS NULL
+                FOR UPDATE OF d SKIP LOCKED)
+            RETURNING o.*
+        LOOP
+            PERFORM webmon.enqueue_notifications('reminder', i);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: reminders failed: % (%)', SQLERRM, SQLSTATE;
+    END;
+    BEGIN
+        -- Deliveries that ran out of time, or whose channel is gone (not while leased).
+        UPDATE webmon.notifications n
+        SET gave_up_at = now(), leased_by = NULL,
+            last_error = CASE WHEN NOT EXISTS (SELECT 1 FROM webmon.channels c WHERE c.name = n.channel)
+                              THEN 'channel ' || n.channel || ' was deleted'
+                              ELSE coalesce(n.last_error, 'no attempt finished') END
+                         || format(' (gave up after %s attempts)', n.attempts)
+        WHERE n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.next_attempt_at <= now()
+          AND (n.created_at < now() - give_up
+               OR NOT EXISTS (SELECT 1 FROM webmon.channels c WHERE c.name = n.channel));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: giving up old notifications failed: % (%)', SQLERRM, SQLSTATE;
+    END;
 END
 $$;
 COMMENT ON FUNCTION webmon.review_incidents(interval) IS
-    'pg_webmon: the scheduler''s check every second: evaluate again open incidents no region''s verdict holds up (after a maintenance window), send due reminders (monitors.remind_every), and give up deliveries older than give_up or whose channel was deleted.';
+    'pg_webmon: the scheduler''s check every second: evaluate again open incidents no region''s verdict holds up and, while maintenance windows exist, bad verdicts without an incident; send due reminders (monitors.remind_every); give up deliveries older than give_up or whose channel was deleted. Each step''s failure is a WARNING.';
 
 -- Delivered and given-up notifications older than the results' retention (the scheduler
 -- calls it every five minutes, with incidents').
@@ -375,6 +432,21 @@ $$;
 COMMENT ON FUNCTION webmon.purge_notifications(interval) IS
     'pg_webmon: delete delivered or given-up notifications written more than older_than ago, at most 100,000 a call; returns how many.';
 
+-- One-off maintenance windows that ended longer ago than the results' retention.
+CREATE FUNCTION webmon.purge_maintenance(older_than interval) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged int;
+BEGIN
+    DELETE FROM webmon.maintenance w WHERE upper(w.during) < now() - older_than;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_maintenance(interval) IS
+    'pg_webmon: delete one-off maintenance windows that ended more than older_than ago (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
+
+REVOKE ALL ON FUNCTION webmon.purge_maintenance(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.enqueue_notifications(text, webmon.incidents) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_notifications(text, int, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) FROM PUBLIC;

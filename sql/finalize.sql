@@ -46,6 +46,8 @@ COMMENT ON FUNCTION webmon.next_verdict(text, text, int, int, int, int, int) IS
     'pg_webmon: a region''s verdict after a check, from its runs before it: down after down_after failed checks in a row until up_after good ones, degraded after down_after slow ones until a fast one, up after any other good check; unchanged otherwise.';
 COMMENT ON FUNCTION webmon.channel_settings_problem(text, jsonb) IS
     'pg_webmon: why a channel''s kind or settings are refused, NULL when they are fine; the channels trigger raises it (SQLSTATE 22023).';
+COMMENT ON FUNCTION webmon.shown_url(text) IS
+    'pg_webmon: a monitor''s URL as alerts show it: without credentials, query or fragment, which can hold secrets.';
 COMMENT ON FUNCTION webmon.alert_message(text, text, text, text, text, float8, text) IS
     'pg_webmon: the one-line text of an alert (event, incident kind, monitor name and URL, start time as text, duration in seconds, cause).';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;

@@ -27,7 +27,7 @@ COMMENT ON COLUMN webmon.incidents.resolved_at IS 'The check that ended it; NULL
 COMMENT ON COLUMN webmon.incidents.cause IS 'What the first failed check got: its error kind and message, or its status code (and whether the regex matched).';
 COMMENT ON COLUMN webmon.incidents.failed_checks IS 'Failed checks counted while it was open (from the regions that were down), including those that opened it.';
 COMMENT ON COLUMN webmon.incidents.last_failure_at IS 'The last failed check counted.';
-COMMENT ON COLUMN webmon.incidents.reminded_at IS 'When the last reminder was written (monitors.remind_every); NULL: none yet.';
+COMMENT ON COLUMN webmon.incidents.reminded_at IS 'When channels were last told of it: when it opened, then at each reminder (monitors.remind_every).';
 
 -- The JSON sent with NOTIFY webmon_events (and, later, to channels). NOTIFY payloads can be
 -- read by any role that LISTENs: the monitor's id and name, never its URL.
@@ -99,6 +99,7 @@ BEGIN
         SELECT count(j.id) AS regions,
                count(*) FILTER (WHERE j.verdict = 'down') AS down,
                count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
+               count(*) FILTER (WHERE j.verdict = 'up') AS fine,
                min(j.failing_since) FILTER (WHERE j.verdict = 'down') AS first_failure,
                (array_agg(j.failing_cause ORDER BY j.failing_since) FILTER (WHERE j.verdict = 'down'))[1] AS first_cause,
                coalesce(sum(j.failed_run) FILTER (WHERE j.verdict = 'down'), 0) AS failed_run,
@@ -118,7 +119,10 @@ BEGIN
                       WHEN h.down >= quorum THEN 'down'
                       WHEN h.troubled >= quorum THEN 'degraded'
                   END;
-        -- What no longer holds is resolved by this check (degraded also when it went down).
+        -- What no longer holds is resolved by this check (degraded also when it went down),
+        -- but only on evidence: with nothing wanted, enough regions must say up that the
+        -- others could not make a quorum. A region nobody checks (its verdict cleared by a
+        -- lost or unclaimed check: the probes are gone) never resolves an incident.
         -- Channels are not told when the monitor was paused or deleted (nothing recovered),
         -- nor of a degraded incident that ends because the site went down (they are told
         -- of that).
@@ -126,6 +130,7 @@ BEGIN
             UPDATE webmon.incidents i SET resolved_at = greatest(t.checked_at, i.started_at)
             WHERE i.monitor_id = t.monitor_id AND i.resolved_at IS NULL
               AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
+              AND (gone OR wanted IS NOT NULL OR h.fine > h.regions - quorum)
             RETURNING i.*
         LOOP
             PERFORM webmon.notify_event('recovered', changed,
@@ -144,12 +149,13 @@ BEGIN
             WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL
               AND (t.failures > 0 OR t.last_failure_at > i.last_failure_at);
         ELSE
-            INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
+            INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at,
+                                          reminded_at)
             VALUES (t.monitor_id, wanted,
                     CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
                     CASE WHEN wanted = 'down' THEN h.first_cause ELSE 'slower than degraded_after_ms' END,
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
-                    t.last_failure_at)
+                    t.last_failure_at, now())
             RETURNING * INTO changed;
             PERFORM webmon.notify_event(wanted, changed, true);
         END IF;

@@ -4,7 +4,8 @@
 -- written in the transaction that opens or resolves an incident and delivered by probes;
 -- reminders while down (monitors.remind_every), a monitor's own channels (monitors.channels),
 -- maintenance windows. complete_checks computes each result's outcome once and looks up each
--- job by its key whatever the batch's size. No stored row changes.
+-- job by its key whatever the batch's size; claim_checks reads due jobs in slot order and
+-- stops at max_jobs. No stored row changes.
 --
 -- Probe roles granted before 0.6.0 need webmon.grant_probe() again to deliver notifications
 -- (the update grants nothing: its grants would be recorded as the extension's own).
@@ -142,7 +143,7 @@ COMMENT ON FUNCTION webmon.grant_editor(name) IS
 -- ---------------------------------------------------------------------------------------------
 ALTER TABLE webmon.incidents ADD COLUMN reminded_at timestamptz;
 
-COMMENT ON COLUMN webmon.incidents.reminded_at IS 'When the last reminder was written (monitors.remind_every); NULL: none yet.';
+COMMENT ON COLUMN webmon.incidents.reminded_at IS 'When channels were last told of it: when it opened, then at each reminder (monitors.remind_every).';
 
 DROP FUNCTION webmon.notify_event(text, webmon.incidents);
 
@@ -194,6 +195,7 @@ BEGIN
         SELECT count(j.id) AS regions,
                count(*) FILTER (WHERE j.verdict = 'down') AS down,
                count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
+               count(*) FILTER (WHERE j.verdict = 'up') AS fine,
                min(j.failing_since) FILTER (WHERE j.verdict = 'down') AS first_failure,
                (array_agg(j.failing_cause ORDER BY j.failing_since) FILTER (WHERE j.verdict = 'down'))[1] AS first_cause,
                coalesce(sum(j.failed_run) FILTER (WHERE j.verdict = 'down'), 0) AS failed_run,
@@ -213,7 +215,10 @@ BEGIN
                       WHEN h.down >= quorum THEN 'down'
                       WHEN h.troubled >= quorum THEN 'degraded'
                   END;
-        -- What no longer holds is resolved by this check (degraded also when it went down).
+        -- What no longer holds is resolved by this check (degraded also when it went down),
+        -- but only on evidence: with nothing wanted, enough regions must say up that the
+        -- others could not make a quorum. A region nobody checks (its verdict cleared by a
+        -- lost or unclaimed check: the probes are gone) never resolves an incident.
         -- Channels are not told when the monitor was paused or deleted (nothing recovered),
         -- nor of a degraded incident that ends because the site went down (they are told
         -- of that).
@@ -221,6 +226,7 @@ BEGIN
             UPDATE webmon.incidents i SET resolved_at = greatest(t.checked_at, i.started_at)
             WHERE i.monitor_id = t.monitor_id AND i.resolved_at IS NULL
               AND i.kind IN ('down', 'degraded') AND i.kind IS DISTINCT FROM wanted
+              AND (gone OR wanted IS NOT NULL OR h.fine > h.regions - quorum)
             RETURNING i.*
         LOOP
             PERFORM webmon.notify_event('recovered', changed,
@@ -239,12 +245,13 @@ BEGIN
             WHERE i.monitor_id = t.monitor_id AND i.kind = wanted AND i.resolved_at IS NULL
               AND (t.failures > 0 OR t.last_failure_at > i.last_failure_at);
         ELSE
-            INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at)
+            INSERT INTO webmon.incidents (monitor_id, kind, started_at, cause, failed_checks, last_failure_at,
+                                          reminded_at)
             VALUES (t.monitor_id, wanted,
                     CASE WHEN wanted = 'down' THEN coalesce(h.first_failure, t.checked_at) ELSE t.checked_at END,
                     CASE WHEN wanted = 'down' THEN h.first_cause ELSE 'slower than degraded_after_ms' END,
                     CASE WHEN wanted = 'down' THEN h.failed_run ELSE 0 END,
-                    t.last_failure_at)
+                    t.last_failure_at, now())
             RETURNING * INTO changed;
             PERFORM webmon.notify_event(wanted, changed, true);
         END IF;
@@ -278,11 +285,21 @@ IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'alert_message_wrapper';
 
+CREATE FUNCTION webmon.shown_url(
+	"url" TEXT /* & str */
+) RETURNS TEXT /* String */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'shown_url_wrapper';
+
 COMMENT ON FUNCTION webmon.channel_settings_problem(text, jsonb) IS
     'pg_webmon: why a channel''s kind or settings are refused, NULL when they are fine; the channels trigger raises it (SQLSTATE 22023).';
 
 COMMENT ON FUNCTION webmon.alert_message(text, text, text, text, text, float8, text) IS
     'pg_webmon: the one-line text of an alert (event, incident kind, monitor name and URL, start time as text, duration in seconds, cause).';
+
+COMMENT ON FUNCTION webmon.shown_url(text) IS
+    'pg_webmon: a monitor''s URL as alerts show it: without credentials, query or fragment, which can hold secrets.';
 
 CREATE TABLE webmon.channels (
     name       text        PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 64),
@@ -366,6 +383,10 @@ CREATE INDEX notifications_due_idx ON webmon.notifications (next_attempt_at)
     WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 -- What purge_notifications deletes.
 CREATE INDEX notifications_created_idx ON webmon.notifications (created_at);
+-- An incident's undelivered notifications per channel, in order: each goes out after the
+-- ones before it (a recovery never arrives before its down, nor a reminder after it).
+CREATE INDEX notifications_incident_idx ON webmon.notifications (incident_id, channel, id)
+    WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 COMMENT ON TABLE webmon.notifications IS
     'pg_webmon: the alert outbox. One row per event and channel, written in the transaction that opens or resolves the incident; probes lease due rows, deliver them (at least once: receivers drop repeats by idempotency_key) and mark them delivered, retrying with backoff until pg_webmon.notification_give_up has passed. Rows older than pg_webmon.retention are deleted.';
 COMMENT ON COLUMN webmon.notifications.payload IS 'The event as JSON (incident, monitor name and URL, times, cause, message); sent with idempotency_key and notification_id added.';
@@ -402,8 +423,10 @@ BEGIN
     IF NOT FOUND THEN
         RETURN 0;
     END IF;
+    -- The URL as shown: without credentials, query or fragment, which can hold secrets.
     payload := webmon.incident_event(event, i)
-               || jsonb_build_object('url', m.url, 'message', webmon.incident_message(event, i, m.name, m.url));
+               || jsonb_build_object('url', webmon.shown_url(m.url),
+                                     'message', webmon.incident_message(event, i, m.name, webmon.shown_url(m.url)));
     FOR c IN
         SELECT ch.name, ch.kind, ch.settings FROM webmon.channels ch
         WHERE CASE WHEN m.channels IS NULL THEN ch.is_default ELSE ch.name = ANY (m.channels) END
@@ -424,6 +447,12 @@ BEGIN
                 VALUES (i.id, c.name, event, payload - 'url', key, 1, now(), left(SQLERRM, 1000));
             END;
         ELSE
+            -- A newer alert of the incident replaces its reminders not yet out (a channel that
+            -- was down for hours gets one reminder, not one per remind_every).
+            UPDATE webmon.notifications n
+            SET gave_up_at = now(), last_error = 'replaced by a newer ' || enqueue_notifications.event || ' alert'
+            WHERE n.incident_id = i.id AND n.channel = c.name AND n.event = 'reminder'
+              AND n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.leased_by IS NULL;
             INSERT INTO webmon.notifications (incident_id, channel, event, payload)
             VALUES (i.id, c.name, event, payload);
         END IF;
@@ -456,6 +485,10 @@ BEGIN
     WITH due AS (
         SELECT n.id FROM webmon.notifications n
         WHERE n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.next_attempt_at <= now()
+          -- In order per incident and channel: not while an earlier one is still to go.
+          AND NOT EXISTS (SELECT 1 FROM webmon.notifications e
+                          WHERE e.incident_id = n.incident_id AND e.channel = n.channel AND e.id < n.id
+                            AND e.delivered_at IS NULL AND e.gave_up_at IS NULL)
         ORDER BY n.next_attempt_at
         LIMIT max_notifications
         FOR UPDATE SKIP LOCKED
@@ -481,6 +514,10 @@ DECLARE
     finisher smallint := webmon.probe_id(probe);
     finished int;
 BEGIN
+    IF cardinality(notification_ids) IS DISTINCT FROM cardinality(errors) THEN
+        RAISE EXCEPTION 'finish_notifications: % notification ids but % errors', cardinality(notification_ids), cardinality(errors)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     UPDATE webmon.notifications n
     SET delivered_at = CASE WHEN f.error IS NULL THEN now() END,
         leased_by = NULL,
@@ -504,7 +541,7 @@ COMMENT ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) IS
 -- ---------------------------------------------------------------------------------------------
 CREATE TABLE webmon.maintenance (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    monitor_id bigint,
+    monitor_id bigint REFERENCES webmon.monitors (id) ON DELETE CASCADE,
     during     tstzrange,
     weekly     jsonb,
     reason     text,
@@ -541,16 +578,21 @@ BEGIN
     BEGIN
         days := ARRAY(SELECT jsonb_array_elements_text(NEW.weekly->'days'));
         duration := (NEW.weekly->>'duration')::interval;
-        PERFORM (NEW.weekly->>'start')::time, now() AT TIME ZONE (NEW.weekly->>'time_zone');
     EXCEPTION WHEN OTHERS THEN
         RAISE EXCEPTION 'invalid weekly %: %', NEW.weekly, SQLERRM USING ERRCODE = 'invalid_parameter_value';
     END;
     IF cardinality(days) = 0
        OR NOT days <@ ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']
-       OR NEW.weekly->>'start' !~ '^\d\d:\d\d$'
+       OR NEW.weekly->>'start' !~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
        OR NOT (duration > interval '0' AND duration <= interval '7 days') THEN
-        RAISE EXCEPTION 'invalid weekly %: days must list mon … sun, start be HH:MM and duration above 0 and at most 7 days', NEW.weekly
+        RAISE EXCEPTION 'invalid weekly %: days must list mon … sun, start be HH:MM from 00:00 to 23:59 and duration above 0 and at most 7 days', NEW.weekly
             USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- A zone name (abbreviations depend on a session setting), e.g. Europe/Berlin or UTC.
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = NEW.weekly->>'time_zone') THEN
+        RAISE EXCEPTION 'invalid weekly %: time_zone % is not a time zone name PostgreSQL knows', NEW.weekly, NEW.weekly->>'time_zone'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'SELECT name FROM pg_timezone_names lists them, e.g. Europe/Berlin or UTC.';
     END IF;
     RETURN NEW;
 END
@@ -562,22 +604,27 @@ CREATE TRIGGER maintenance_validate BEFORE INSERT OR UPDATE ON webmon.maintenanc
 
 -- The maintenance window that covers this monitor at this time (the earliest started, when
 -- several do), or NULL.
+-- SECURITY DEFINER, and callable by all: monitor_status calls it for roles that may read
+-- only the view (it tells whether and when a window covers a monitor, nothing more).
 CREATE FUNCTION webmon.maintenance_window(monitor bigint, at timestamptz) RETURNS tstzrange
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT x.win FROM (
         SELECT w.during AS win
         FROM webmon.maintenance w
         WHERE w.during @> at AND (w.monitor_id IS NULL OR w.monitor_id = monitor)
         UNION ALL
-        -- A weekly rule: its window on each of the last 8 local days it lists.
-        SELECT tstzrange(s.starts, s.starts + (w.weekly->>'duration')::interval)
+        -- A weekly rule: its window on each of the last 8 local days it lists, from the local
+        -- start to the local start plus the duration (a day of it is a local day).
+        SELECT tstzrange(s.starts, s.ends)
         FROM webmon.maintenance w,
              generate_series(0, 7) AS back(days),
              LATERAL (SELECT (at AT TIME ZONE (w.weekly->>'time_zone'))::date - back.days AS day) d,
-             LATERAL (SELECT (d.day + (w.weekly->>'start')::time) AT TIME ZONE (w.weekly->>'time_zone') AS starts) s
+             LATERAL (SELECT (d.day + (w.weekly->>'start')::time) AT TIME ZONE (w.weekly->>'time_zone') AS starts,
+                             (d.day + (w.weekly->>'start')::time + (w.weekly->>'duration')::interval)
+                                 AT TIME ZONE (w.weekly->>'time_zone') AS ends) s
         WHERE w.weekly IS NOT NULL AND (w.monitor_id IS NULL OR w.monitor_id = monitor)
           AND w.weekly->'days' ? (ARRAY['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'])[extract(isodow FROM d.day)::int]
-          AND at >= s.starts AND at < s.starts + (w.weekly->>'duration')::interval
+          AND at >= s.starts AND at < s.ends
     ) x
     ORDER BY lower(x.win)
     LIMIT 1
@@ -591,48 +638,75 @@ COMMENT ON FUNCTION webmon.maintenance_window(bigint, timestamptz) IS
 CREATE FUNCTION webmon.review_incidents(give_up interval) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    stale bigint[];
+    again bigint[];
     i webmon.incidents;
 BEGIN
-    -- Open incidents that no region's verdict holds up any more: their monitor left a
-    -- maintenance window with the site fine, or an update of incidents failed. Evaluated
-    -- again (a monitor still in maintenance is skipped there).
-    SELECT array_agg(DISTINCT o.monitor_id ORDER BY o.monitor_id) INTO stale
-    FROM webmon.incidents o
-    WHERE o.resolved_at IS NULL AND o.kind IN ('down', 'degraded')
-      AND NOT EXISTS (SELECT 1 FROM webmon.jobs j
-                      WHERE j.monitor_id = o.monitor_id
-                        AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END));
-    IF stale IS NOT NULL THEN
-        PERFORM webmon.update_incidents(stale, array_fill(now(), ARRAY[cardinality(stale)]),
-                                        array_fill(0, ARRAY[cardinality(stale)]),
-                                        array_fill(NULL::timestamptz, ARRAY[cardinality(stale)]));
-    END IF;
-    -- Reminders while down, every remind_every (not in maintenance).
-    FOR i IN
-        UPDATE webmon.incidents o SET reminded_at = now()
-        FROM webmon.monitors m
-        WHERE o.resolved_at IS NULL AND o.kind = 'down' AND m.id = o.monitor_id
-          AND m.remind_every IS NOT NULL
-          AND coalesce(o.reminded_at, o.started_at) + m.remind_every <= now()
-          AND webmon.maintenance_window(m.id, now()) IS NULL
-        RETURNING o.*
-    LOOP
-        PERFORM webmon.enqueue_notifications('reminder', i);
-    END LOOP;
-    -- Deliveries that ran out of time, or whose channel is gone.
-    UPDATE webmon.notifications n
-    SET gave_up_at = now(), leased_by = NULL,
-        last_error = CASE WHEN c.name IS NULL THEN 'channel ' || n.channel || ' was deleted'
-                          ELSE coalesce(n.last_error, 'no attempt finished') END
-                     || format(' (gave up after %s attempts)', n.attempts)
-    FROM webmon.notifications d LEFT JOIN webmon.channels c ON c.name = d.channel
-    WHERE n.id = d.id AND d.delivered_at IS NULL AND d.gave_up_at IS NULL AND d.next_attempt_at <= now()
-      AND (d.created_at < now() - give_up OR c.name IS NULL);
+    -- Each step on its own: one that fails (a bug, a lock) is a WARNING and never stops the
+    -- others; the next review tries again.
+    BEGIN
+        -- Monitors to evaluate again: an open incident that no region's verdict holds up any
+        -- more (its monitor left a maintenance window with the site fine, or an update of
+        -- incidents failed); and, while maintenance windows exist, a bad verdict without an
+        -- incident (the site turned bad during a window that has ended). A monitor still in
+        -- a window is skipped there; unknown regions never resolve anything.
+        SELECT array_agg(DISTINCT x.monitor_id ORDER BY x.monitor_id) INTO again
+        FROM (SELECT o.monitor_id
+              FROM webmon.incidents o
+              WHERE o.resolved_at IS NULL AND o.kind IN ('down', 'degraded')
+                AND NOT EXISTS (SELECT 1 FROM webmon.jobs j
+                                WHERE j.monitor_id = o.monitor_id
+                                  AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END))
+              UNION ALL
+              SELECT j.monitor_id
+              FROM webmon.jobs j
+              WHERE EXISTS (SELECT 1 FROM webmon.maintenance)
+                AND j.verdict IN ('down', 'degraded')
+                AND NOT EXISTS (SELECT 1 FROM webmon.incidents o
+                                WHERE o.monitor_id = j.monitor_id AND o.resolved_at IS NULL)) x;
+        IF again IS NOT NULL THEN
+            PERFORM webmon.update_incidents(again, array_fill(now(), ARRAY[cardinality(again)]),
+                                            array_fill(0, ARRAY[cardinality(again)]),
+                                            array_fill(NULL::timestamptz, ARRAY[cardinality(again)]));
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: evaluating incidents again failed: % (%)', SQLERRM, SQLSTATE;
+    END;
+    BEGIN
+        -- Reminders while down, every remind_every after channels were last told (not in
+        -- maintenance). Incidents a completion is updating are left for the next review.
+        FOR i IN
+            UPDATE webmon.incidents o SET reminded_at = now()
+            WHERE o.id IN (
+                SELECT d.id FROM webmon.incidents d JOIN webmon.monitors m ON m.id = d.monitor_id
+                WHERE d.resolved_at IS NULL AND d.kind = 'down' AND m.remind_every IS NOT NULL
+                  AND coalesce(d.reminded_at, d.started_at) + m.remind_every <= now()
+                  AND webmon.maintenance_window(m.id, now()) IS NULL
+                FOR UPDATE OF d SKIP LOCKED)
+            RETURNING o.*
+        LOOP
+            PERFORM webmon.enqueue_notifications('reminder', i);
+        END LOOP;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: reminders failed: % (%)', SQLERRM, SQLSTATE;
+    END;
+    BEGIN
+        -- Deliveries that ran out of time, or whose channel is gone (not while leased).
+        UPDATE webmon.notifications n
+        SET gave_up_at = now(), leased_by = NULL,
+            last_error = CASE WHEN NOT EXISTS (SELECT 1 FROM webmon.channels c WHERE c.name = n.channel)
+                              THEN 'channel ' || n.channel || ' was deleted'
+                              ELSE coalesce(n.last_error, 'no attempt finished') END
+                         || format(' (gave up after %s attempts)', n.attempts)
+        WHERE n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.next_attempt_at <= now()
+          AND (n.created_at < now() - give_up
+               OR NOT EXISTS (SELECT 1 FROM webmon.channels c WHERE c.name = n.channel));
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: giving up old notifications failed: % (%)', SQLERRM, SQLSTATE;
+    END;
 END
 $$;
 COMMENT ON FUNCTION webmon.review_incidents(interval) IS
-    'pg_webmon: the scheduler''s check every second: evaluate again open incidents no region''s verdict holds up (after a maintenance window), send due reminders (monitors.remind_every), and give up deliveries older than give_up or whose channel was deleted.';
+    'pg_webmon: the scheduler''s check every second: evaluate again open incidents no region''s verdict holds up and, while maintenance windows exist, bad verdicts without an incident; send due reminders (monitors.remind_every); give up deliveries older than give_up or whose channel was deleted. Each step''s failure is a WARNING.';
 
 -- Delivered and given-up notifications older than the results' retention (the scheduler
 -- calls it every five minutes, with incidents').
@@ -653,6 +727,21 @@ $$;
 COMMENT ON FUNCTION webmon.purge_notifications(interval) IS
     'pg_webmon: delete delivered or given-up notifications written more than older_than ago, at most 100,000 a call; returns how many.';
 
+-- One-off maintenance windows that ended longer ago than the results' retention.
+CREATE FUNCTION webmon.purge_maintenance(older_than interval) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged int;
+BEGIN
+    DELETE FROM webmon.maintenance w WHERE upper(w.during) < now() - older_than;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_maintenance(interval) IS
+    'pg_webmon: delete one-off maintenance windows that ended more than older_than ago (the scheduler passes pg_webmon.retention every five minutes); returns how many.';
+
+REVOKE ALL ON FUNCTION webmon.purge_maintenance(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.enqueue_notifications(text, webmon.incidents) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_notifications(text, int, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) FROM PUBLIC;
@@ -916,5 +1005,102 @@ BEGIN
         END;
     END IF;
     RETURN accepted;
+END
+$$;
+
+
+-- ---------------------------------------------------------------------------------------------
+-- Claiming checks: an ordered index scan that stops at max_jobs, never a bitmap scan and sort.
+-- ---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION webmon.claim_checks(probe text, max_jobs int, lease interval DEFAULT '1 minute',
+                                    lookahead interval DEFAULT '1 second')
+RETURNS TABLE (job_id bigint, monitor_id bigint, scheduled_at timestamptz, db_now timestamptz,
+               attempt int, url text, method text, headers jsonb, body text, timeout_ms int,
+               regex text, follow_redirects boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- The due jobs are read in slot order from the index and the scan stops at max_jobs: never a
+-- bitmap scan of every due job and a sort (the planner's choice when it expects few rows; it
+-- made each claim cost as much as the whole backlog).
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+DECLARE
+    claimer smallint := webmon.probe_id(probe);
+    claimer_region text;
+    -- From the library (calling it loads it), never from a session's placeholder setting.
+    max_lease interval := webmon.max_lease();
+    requested interval := lease;
+    picked tid[] := '{}';
+BEGIN
+    -- A lease is bounded: an endless one would hold its checks forever (never checked, never
+    -- recorded as lost), a negative one would burn attempts into false `lost` rows. Months
+    -- are refused (interval comparison counts 30-day months and 360-day years, addition does
+    -- not), and the rest is normalised to seconds before it is compared and used.
+    IF lease IS NOT NULL AND (extract(year FROM lease) <> 0 OR extract(month FROM lease) <> 0) THEN
+        lease := NULL;
+    END IF;
+    lease := make_interval(secs => extract(epoch FROM lease));
+    IF lease IS NULL OR lease <= interval '0' OR lease > max_lease THEN
+        RAISE EXCEPTION 'invalid lease %: it must be above 0, without months, and at most pg_webmon.max_lease (%)', requested, max_lease
+            USING ERRCODE = '22023',
+                  HINT = 'Lower the probe''s --lease-seconds, or raise pg_webmon.max_lease.';
+    END IF;
+    -- Nothing before the first partitions exist (the maintenance worker makes them at once):
+    -- every result needs a place.
+    IF max_jobs IS NULL OR max_jobs < 1
+       OR to_regclass('webmon.metrics_default') IS NULL OR to_regclass('webmon.errors_default') IS NULL THEN
+        RETURN;
+    END IF;
+    -- At most this many per call: a probe asks again when it has room.
+    max_jobs := least(max_jobs, 10000);
+    -- Read only: the heartbeat (register_probe) keeps last_seen_at, not every claim.
+    SELECT nullif(region, '') INTO claimer_region FROM webmon.probes WHERE id = claimer;
+    -- This probe's region first (only its probes can run those), then jobs any probe may run.
+    -- Each reads the region's range of jobs_due_idx in slot order and stops at max_jobs; the
+    -- update finds the locked rows by tuple id (a TID scan), so a long queue is never scanned.
+    IF claimer_region IS NOT NULL THEN
+        picked := ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.region = claimer_region AND c.scheduled_at <= now() + lookahead
+              AND c.leased_by IS NULL
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(picked) < max_jobs THEN
+        picked := picked || ARRAY(
+            SELECT c.ctid FROM webmon.jobs c
+            WHERE c.region = '' AND c.scheduled_at <= now() + lookahead
+              AND c.leased_by IS NULL
+            ORDER BY c.scheduled_at
+            LIMIT max_jobs - cardinality(picked)
+            FOR UPDATE SKIP LOCKED);
+    END IF;
+    IF cardinality(picked) = 0 THEN
+        RETURN;
+    END IF;
+    -- The slot: a requeued one as it is; else the job's slot, or, when it fell an interval or
+    -- more behind, the latest slot of its grid not after now (skip, never a burst). The job
+    -- moves on to the next slot of its grid after that and after now.
+    RETURN QUERY
+    WITH leased AS (
+        UPDATE webmon.jobs j
+        SET leased_slot = CASE WHEN j.requeued THEN j.scheduled_at
+                               ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END,
+            -- After the leased slot and after now: a check late by most of an interval (or a
+            -- first check off the grid) is not followed by one at once.
+            scheduled_at = webmon.slot_after(j.grid_start, j.check_interval,
+                                             greatest(now(), CASE WHEN j.requeued THEN j.scheduled_at
+                                                                  ELSE webmon.lease_slot(j.scheduled_at, j.grid_start, j.check_interval, now()) END)),
+            leased_by = claimer,
+            attempts = CASE WHEN j.requeued THEN j.attempts + 1 ELSE 1 END,
+            requeued = false,
+            lease_expires_at = greatest(j.scheduled_at, now()) + lease
+        WHERE j.ctid = ANY (picked)
+        RETURNING j.id, j.monitor_id, j.leased_slot, j.attempts
+    )
+    SELECT l.id, l.monitor_id, l.leased_slot, now(), l.attempts, m.url, m.method, m.headers,
+           m.body, webmon.timeout_ms(m.timeout), m.regex, m.follow_redirects
+    FROM leased l JOIN webmon.monitors m ON m.id = l.monitor_id
+    ORDER BY l.leased_slot;
 END
 $$;

@@ -58,6 +58,26 @@ pub fn message(alert: &Alert) -> String {
     }
 }
 
+/// A monitor's URL as alerts show it: without credentials, query or fragment, which can hold
+/// secrets (`https://user:pw@host/path?token=x` → `https://host/path`). Text that is not a
+/// URL is cut at its first `?` or `#`.
+pub fn shown_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => text
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
 /// A duration people read at a glance: `45 s`, `5 min 12 s`, `2 h 5 min`, `3 d 4 h`.
 pub fn human_duration(seconds: f64) -> String {
     let total = if seconds.is_finite() && seconds > 0.0 {
@@ -125,6 +145,16 @@ mod tests {
             message(&unnamed),
             "DOWN: https://shop.example.com/ since 2026-11-29 10:00:00 UTC"
         );
+    }
+
+    #[test]
+    fn shown_urls_keep_no_secrets() {
+        assert_eq!(
+            shown_url("https://user:pw@shop.example.com:8443/health?token=s3cret#top"),
+            "https://shop.example.com:8443/health"
+        );
+        assert_eq!(shown_url("http://127.0.0.1:9/ok"), "http://127.0.0.1:9/ok");
+        assert_eq!(shown_url("not a url?key=1"), "not a url");
     }
 
     #[test]

@@ -13,6 +13,15 @@ pub const MAX_RECIPIENTS: usize = 50;
 pub const MAX_ADDRESS_BYTES: usize = 254;
 /// Most extra headers of a webhook.
 pub const MAX_HEADERS: usize = 20;
+/// Headers a webhook's settings may not set: the probe sets them (or HTTP does).
+pub const RESERVED_HEADERS: [&str; 6] = [
+    "content-length",
+    "content-type",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+];
 
 /// How an email channel talks to its SMTP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +117,14 @@ pub fn headers(object: &Map<String, Value>) -> Result<Vec<(String, String)>, Str
             let Some(value) = value.as_str() else {
                 return Err(format!("header {name:?} must have a string value"));
             };
-            http::HeaderName::from_bytes(name.as_bytes())
+            let parsed = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| format!("{name:?} is not a valid header name"))?;
+            if RESERVED_HEADERS.contains(&parsed.as_str()) {
+                return Err(format!(
+                    "header {name:?} is set by the probe (reserved: {})",
+                    RESERVED_HEADERS.join(", ")
+                ));
+            }
             http::HeaderValue::from_str(value)
                 .map_err(|_| format!("the value of header {name:?} is not a valid header value"))?;
             Ok((name.clone(), value.to_string()))
@@ -186,20 +201,43 @@ pub fn email(settings: &Value) -> Result<EmailSettings, String> {
     })
 }
 
-/// An email address: one `@` with something on each side, no spaces, no control characters,
-/// no angle brackets (a display name is not allowed), at most 254 bytes.
+/// An email address as SMTP takes it: a local part of letters, digits and
+/// ``!#$%&'*+/=?^_`{|}~.-`` (dots not first, last or doubled), `@`, and a domain of labels of
+/// letters, digits and hyphens (or an address literal in brackets); at most 254 bytes. No
+/// display name, no quoted local part.
 fn address(text: &str) -> Result<String, String> {
-    let ok = text.len() <= MAX_ADDRESS_BYTES
-        && !text
+    let bad = || Err(format!("{text:?} is not an email address"));
+    let Some((local, domain)) = text.rsplit_once('@') else {
+        return bad();
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
-        && text.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        });
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let domain_ok =
+        if let Some(literal) = domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
+            literal.parse::<std::net::Ipv4Addr>().is_ok()
+                || literal
+                    .strip_prefix("IPv6:")
+                    .is_some_and(|v6| v6.parse::<std::net::Ipv6Addr>().is_ok())
+        } else {
+            !domain.is_empty()
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+    if text.len() <= MAX_ADDRESS_BYTES && local_ok && domain_ok {
         Ok(text.to_string())
     } else {
-        Err(format!("{text:?} is not an email address"))
+        bad()
     }
 }
 
@@ -344,6 +382,13 @@ mod tests {
         ] {
             let problem = settings_problem("email", &settings).unwrap_or_default();
             assert!(problem.contains(says), "{settings}: {problem}");
+        }
+        for fine in [
+            "o.k+tag@mail.example.com",
+            "root@[127.0.0.1]",
+            "x@[IPv6:::1]",
+        ] {
+            assert_eq!(address(fine), Ok(fine.to_string()));
         }
         let many: Vec<String> = (0..51).map(|i| format!("u{i}@example.com")).collect();
         assert!(

@@ -11,6 +11,12 @@ fn channel_settings_problem(kind: &str, settings: pgrx::JsonB) -> Option<String>
     channels::settings_problem(kind, &settings.0)
 }
 
+/// A monitor's URL without credentials, query or fragment (`webmon_core::alerts::shown_url`).
+#[pg_extern(immutable, parallel_safe)]
+fn shown_url(url: &str) -> String {
+    alerts::shown_url(url)
+}
+
 /// The line of an alert (`webmon_core::alerts::message`).
 #[pg_extern(immutable, parallel_safe)]
 fn alert_message(

@@ -38,7 +38,12 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/alerts.sql",
     name = "alerts",
-    requires = ["incidents", channel_settings_problem, alert_message]
+    requires = [
+        "incidents",
+        channel_settings_problem,
+        alert_message,
+        shown_url
+    ]
 );
 extension_sql_file!(
     "../../sql/status.sql",

@@ -1451,6 +1451,8 @@ mod tests {
     #[pg_test]
     fn a_check_no_probe_claims_is_recorded_as_no_probe() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
+        // The scheduler sweeps only once the default partitions exist (errors need a place).
+        partitions_ready();
         committed(
             "INSERT INTO webmon.monitors (url, regions, next_check_at)
              VALUES ('http://127.0.0.1:9/no-probe', '{nowhere}', now() - interval '1 hour')",
@@ -1769,7 +1771,15 @@ mod tests {
             ),
             (
                 r#"{"days": ["sun"], "start": "2am", "duration": "2 hours", "time_zone": "UTC"}"#,
-                "2am",
+                "HH:MM",
+            ),
+            (
+                r#"{"days": ["sun"], "start": "24:00", "duration": "2 hours", "time_zone": "UTC"}"#,
+                "HH:MM",
+            ),
+            (
+                r#"{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "CEST"}"#,
+                "not a time zone name",
             ),
             (
                 r#"{"days": ["sun"], "start": "02:00", "duration": "8 days", "time_zone": "UTC"}"#,
@@ -1777,7 +1787,7 @@ mod tests {
             ),
             (
                 r#"{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "Mars/Base"}"#,
-                "Mars/Base",
+                "not a time zone name",
             ),
         ] {
             let result = outcome(&format!(
@@ -1796,24 +1806,32 @@ mod tests {
         let open_ended =
             outcome("INSERT INTO webmon.maintenance (during) VALUES (tstzrange(now(), NULL))");
         assert!(open_ended.starts_with("22023"), "{open_ended}");
+        let unknown = outcome("INSERT INTO webmon.maintenance (monitor_id, during) VALUES (-1, tstzrange(now(), now() + interval '1 hour'))");
+        assert!(unknown.starts_with("23503"), "{unknown}");
         // Sundays 02:00 to 04:00 in Berlin: 01:00 to 03:00 UTC in winter, 00:00 to 02:00 in summer.
-        Spi::run(
+        let m = one::<i64>(
+            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/weekly') RETURNING id",
+        );
+        let other = one::<i64>(
+            "INSERT INTO webmon.monitors (url) VALUES ('http://127.0.0.1:9/other') RETURNING id",
+        );
+        Spi::run(&format!(
             r#"INSERT INTO webmon.maintenance (monitor_id, weekly, reason)
-               VALUES (42, '{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "Europe/Berlin"}', 'backups')"#,
-        )
+               VALUES ({m}, '{{"days": ["sun"], "start": "02:00", "duration": "2 hours", "time_zone": "Europe/Berlin"}}', 'backups')"#
+        ))
         .unwrap();
         let covered = |monitor: i64, at: &str| {
             one::<bool>(&format!(
                 "SELECT webmon.maintenance_window({monitor}, '{at}') IS NOT NULL"
             ))
         };
-        assert!(covered(42, "2026-11-29 01:00+00"));
-        assert!(covered(42, "2026-11-29 02:59+00"));
-        assert!(!covered(42, "2026-11-29 03:00+00"));
-        assert!(!covered(42, "2026-11-29 00:59+00"));
-        assert!(!covered(42, "2026-11-30 01:30+00"), "a Monday");
-        assert!(covered(42, "2026-07-05 00:30+00"), "summer time");
-        assert!(!covered(7, "2026-11-29 01:30+00"), "another monitor");
+        assert!(covered(m, "2026-11-29 01:00+00"));
+        assert!(covered(m, "2026-11-29 02:59+00"));
+        assert!(!covered(m, "2026-11-29 03:00+00"));
+        assert!(!covered(m, "2026-11-29 00:59+00"));
+        assert!(!covered(m, "2026-11-30 01:30+00"), "a Monday");
+        assert!(covered(m, "2026-07-05 00:30+00"), "summer time");
+        assert!(!covered(other, "2026-11-29 01:30+00"), "another monitor");
         // A window across midnight, and one for every monitor.
         Spi::run(
             r#"INSERT INTO webmon.maintenance (weekly)
@@ -1821,12 +1839,32 @@ mod tests {
         )
         .unwrap();
         assert!(
-            covered(7, "2026-11-28 01:30+00"),
+            covered(other, "2026-11-28 01:30+00"),
             "Saturday 01:30 is in Friday's window"
         );
         assert_eq!(
-            one::<String>("SELECT webmon.maintenance_window(42, '2026-11-29 01:30+00')::text"),
+            one::<String>(&format!(
+                "SELECT webmon.maintenance_window({m}, '2026-11-29 01:30+00')::text"
+            )),
             "[\"2026-11-29 01:00:00+00\",\"2026-11-29 03:00:00+00\")"
+        );
+        // A day-long window on the day clocks go back lasts a local day (25 hours).
+        Spi::run(&format!(
+            r#"UPDATE webmon.maintenance SET weekly = '{{"days": ["sun"], "start": "00:00", "duration": "1 day", "time_zone": "Europe/Berlin"}}'
+               WHERE monitor_id = {m}"#
+        ))
+        .unwrap();
+        assert!(
+            covered(m, "2026-10-25 22:30+00"),
+            "23:30 local on the day of 25 hours"
+        );
+        // A monitor's windows go with it.
+        Spi::run(&format!("DELETE FROM webmon.monitors WHERE id = {m}")).unwrap();
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.maintenance WHERE monitor_id = {m}"
+            )),
+            0
         );
     }
 
@@ -1909,6 +1947,108 @@ mod tests {
             ),
             "hook:true:no attempt finished (gave up after 0 attempts) gone:true:channel gone was deleted (gave up after 0 attempts)"
         );
+    }
+
+    #[pg_test]
+    fn an_incident_outlives_lost_probes_and_maintenance_and_ends_on_evidence() {
+        maintenance();
+        let url = "http://127.0.0.1:9/outlived";
+        Spi::run(&format!(
+            "SELECT webmon.register_probe('out-probe', 'out');
+             INSERT INTO webmon.monitors (url, regions, down_after) VALUES ('{url}', '{{out}}', 1)"
+        ))
+        .unwrap();
+        let open = format!(
+            "SELECT count(*) FROM webmon.incidents i JOIN webmon.monitors m ON m.id = i.monitor_id
+             WHERE m.url = '{url}' AND i.resolved_at IS NULL"
+        );
+        assert_eq!(
+            check_once("out-probe", url, 60_000, Some(500), None, 10.0),
+            "down"
+        );
+        assert_eq!(one::<i64>(&open), 1);
+        // The probes are gone: the region's verdict is cleared (as a lost or unclaimed check
+        // does). That is no evidence the site is back: the incident stays open.
+        Spi::run(&format!(
+            "UPDATE webmon.jobs j SET verdict = NULL, failed_run = 0 FROM webmon.monitors m
+             WHERE m.id = j.monitor_id AND m.url = '{url}'"
+        ))
+        .unwrap();
+        Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
+        assert_eq!(one::<i64>(&open), 1, "resolved without a good check");
+        // In a window, a good check neither resolves it nor tells anyone; the state says so,
+        // also to a role that may read only the view.
+        Spi::run(&format!(
+            "INSERT INTO webmon.maintenance (monitor_id, during)
+             SELECT id, tstzrange(now() - interval '1 hour', now() + interval '1 hour') FROM webmon.monitors WHERE url = '{url}'"
+        ))
+        .unwrap();
+        assert_eq!(
+            check_once("out-probe", url, 59_000, Some(200), None, 10.0),
+            "maintenance"
+        );
+        assert_eq!(one::<i64>(&open), 1);
+        Spi::run(
+            "CREATE ROLE webmon_view_only; SELECT webmon.grant_probe('webmon_view_only');
+             SET ROLE webmon_view_only",
+        )
+        .unwrap();
+        let seen = one::<String>(&format!(
+            "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
+        ));
+        Spi::run("RESET ROLE").unwrap();
+        assert_eq!(seen, "maintenance");
+        // The window ends: the next review resolves it on the good check's evidence.
+        Spi::run("DELETE FROM webmon.maintenance").unwrap();
+        Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
+        assert_eq!(one::<i64>(&open), 0);
+        assert_eq!(
+            one::<String>(&format!(
+                "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
+            )),
+            "up"
+        );
+    }
+
+    #[pg_test]
+    fn notifications_go_out_in_order_and_a_newer_alert_replaces_waiting_reminders() {
+        Spi::run(
+            r#"INSERT INTO webmon.channels (name, kind, settings) VALUES ('fifo', 'webhook', '{"url": "http://127.0.0.1:9/f"}');
+               INSERT INTO webmon.monitors (url, channels) VALUES ('http://127.0.0.1:9/fifo', '{fifo}');
+               INSERT INTO webmon.incidents (monitor_id, kind, started_at)
+                   SELECT id, 'down', now() - interval '1 hour' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/fifo';
+               INSERT INTO webmon.notifications (incident_id, channel, event, payload)
+                   SELECT i.id, 'fifo', e, '{}' FROM webmon.incidents i, unnest(ARRAY['down', 'reminder', 'reminder']) e;
+               SELECT webmon.register_probe('fifo-probe')"#,
+        )
+        .unwrap();
+        let claim = "SELECT coalesce(string_agg(event, ' '), '') FROM webmon.claim_notifications('fifo-probe', 10, '1 minute')";
+        assert_eq!(
+            one::<String>(claim),
+            "down",
+            "a later notification went out before an earlier one"
+        );
+        assert_eq!(one::<String>(claim), "", "nothing while the first is out");
+        // A recovery replaces the reminders still waiting, and waits for the down alert.
+        Spi::run("SELECT webmon.enqueue_notifications('recovered', i) FROM webmon.incidents i")
+            .unwrap();
+        assert_eq!(
+            one::<String>(
+                "SELECT string_agg(event || ':' || coalesce(last_error, '-'), ' ' ORDER BY id) FROM webmon.notifications"
+            ),
+            "down:- reminder:replaced by a newer recovered alert reminder:replaced by a newer recovered alert recovered:-"
+        );
+        assert_eq!(one::<String>(claim), "");
+        Spi::run(
+            "SELECT webmon.finish_notifications('fifo-probe', array_agg(id), array_agg(NULL::text))
+             FROM webmon.notifications WHERE event = 'down'",
+        )
+        .unwrap();
+        assert_eq!(one::<String>(claim), "recovered");
+        let mismatch = outcome(
+            "SELECT webmon.finish_notifications('fifo-probe', ARRAY[1, 2], ARRAY[NULL::text])",
+        );
+        assert!(mismatch.starts_with("22023"), "{mismatch}");
     }
 
     #[pg_test]

@@ -3,7 +3,8 @@
 //! nobody claimed, reports monitors that cannot run, and reviews incidents (reminders, the end
 //! of maintenance windows, deliveries to give up: `sql/alerts.sql`); every five seconds it
 //! requeues ended leases; every five minutes it adds job rows the monitors' trigger did not
-//! make and deletes incidents and notifications older than `pg_webmon.retention`. It works only while the
+//! make and deletes incidents, notifications and maintenance windows older than
+//! `pg_webmon.retention`. It works only while the
 //! database holds this library's version of the schema and its default partitions exist (the
 //! maintenance worker, `maintenance.rs`, makes them first; `claim_checks` hands out nothing
 //! before). An error in a step is logged as a WARNING and the next tick goes on.
@@ -149,11 +150,13 @@ fn sync() -> Result<(), pgrx::spi::SpiError> {
     Spi::run("SELECT webmon.sync_jobs()")
 }
 
-/// Incidents resolved, and notifications written, longer ago than results are kept.
+/// Incidents resolved, notifications written and one-off maintenance windows ended longer ago
+/// than results are kept.
 fn purge() -> Result<(), pgrx::spi::SpiError> {
     set_lock_timeout(TICK_LOCK_TIMEOUT)?;
     Spi::run_with_args(
-        "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval)",
+        "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval),
+                webmon.purge_maintenance($1::interval)",
         &[gucs::retention().into()],
     )
 }

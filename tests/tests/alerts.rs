@@ -315,7 +315,8 @@ async fn a_probe_killed_while_delivering_leaves_the_alert_to_another_after_its_l
     // The first request hangs; the probe is killed while it waits for the answer.
     s.receiver.hang_first("/slow", 1);
     let id = queue_notification(&s.db).await;
-    let timeout = [("WEBMON_NOTIFICATION_TIMEOUT_MS", "3000")];
+    // A 5 s timeout: the kill lands while the request hangs; the lease is 2 × 5 s + 5 s.
+    let timeout = [("WEBMON_NOTIFICATION_TIMEOUT_MS", "5000")];
     let mut first = s.probe("doomed-probe", &timeout);
     let arrived = wait_until(Duration::from_secs(20), || async {
         !s.deliveries("/slow", None).is_empty()
@@ -344,10 +345,10 @@ async fn a_probe_killed_while_delivering_leaves_the_alert_to_another_after_its_l
         got[0].idempotency_key, got[1].idempotency_key,
         "a repeat carries the same key"
     );
-    // Not before the first lease (2 × 3 s + 5 s from the claim) ran out.
+    // Not before the first lease (15 s from the claim, just before the first request) ran out.
     let waited = got[1].at.duration_since(got[0].at).unwrap_or_default();
     assert!(
-        waited >= Duration::from_secs(5),
+        waited >= Duration::from_secs(13),
         "delivered again after {waited:?}, inside the lease"
     );
     let delivered = wait_until(Duration::from_secs(10), || async {
@@ -514,5 +515,61 @@ async fn an_email_channel_sends_a_readable_mail_through_smtp() {
     .await;
     assert!(delivered, "{:?}", s.notifications().await);
     assert_eq!(s.state(site).await, "down");
+    probe.stop_cleanly(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deliveries_pass_the_network_policy_of_the_probe() {
+    let s = setup("alerts-guard").await;
+    let smtp = receivers::start_smtp_server().await.expect("smtp");
+    s.channel(
+        "hooks",
+        "webhook",
+        serde_json::json!({"url": s.receiver.url("/guarded")}),
+        false,
+    )
+    .await;
+    // By name: the address after DNS is judged.
+    s.channel(
+        "named",
+        "webhook",
+        serde_json::json!({"url": format!("http://localhost:{}/guarded", s.receiver.addr.port())}),
+        false,
+    )
+    .await;
+    s.channel(
+        "mail",
+        "email",
+        serde_json::json!({"smtp": smtp.addr.to_string(), "from": "a@example.com", "to": ["b@example.com"], "tls": "none"}),
+        false,
+    )
+    .await;
+    s.db.batch_execute(
+        "INSERT INTO webmon.notifications (channel, event, payload)
+         SELECT c, 'down', '{\"message\": \"DOWN: test\"}' FROM unnest(ARRAY['hooks', 'named', 'mail']) c",
+    )
+    .await
+    .expect("notifications");
+    let mut probe = s.probe(
+        "guarded-probe",
+        &[("WEBMON_DENY_NETWORKS", "127.0.0.0/8,::1")],
+    );
+    let refused = wait_until(Duration::from_secs(20), || async {
+        s.notifications()
+            .await
+            .iter()
+            .filter(|row| {
+                row.2
+                    .as_deref()
+                    .unwrap_or("")
+                    .contains("blocked by the network policy")
+            })
+            .count()
+            == 3
+    })
+    .await;
+    assert!(refused, "{:?}\n{}", s.notifications().await, probe.output());
+    assert!(s.receiver.deliveries("/guarded").is_empty());
+    assert!(smtp.mails().is_empty());
     probe.stop_cleanly(libc::SIGTERM).await;
 }

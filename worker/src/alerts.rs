@@ -8,7 +8,7 @@
 use crate::db::{self, DbConfig, DbError};
 use crate::guard::NetworkPolicy;
 use crate::probe::{classify, guarded_http_client};
-use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -22,8 +22,8 @@ use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use webmon_core::channels::{self, EmailSettings, SmtpSecurity};
 
-/// Most notifications leased at once.
-const BATCH: i32 = 20;
+/// Most deliveries in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
 /// Claim at least this often without a NOTIFY.
 const POLL: Duration = Duration::from_secs(1);
 /// How long to wait before trying again when the database does not let this probe claim.
@@ -95,6 +95,9 @@ impl Deliverer {
         }
     }
 
+    /// Deliveries run side by side, up to `MAX_IN_FLIGHT`; each is reported as it ends, and
+    /// a free place is filled by the next claim, so a slow or dead receiver holds up only
+    /// its own notifications. On stop: no new claims; those in flight end and are reported.
     async fn deliver_loop(
         &self,
         client: &Client,
@@ -109,36 +112,45 @@ impl Deliverer {
             )
             .await?;
         let finish = client
-            .prepare("SELECT webmon.finish_notifications($1, $2, $3)")
+            .prepare("SELECT webmon.finish_notifications($1, ARRAY[$2::bigint], ARRAY[$3::text])")
             .await?;
+        let lease = lease(self.timeout).as_secs_f64();
+        let mut in_flight = FuturesUnordered::new();
         loop {
-            if self.stop.is_cancelled() {
-                return Ok(());
-            }
-            let rows = client
-                .query(
-                    &claim,
-                    &[&self.probe, &BATCH, &lease(self.timeout).as_secs_f64()],
-                )
-                .await?;
-            let leased: Vec<Notification> = rows
-                .iter()
-                .filter_map(|row| match notification_from_row(row) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        tracing::error!(error = %e, "alerts: unreadable notification row; it is retried after its lease");
-                        None
+            let mut more_waiting = false;
+            if !self.stop.is_cancelled() && in_flight.len() < MAX_IN_FLIGHT {
+                let free = (MAX_IN_FLIGHT - in_flight.len()) as i32;
+                let rows = client.query(&claim, &[&self.probe, &free, &lease]).await?;
+                more_waiting = rows.len() == free as usize;
+                for row in &rows {
+                    match notification_from_row(row) {
+                        Ok(n) => in_flight.push(async move {
+                            let outcome = self.deliver(http, &n).await;
+                            (n, outcome)
+                        }),
+                        Err(e) => {
+                            tracing::error!(error = %e, "alerts: unreadable notification row; it is retried after its lease")
+                        }
                     }
-                })
-                .collect();
-            if !leased.is_empty() {
-                // Delivered in parallel, each within the timeout.
-                let outcomes = join_all(leased.iter().map(|n| self.deliver(http, n))).await;
-                let ids: Vec<i64> = leased.iter().map(|n| n.id).collect();
-                let errors: Vec<Option<String>> = outcomes
-                    .into_iter()
-                    .zip(&leased)
-                    .map(|(outcome, n)| match outcome {
+                }
+            }
+            if in_flight.is_empty() {
+                if self.stop.is_cancelled() {
+                    return Ok(());
+                }
+                tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(POLL) => {}
+                }
+                continue;
+            }
+            let room = in_flight.len() < MAX_IN_FLIGHT && !self.stop.is_cancelled();
+            tokio::select! {
+                biased;
+                Some((n, outcome)) = in_flight.next() => {
+                    let error = match outcome {
                         Ok(()) => {
                             tracing::info!(notification = n.id, channel = %n.channel, "alerts: delivered");
                             None
@@ -147,19 +159,12 @@ impl Deliverer {
                             tracing::warn!(notification = n.id, channel = %n.channel, %error, "alerts: delivery failed; retried with backoff");
                             Some(error)
                         }
-                    })
-                    .collect();
-                client
-                    .query_one(&finish, &[&self.probe, &ids, &errors])
-                    .await?;
-            }
-            if rows.len() < BATCH as usize {
-                tokio::select! {
-                    biased;
-                    _ = self.stop.cancelled() => return Ok(()),
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    };
+                    client.query_one(&finish, &[&self.probe, &n.id, &error]).await?;
                 }
+                _ = wake.notified(), if room => {}
+                _ = tokio::time::sleep(POLL), if room && !more_waiting => {}
+                _ = std::future::ready(()), if room && more_waiting => {}
             }
         }
     }
@@ -198,15 +203,24 @@ fn notification_from_row(row: &tokio_postgres::Row) -> Result<Notification, toki
     })
 }
 
-/// What is POSTed: the payload itself to a webhook; Slack's and Discord's message formats.
+/// Discord refuses a message over 2,000 characters; Slack cuts at 40,000.
+const DISCORD_MAX_CHARS: usize = 2000;
+const SLACK_MAX_CHARS: usize = 40_000;
+
+fn cut(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+/// What is POSTed: the payload itself to a webhook; Slack's and Discord's message formats
+/// (the text cut to what they take).
 pub fn http_body(kind: &str, payload: &Value) -> Value {
     let text = payload
         .get("message")
         .and_then(Value::as_str)
         .unwrap_or("pg_webmon alert");
     match kind {
-        "slack" => json!({ "text": text }),
-        "discord" => json!({ "content": text }),
+        "slack" => json!({ "text": cut(text, SLACK_MAX_CHARS) }),
+        "discord" => json!({ "content": cut(text, DISCORD_MAX_CHARS) }),
         _ => payload.clone(),
     }
 }
@@ -355,6 +369,13 @@ mod tests {
         assert_eq!(http_body("slack", &payload()), json!({ "text": line }));
         assert_eq!(http_body("discord", &payload()), json!({ "content": line }));
         assert_eq!(http_body("webhook", &payload()), payload());
+        let long = json!({ "message": "x".repeat(3000) });
+        assert_eq!(
+            http_body("discord", &long)["content"]
+                .as_str()
+                .map(str::len),
+            Some(2000)
+        );
     }
 
     #[test]

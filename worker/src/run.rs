@@ -108,13 +108,19 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
     tracing::info!("shutting down: no new claims; waiting for checks in flight");
     stop.cancel();
     let _ = claimer.await;
-    if let Some(deliverer) = deliverer {
-        // It ends after the deliveries in flight (each bounded by its timeout) are reported.
-        let _ = deliverer.await;
-    }
     checks.close();
     let grace = Duration::from_secs(args.shutdown_grace_seconds);
-    if tokio::time::timeout(grace, checks.wait()).await.is_err() {
+    // Alert deliveries in flight end (and are reported) within the same grace period as the
+    // checks; what is still running then is left to its lease and sent again by a probe.
+    let deliveries = async {
+        if let Some(deliverer) = deliverer {
+            if tokio::time::timeout(grace, deliverer).await.is_err() {
+                tracing::warn!("alert deliveries still running after the grace period; their leases will run out and they are sent again");
+            }
+        }
+    };
+    let (_, checks_done) = tokio::join!(deliveries, tokio::time::timeout(grace, checks.wait()));
+    if checks_done.is_err() {
         tracing::warn!(
             grace_seconds = args.shutdown_grace_seconds,
             "checks still running after the grace period; abandoning them"

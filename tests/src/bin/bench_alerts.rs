@@ -54,7 +54,10 @@ async fn main() -> Result<()> {
             burst.extend(flip(&db, &receiver, &target.url(path), state, None).await?);
         }
     }
-    report(&format!("{MONITORS} monitors at once, {ROUNDS} × down and up"), &mut burst);
+    report(
+        &format!("{MONITORS} monitors at once, {ROUNDS} × down and up"),
+        &mut burst,
+    );
 
     let mut alone = Vec::new();
     for _ in 0..5 {
@@ -98,12 +101,17 @@ async fn flip(
         .await?;
     let arrived = wait_until(Duration::from_secs(60), || async {
         let got = receiver.deliveries("/hook");
-        rows.iter()
-            .all(|row| got.iter().any(|d| d.idempotency_key.as_deref() == Some(row.get::<_, &str>(0))))
+        rows.iter().all(|row| {
+            got.iter()
+                .any(|d| d.idempotency_key.as_deref() == Some(row.get::<_, &str>(0)))
+        })
     })
     .await;
     if rows.len() != expected || !arrived {
-        bail!("{} notifications for {expected} changes, all delivered: {arrived}", rows.len());
+        bail!(
+            "{} notifications for {expected} changes, all delivered: {arrived}",
+            rows.len()
+        );
     }
     let got = receiver.deliveries("/hook");
     rows.iter()
@@ -114,7 +122,12 @@ async fn flip(
                 .iter()
                 .find(|d| d.idempotency_key.as_deref() == Some(key))
                 .context("delivery")?;
-            Ok(delivery.at.duration_since(written).unwrap_or_default().as_secs_f64() * 1000.0)
+            Ok(delivery
+                .at
+                .duration_since(written)
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1000.0)
         })
         .collect()
 }
