@@ -9,6 +9,7 @@ use crate::db::{self, DbConfig, DbError};
 use crate::guard::NetworkPolicy;
 use crate::probe::{classify, guarded_http_client};
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
@@ -95,7 +96,8 @@ impl Deliverer {
         }
     }
 
-    /// Deliveries run side by side, up to `MAX_IN_FLIGHT`; each is reported as it ends, and
+    /// Deliveries run side by side, up to `MAX_IN_FLIGHT`; each is reported as it ends (with
+    /// the others that ended by then), and
     /// a free place is filled by the next claim, so a slow or dead receiver holds up only
     /// its own notifications. On stop: no new claims; those in flight end and are reported.
     async fn deliver_loop(
@@ -112,7 +114,7 @@ impl Deliverer {
             )
             .await?;
         let finish = client
-            .prepare("SELECT webmon.finish_notifications($1, ARRAY[$2::bigint], ARRAY[$3::text])")
+            .prepare("SELECT webmon.finish_notifications($1, $2, $3)")
             .await?;
         let lease = lease(self.timeout).as_secs_f64();
         let mut in_flight = FuturesUnordered::new();
@@ -149,18 +151,26 @@ impl Deliverer {
             let room = in_flight.len() < MAX_IN_FLIGHT && !self.stop.is_cancelled();
             tokio::select! {
                 biased;
-                Some((n, outcome)) = in_flight.next() => {
-                    let error = match outcome {
-                        Ok(()) => {
-                            tracing::info!(notification = n.id, channel = %n.channel, "alerts: delivered");
-                            None
-                        }
-                        Err(error) => {
-                            tracing::warn!(notification = n.id, channel = %n.channel, %error, "alerts: delivery failed; retried with backoff");
-                            Some(error)
-                        }
-                    };
-                    client.query_one(&finish, &[&self.probe, &n.id, &error]).await?;
+                Some(first) = in_flight.next() => {
+                    // This one and every other that has ended too, in one report.
+                    let mut ended = vec![first];
+                    while let Some(Some(next)) = in_flight.next().now_or_never() {
+                        ended.push(next);
+                    }
+                    let (ids, errors): (Vec<i64>, Vec<Option<String>>) = ended
+                        .into_iter()
+                        .map(|(n, outcome)| match outcome {
+                            Ok(()) => {
+                                tracing::info!(notification = n.id, channel = %n.channel, "alerts: delivered");
+                                (n.id, None)
+                            }
+                            Err(error) => {
+                                tracing::warn!(notification = n.id, channel = %n.channel, %error, "alerts: delivery failed; retried with backoff");
+                                (n.id, Some(error))
+                            }
+                        })
+                        .unzip();
+                    client.query_one(&finish, &[&self.probe, &ids, &errors]).await?;
                 }
                 _ = wake.notified(), if room => {}
                 _ = tokio::time::sleep(POLL), if room && !more_waiting => {}
