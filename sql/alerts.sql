@@ -70,6 +70,7 @@ CREATE TRIGGER channels_in_use BEFORE DELETE ON webmon.channels
 CREATE TABLE webmon.notifications (
     id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     incident_id     bigint,
+    monitor_id      bigint,
     channel         text        NOT NULL,
     event           text        NOT NULL
                                 CHECK (event IN ('down', 'recovered', 'degraded', 'reminder', 'cert_expiry')),
@@ -88,9 +89,9 @@ CREATE INDEX notifications_due_idx ON webmon.notifications (next_attempt_at)
     WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 -- What purge_notifications deletes.
 CREATE INDEX notifications_created_idx ON webmon.notifications (created_at);
--- An incident's undelivered notifications per channel, in order: each goes out after the
--- ones before it (a recovery never arrives before its down, nor a reminder after it).
-CREATE INDEX notifications_incident_idx ON webmon.notifications (incident_id, channel, id)
+-- A monitor's undelivered notifications per channel, in order: each goes out after the ones
+-- before it (a recovery never arrives before its down, nor an old incident's after a new one's).
+CREATE INDEX notifications_monitor_idx ON webmon.notifications (monitor_id, channel, id)
     WHERE delivered_at IS NULL AND gave_up_at IS NULL;
 COMMENT ON TABLE webmon.notifications IS
     'pg_webmon: the alert outbox. One row per event and channel, written in the transaction that opens or resolves the incident; probes lease due rows, deliver them (at least once: receivers drop repeats by idempotency_key) and mark them delivered, retrying with backoff until pg_webmon.notification_give_up has passed. Rows older than pg_webmon.retention are deleted.';
@@ -143,13 +144,13 @@ BEGIN
             BEGIN
                 PERFORM pg_notify(c.settings->>'channel',
                                   (webmon.incident_event(event, i) || jsonb_build_object('idempotency_key', key))::text);
-                INSERT INTO webmon.notifications (incident_id, channel, event, payload, idempotency_key,
+                INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload, idempotency_key,
                                                   attempts, delivered_at)
-                VALUES (i.id, c.name, event, payload - 'url', key, 1, now());
+                VALUES (i.id, i.monitor_id, c.name, event, payload - 'url', key, 1, now());
             EXCEPTION WHEN OTHERS THEN
-                INSERT INTO webmon.notifications (incident_id, channel, event, payload, idempotency_key,
+                INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload, idempotency_key,
                                                   attempts, gave_up_at, last_error)
-                VALUES (i.id, c.name, event, payload - 'url', key, 1, now(), left(SQLERRM, 1000));
+                VALUES (i.id, i.monitor_id, c.name, event, payload - 'url', key, 1, now(), left(SQLERRM, 1000));
             END;
         ELSE
             -- A newer alert of the incident replaces its reminders not yet out (a channel that
@@ -158,8 +159,8 @@ BEGIN
             SET gave_up_at = now(), last_error = 'replaced by a newer ' || enqueue_notifications.event || ' alert'
             WHERE n.incident_id = i.id AND n.channel = c.name AND n.event = 'reminder'
               AND n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.leased_by IS NULL;
-            INSERT INTO webmon.notifications (incident_id, channel, event, payload)
-            VALUES (i.id, c.name, event, payload);
+            INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload)
+            VALUES (i.id, i.monitor_id, c.name, event, payload);
         END IF;
         written := written + 1;
     END LOOP;
@@ -190,9 +191,9 @@ BEGIN
     WITH due AS (
         SELECT n.id FROM webmon.notifications n
         WHERE n.delivered_at IS NULL AND n.gave_up_at IS NULL AND n.next_attempt_at <= now()
-          -- In order per incident and channel: not while an earlier one is still to go.
+          -- In order per monitor and channel: not while an earlier one is still to go.
           AND NOT EXISTS (SELECT 1 FROM webmon.notifications e
-                          WHERE e.incident_id = n.incident_id AND e.channel = n.channel AND e.id < n.id
+                          WHERE e.monitor_id = n.monitor_id AND e.channel = n.channel AND e.id < n.id
                             AND e.delivered_at IS NULL AND e.gave_up_at IS NULL)
         ORDER BY n.next_attempt_at
         LIMIT max_notifications
@@ -212,34 +213,41 @@ COMMENT ON FUNCTION webmon.claim_notifications(text, int, interval) IS
 
 -- Probes: what became of each leased notification (NULL error: delivered). A failure counts
 -- only from the probe holding the lease; a delivery counts from any (it happened).
-CREATE FUNCTION webmon.finish_notifications(probe text, notification_ids bigint[], errors text[])
+CREATE FUNCTION webmon.finish_notifications(probe text, notification_ids bigint[], errors text[],
+                                            final boolean[] DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     finisher smallint := webmon.probe_id(probe);
     finished int;
 BEGIN
-    IF cardinality(notification_ids) IS DISTINCT FROM cardinality(errors) THEN
-        RAISE EXCEPTION 'finish_notifications: % notification ids but % errors', cardinality(notification_ids), cardinality(errors)
+    IF cardinality(notification_ids) IS DISTINCT FROM cardinality(errors)
+       OR (final IS NOT NULL AND cardinality(final) IS DISTINCT FROM cardinality(errors)) THEN
+        RAISE EXCEPTION 'finish_notifications: % notification ids, % errors and % finals', cardinality(notification_ids),
+            cardinality(errors), cardinality(final)
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE webmon.notifications n
     SET delivered_at = CASE WHEN f.error IS NULL THEN now() END,
         leased_by = NULL,
         last_error = CASE WHEN f.error IS NULL THEN n.last_error ELSE left(f.error, 1000) END,
+        -- A refusal no retry can change (a receiver's 4xx, an SMTP 5xx): given up at once, so
+        -- that the alerts behind it go out.
+        gave_up_at = CASE WHEN f.error IS NOT NULL AND f.final THEN now() END,
         -- 1 s after the first failed attempt, doubling up to 5 minutes.
         next_attempt_at = CASE WHEN f.error IS NULL THEN n.next_attempt_at
                                ELSE now() + least(interval '1 second' * power(2, least(greatest(n.attempts, 1), 20) - 1),
                                                   interval '5 minutes') END
-    FROM unnest(notification_ids, errors) AS f(id, error)
+    FROM unnest(notification_ids, errors, coalesce(final, array_fill(false, ARRAY[cardinality(errors)])))
+        AS f(id, error, final)
     WHERE n.id = f.id AND n.delivered_at IS NULL AND n.gave_up_at IS NULL
       AND (f.error IS NULL OR n.leased_by = finisher);
     GET DIAGNOSTICS finished = ROW_COUNT;
     RETURN finished;
 END
 $$;
-COMMENT ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) IS
-    'pg_webmon: for probes: mark leased notifications delivered (error NULL) or failed (the error kept, the next attempt after a backoff of 1 s doubling to 5 minutes). Returns how many were updated.';
+COMMENT ON FUNCTION webmon.finish_notifications(text, bigint[], text[], boolean[]) IS
+    'pg_webmon: for probes: mark leased notifications delivered (error NULL) or failed (the error kept, the next attempt after a backoff of 1 s doubling to 5 minutes; given up at once when final). Returns how many were updated.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Maintenance windows
@@ -294,7 +302,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- A zone name (abbreviations depend on a session setting), e.g. Europe/Berlin or UTC.
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE z.name = NEW.weekly->>'time_zone') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_timezone_names z WHERE lower(z.name) = lower(NEW.weekly->>'time_zone')) THEN
         RAISE EXCEPTION 'invalid weekly %: time_zone % is not a time zone name PostgreSQL knows', NEW.weekly, NEW.weekly->>'time_zone'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'SELECT name FROM pg_timezone_names lists them, e.g. Europe/Berlin or UTC.';
@@ -362,12 +370,15 @@ BEGIN
                                 WHERE j.monitor_id = o.monitor_id
                                   AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END))
               UNION ALL
-              SELECT j.monitor_id
-              FROM webmon.jobs j
-              WHERE EXISTS (SELECT 1 FROM webmon.maintenance)
-                AND j.verdict IN ('down', 'degraded')
-                AND NOT EXISTS (SELECT 1 FROM webmon.incidents o
-                                WHERE o.monitor_id = j.monitor_id AND o.resolved_at IS NULL)) x;
+              (SELECT j.monitor_id
+               FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+               WHERE EXISTS (SELECT 1 FROM webmon.maintenance)
+                 AND NOT EXISTS (SELECT 1 FROM webmon.incidents o
+                                 WHERE o.monitor_id = j.monitor_id AND o.resolved_at IS NULL)
+               GROUP BY j.monitor_id, m.down_quorum
+               HAVING count(*) FILTER (WHERE j.verdict IN ('down', 'degraded'))
+                      >= coalesce(m.down_quorum, count(*) / 2 + 1)
+               LIMIT 1000)) x;
         IF again IS NOT NULL THEN
             PERFORM webmon.update_incidents(again, array_fill(now(), ARRAY[cardinality(again)]),
                                             array_fill(0, ARRAY[cardinality(again)]),
@@ -385,6 +396,8 @@ BEGIN
                 SELECT d.id FROM webmon.incidents d JOIN webmon.monitors m ON m.id = d.monitor_id
                 WHERE d.resolved_at IS NULL AND d.kind = 'down' AND m.remind_every IS NOT NULL
                   AND coalesce(d.reminded_at, d.started_at) + m.remind_every <= now()
+                  -- Not while no region says down (its probes gone): that is not "still down".
+                  AND EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = d.monitor_id AND j.verdict = 'down')
                   AND webmon.maintenance_window(m.id, now()) IS NULL
                 FOR UPDATE OF d SKIP LOCKED)
             RETURNING o.*
@@ -449,7 +462,7 @@ COMMENT ON FUNCTION webmon.purge_maintenance(interval) IS
 REVOKE ALL ON FUNCTION webmon.purge_maintenance(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.enqueue_notifications(text, webmon.incidents) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.claim_notifications(text, int, interval) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.finish_notifications(text, bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.finish_notifications(text, bigint[], text[], boolean[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.review_incidents(interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.purge_notifications(interval) FROM PUBLIC;
 

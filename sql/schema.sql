@@ -331,7 +331,7 @@ BEGIN
                    'webmon.complete_checks(text, bigint[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]), '
                    'webmon.release_checks(text, bigint[]), '
                    'webmon.claim_notifications(text, int, interval), '
-                   'webmon.finish_notifications(text, bigint[], text[]) TO %I', role_name);
+                   'webmon.finish_notifications(text, bigint[], text[], boolean[]) TO %I', role_name);
     EXECUTE format('GRANT SELECT ON webmon.monitor_status TO %I', role_name);
 END
 $$;

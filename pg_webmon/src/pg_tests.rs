@@ -2002,6 +2002,38 @@ mod tests {
         Spi::run("DELETE FROM webmon.maintenance").unwrap();
         Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
         assert_eq!(one::<i64>(&open), 0);
+        // Three regions, a quorum of two: one region up and two unknown is no evidence; a
+        // second region up is.
+        let wide = "http://127.0.0.1:9/outlived-wide";
+        Spi::run(&format!(
+            "SELECT webmon.register_probe('out-a', 'a'), webmon.register_probe('out-b', 'b'), webmon.register_probe('out-c', 'c');
+             INSERT INTO webmon.monitors (url, regions, down_after) VALUES ('{wide}', '{{a,b,c}}', 1)"
+        ))
+        .unwrap();
+        let wide_open = open.replace(url, wide);
+        check_once("out-a", wide, 60_000, Some(500), None, 10.0);
+        assert_eq!(
+            check_once("out-b", wide, 60_000, Some(500), None, 10.0),
+            "down"
+        );
+        Spi::run(&format!(
+            "UPDATE webmon.jobs j SET verdict = NULL, failed_run = 0 FROM webmon.monitors m
+             WHERE m.id = j.monitor_id AND m.url = '{wide}' AND j.region IN ('a', 'b')"
+        ))
+        .unwrap();
+        check_once("out-c", wide, 59_000, Some(200), None, 10.0);
+        Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
+        assert_eq!(
+            one::<i64>(&wide_open),
+            1,
+            "one region up of three resolved it"
+        );
+        check_once("out-a", wide, 59_000, Some(200), None, 10.0);
+        assert_eq!(
+            one::<i64>(&wide_open),
+            0,
+            "two regions up of three did not resolve it"
+        );
         assert_eq!(
             one::<String>(&format!(
                 "SELECT state FROM webmon.monitor_status WHERE url = '{url}'"
@@ -2017,8 +2049,8 @@ mod tests {
                INSERT INTO webmon.monitors (url, channels) VALUES ('http://127.0.0.1:9/fifo', '{fifo}');
                INSERT INTO webmon.incidents (monitor_id, kind, started_at)
                    SELECT id, 'down', now() - interval '1 hour' FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/fifo';
-               INSERT INTO webmon.notifications (incident_id, channel, event, payload)
-                   SELECT i.id, 'fifo', e, '{}' FROM webmon.incidents i, unnest(ARRAY['down', 'reminder', 'reminder']) e;
+               INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload)
+                   SELECT i.id, i.monitor_id, 'fifo', e, '{}' FROM webmon.incidents i, unnest(ARRAY['down', 'reminder', 'reminder']) e;
                SELECT webmon.register_probe('fifo-probe')"#,
         )
         .unwrap();
@@ -2049,6 +2081,15 @@ mod tests {
             "SELECT webmon.finish_notifications('fifo-probe', ARRAY[1, 2], ARRAY[NULL::text])",
         );
         assert!(mismatch.starts_with("22023"), "{mismatch}");
+        // A refusal no retry can change is given up at once: what waits behind it goes out.
+        Spi::run(
+            "SELECT webmon.finish_notifications('fifo-probe', array_agg(id), array_agg('HTTP 400'::text), array_agg(true))
+             FROM webmon.notifications WHERE event = 'recovered'",
+        )
+        .unwrap();
+        assert!(one::<bool>(
+            "SELECT gave_up_at IS NOT NULL AND last_error = 'HTTP 400' FROM webmon.notifications WHERE event = 'recovered'"
+        ));
     }
 
     #[pg_test]

@@ -32,6 +32,42 @@ const NOT_ALLOWED_PAUSE: Duration = Duration::from_secs(60);
 /// Longest error kept per attempt.
 const MAX_ERROR_CHARS: usize = 500;
 
+/// Why a delivery failed, and whether trying again could change it (`permanent`: a receiver's
+/// 4xx other than 408 and 429, an SMTP 5xx, a message that cannot be built): such a
+/// notification is given up at once, so that the alerts behind it go out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub message: String,
+    pub permanent: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure {
+            message,
+            permanent: false,
+        }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+fn permanent(message: String) -> Failure {
+    Failure {
+        message,
+        permanent: true,
+    }
+}
+
+/// Whether a receiver's HTTP status refuses the notification for good.
+pub fn refused_for_good(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
 /// A leased notification.
 #[derive(Debug, Clone)]
 pub struct Notification {
@@ -114,7 +150,7 @@ impl Deliverer {
             )
             .await?;
         let finish = client
-            .prepare("SELECT webmon.finish_notifications($1, $2, $3)")
+            .prepare("SELECT webmon.finish_notifications($1, $2, $3, $4)")
             .await?;
         let lease = lease(self.timeout).as_secs_f64();
         let mut in_flight = FuturesUnordered::new();
@@ -157,20 +193,32 @@ impl Deliverer {
                     while let Some(Some(next)) = in_flight.next().now_or_never() {
                         ended.push(next);
                     }
-                    let (ids, errors): (Vec<i64>, Vec<Option<String>>) = ended
-                        .into_iter()
-                        .map(|(n, outcome)| match outcome {
+                    let mut ids = Vec::with_capacity(ended.len());
+                    let mut errors = Vec::with_capacity(ended.len());
+                    let mut finals = Vec::with_capacity(ended.len());
+                    for (n, outcome) in ended {
+                        match outcome {
                             Ok(()) => {
                                 tracing::info!(notification = n.id, channel = %n.channel, "alerts: delivered");
-                                (n.id, None)
+                                errors.push(None);
+                                finals.push(false);
                             }
-                            Err(error) => {
-                                tracing::warn!(notification = n.id, channel = %n.channel, %error, "alerts: delivery failed; retried with backoff");
-                                (n.id, Some(error))
+                            Err(failure) if failure.permanent => {
+                                tracing::warn!(notification = n.id, channel = %n.channel, error = %failure.message, "alerts: refused for good; given up");
+                                errors.push(Some(failure.message));
+                                finals.push(true);
                             }
-                        })
-                        .unzip();
-                    client.query_one(&finish, &[&self.probe, &ids, &errors]).await?;
+                            Err(failure) => {
+                                tracing::warn!(notification = n.id, channel = %n.channel, error = %failure.message, "alerts: delivery failed; retried with backoff");
+                                errors.push(Some(failure.message));
+                                finals.push(false);
+                            }
+                        }
+                        ids.push(n.id);
+                    }
+                    client
+                        .query_one(&finish, &[&self.probe, &ids, &errors, &finals])
+                        .await?;
                 }
                 _ = wake.notified(), if room => {}
                 _ = tokio::time::sleep(POLL), if room && !more_waiting => {}
@@ -179,17 +227,20 @@ impl Deliverer {
         }
     }
 
-    async fn deliver(&self, http: &reqwest::Client, n: &Notification) -> Result<(), String> {
+    async fn deliver(&self, http: &reqwest::Client, n: &Notification) -> Result<(), Failure> {
         let delivered = tokio::time::timeout(self.timeout, async {
             match n.kind.as_str() {
                 "webhook" | "slack" | "discord" => post(http, &self.policy, n).await,
                 "email" => email(&self.policy, n, self.timeout).await,
-                other => Err(format!("channel kind {other} is not delivered by probes")),
+                other => Err(format!("channel kind {other} is not delivered by probes").into()),
             }
         })
         .await
-        .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout)));
-        delivered.map_err(|e| e.chars().take(MAX_ERROR_CHARS).collect())
+        .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout).into()));
+        delivered.map_err(|failure| Failure {
+            message: failure.message.chars().take(MAX_ERROR_CHARS).collect(),
+            permanent: failure.permanent,
+        })
     }
 }
 
@@ -213,8 +264,9 @@ fn notification_from_row(row: &tokio_postgres::Row) -> Result<Notification, toki
     })
 }
 
-/// Discord refuses a message over 2,000 characters; Slack cuts at 40,000.
-const DISCORD_MAX_CHARS: usize = 2000;
+/// Discord refuses a message over 2,000 characters (UTF-16 units: an emoji can count twice,
+/// so a margin); Slack cuts at 40,000.
+const DISCORD_MAX_CHARS: usize = 1900;
 const SLACK_MAX_CHARS: usize = 40_000;
 
 fn cut(text: &str, max: usize) -> String {
@@ -239,7 +291,7 @@ async fn post(
     http: &reqwest::Client,
     policy: &NetworkPolicy,
     n: &Notification,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let settings = n
         .settings
         .as_object()
@@ -260,10 +312,11 @@ async fn post(
     }
     let response = request.send().await.map_err(|e| classify(e).1)?;
     let status = response.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the receiver answered HTTP {}", status.as_u16()))
+    let message = format!("the receiver answered HTTP {}", status.as_u16());
+    match status.as_u16() {
+        _ if status.is_success() => Ok(()),
+        code if refused_for_good(code) => Err(permanent(message)),
+        _ => Err(message.into()),
     }
 }
 
@@ -303,18 +356,23 @@ pub fn email_text(payload: &Value) -> (String, String) {
     (subject, body)
 }
 
-async fn email(policy: &NetworkPolicy, n: &Notification, timeout: Duration) -> Result<(), String> {
-    let settings = channels::email(&n.settings)?;
+async fn email(policy: &NetworkPolicy, n: &Notification, timeout: Duration) -> Result<(), Failure> {
+    let settings = channels::email(&n.settings).map_err(permanent)?;
     let (subject, text) = email_text(&n.payload);
     let mut message = Message::builder()
-        .from(settings.from.parse().map_err(|e| format!("from: {e}"))?)
+        .from(
+            settings
+                .from
+                .parse()
+                .map_err(|e| permanent(format!("from: {e}")))?,
+        )
         .subject(subject)
         .message_id(Some(format!("<{}@pg_webmon>", n.idempotency_key)))
         .header(ContentType::TEXT_PLAIN);
     for to in &settings.to {
-        message = message.to(to.parse().map_err(|e| format!("to {to}: {e}"))?);
+        message = message.to(to.parse().map_err(|e| permanent(format!("to {to}: {e}")))?);
     }
-    let message = message.body(text).map_err(|e| e.to_string())?;
+    let message = message.body(text).map_err(|e| permanent(e.to_string()))?;
     let address = smtp_address(policy, &settings).await?;
     let mut transport =
         AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(address.ip().to_string())
@@ -334,7 +392,10 @@ async fn email(policy: &NetworkPolicy, n: &Notification, timeout: Duration) -> R
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| format!("smtp: {e}"))
+        .map_err(|e| Failure {
+            permanent: e.is_permanent(),
+            message: format!("smtp: {e}"),
+        })
 }
 
 /// The SMTP server's first address the network policy allows (resolved here, so that the
@@ -369,6 +430,13 @@ mod tests {
     }
 
     #[test]
+    fn only_a_refusal_no_retry_can_change_is_final() {
+        assert!(refused_for_good(400) && refused_for_good(404) && refused_for_good(422));
+        assert!(!refused_for_good(408) && !refused_for_good(429));
+        assert!(!refused_for_good(500) && !refused_for_good(503) && !refused_for_good(302));
+    }
+
+    #[test]
     fn a_lease_outlasts_a_batch_and_its_report() {
         assert_eq!(lease(Duration::from_secs(10)), Duration::from_secs(25));
     }
@@ -384,7 +452,7 @@ mod tests {
             http_body("discord", &long)["content"]
                 .as_str()
                 .map(str::len),
-            Some(2000)
+            Some(1900)
         );
     }
 

@@ -113,8 +113,9 @@ pub async fn run(database: &DatabaseArgs, args: &RunArgs) -> Result<(), RunError
     // Alert deliveries in flight end (and are reported) within the same grace period as the
     // checks; what is still running then is left to its lease and sent again by a probe.
     let deliveries = async {
-        if let Some(deliverer) = deliverer {
-            if tokio::time::timeout(grace, deliverer).await.is_err() {
+        if let Some(mut deliverer) = deliverer {
+            if tokio::time::timeout(grace, &mut deliverer).await.is_err() {
+                deliverer.abort();
                 tracing::warn!("alert deliveries still running after the grace period; their leases will run out and they are sent again");
             }
         }
