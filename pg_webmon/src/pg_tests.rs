@@ -2043,6 +2043,48 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_site_that_turned_bad_in_a_window_gets_its_incident_after_it_and_old_windows_go() {
+        maintenance();
+        let url = "http://127.0.0.1:9/after-window";
+        Spi::run(&format!(
+            "SELECT webmon.register_probe('aw-probe', 'aw');
+             INSERT INTO webmon.monitors (url, regions, down_after, degraded_after_ms) VALUES ('{url}', '{{aw}}', 1, 100);
+             INSERT INTO webmon.maintenance (monitor_id, during)
+             SELECT id, tstzrange(now() - interval '1 hour', now() + interval '1 hour') FROM webmon.monitors WHERE url = '{url}'"
+        ))
+        .unwrap();
+        // Slow during the window: degraded, but no incident (nor will a next slow check open one:
+        // the verdict does not change).
+        assert_eq!(
+            check_once("aw-probe", url, 60_000, Some(200), None, 500.0),
+            "maintenance"
+        );
+        let open = format!(
+            "SELECT coalesce(string_agg(i.kind, ' '), '') FROM webmon.incidents i JOIN webmon.monitors m ON m.id = i.monitor_id
+             WHERE m.url = '{url}' AND i.resolved_at IS NULL"
+        );
+        assert_eq!(one::<String>(&open), "");
+        // The window ends (it stays in the table, in the past): the review opens the incident.
+        Spi::run("UPDATE webmon.maintenance SET during = tstzrange(now() - interval '2 hours', now() - interval '1 minute')")
+            .unwrap();
+        Spi::run("SELECT webmon.review_incidents('1 day')").unwrap();
+        assert_eq!(one::<String>(&open), "degraded");
+        // Ended one-off windows are purged after the retention; weekly rules and current windows stay.
+        Spi::run(
+            r#"INSERT INTO webmon.maintenance (during) VALUES (tstzrange(now() - interval '40 days', now() - interval '31 days'));
+               INSERT INTO webmon.maintenance (weekly) VALUES ('{"days": ["mon"], "start": "01:00", "duration": "1 hour", "time_zone": "UTC"}')"#,
+        )
+        .unwrap();
+        assert_eq!(one::<i32>("SELECT webmon.purge_maintenance('30 days')"), 1);
+        assert_eq!(one::<i64>("SELECT count(*) FROM webmon.maintenance"), 2);
+        // Alerts show the URL without its secrets.
+        assert_eq!(
+            one::<String>("SELECT webmon.shown_url('https://u:p@example.com/h?token=s#x')"),
+            "https://example.com/h"
+        );
+    }
+
+    #[pg_test]
     fn notifications_go_out_in_order_and_a_newer_alert_replaces_waiting_reminders() {
         Spi::run(
             r#"INSERT INTO webmon.channels (name, kind, settings) VALUES ('fifo', 'webhook', '{"url": "http://127.0.0.1:9/f"}');
