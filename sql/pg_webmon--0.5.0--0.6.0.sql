@@ -664,6 +664,9 @@ BEGIN
                 AND NOT EXISTS (SELECT 1 FROM webmon.jobs j
                                 WHERE j.monitor_id = o.monitor_id
                                   AND j.verdict IN ('down', CASE WHEN o.kind = 'degraded' THEN 'degraded' END))
+                -- Some region says up: without that (every probe gone) nothing could resolve
+                -- it, and it is not worth a look every second.
+                AND EXISTS (SELECT 1 FROM webmon.jobs j WHERE j.monitor_id = o.monitor_id AND j.verdict = 'up')
               UNION ALL
               (SELECT j.monitor_id
                FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
