@@ -314,16 +314,21 @@ COMMENT ON COLUMN webmon.channels.kind IS 'webhook (a JSON POST), slack, discord
 COMMENT ON COLUMN webmon.channels.settings IS 'webhook: {"url": "...", "headers": {...}}; slack, discord: {"url": "..."} (the incoming webhook URL); email: {"smtp": "host:port", "from": "...", "to": ["..."], "username": "...", "password": "...", "tls": "starttls" (default) | "tls" | "none"}; pg_notify: {"channel": "..."}. Can hold secrets: webmon.grant_reader() does not grant it.';
 COMMENT ON COLUMN webmon.channels.is_default IS 'Alerts of monitors whose channels column is NULL go to every default channel.';
 
+-- Settings are checked on INSERT and UPDATE; a channel named by a monitor stays (no rename,
+-- no delete) until no monitor names it.
 CREATE FUNCTION webmon.channels_validate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    problem text := webmon.channel_settings_problem(NEW.kind, NEW.settings);
+    problem text;
     users int;
 BEGIN
-    IF problem IS NOT NULL THEN
-        RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
+    IF TG_OP <> 'DELETE' THEN
+        problem := webmon.channel_settings_problem(NEW.kind, NEW.settings);
+        IF problem IS NOT NULL THEN
+            RAISE EXCEPTION '%', problem USING ERRCODE = 'invalid_parameter_value';
+        END IF;
     END IF;
-    IF TG_OP = 'UPDATE' AND NEW.name IS DISTINCT FROM OLD.name THEN
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND NEW.name IS DISTINCT FROM OLD.name) THEN
         SELECT count(*) INTO users FROM webmon.monitors m WHERE OLD.name = ANY (m.channels);
         IF users > 0 THEN
             RAISE EXCEPTION 'channel % is named by % monitor(s)', OLD.name, users
@@ -331,33 +336,13 @@ BEGIN
                       HINT = 'Change their channels column first.';
         END IF;
     END IF;
-    RETURN NEW;
+    RETURN CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 END
 $$;
 COMMENT ON FUNCTION webmon.channels_validate() IS
-    'pg_webmon: trigger that refuses invalid channel settings (SQLSTATE 22023) and the renaming of a channel a monitor names (23503).';
-CREATE TRIGGER channels_validate BEFORE INSERT OR UPDATE ON webmon.channels
+    'pg_webmon: trigger that refuses invalid channel settings (SQLSTATE 22023), and the renaming or deleting of a channel a monitor names (23503).';
+CREATE TRIGGER channels_validate BEFORE INSERT OR UPDATE OR DELETE ON webmon.channels
     FOR EACH ROW EXECUTE FUNCTION webmon.channels_validate();
-
--- A channel named by a monitor stays until no monitor names it.
-CREATE FUNCTION webmon.channels_in_use() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    users int;
-BEGIN
-    SELECT count(*) INTO users FROM webmon.monitors m WHERE OLD.name = ANY (m.channels);
-    IF users > 0 THEN
-        RAISE EXCEPTION 'channel % is named by % monitor(s)', OLD.name, users
-            USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'Change their channels column first.';
-    END IF;
-    RETURN OLD;
-END
-$$;
-COMMENT ON FUNCTION webmon.channels_in_use() IS
-    'pg_webmon: trigger that refuses to delete a channel a monitor names (SQLSTATE 23503).';
-CREATE TRIGGER channels_in_use BEFORE DELETE ON webmon.channels
-    FOR EACH ROW EXECUTE FUNCTION webmon.channels_in_use();
 
 -- ---------------------------------------------------------------------------------------------
 -- The outbox
@@ -418,6 +403,7 @@ DECLARE
     c record;
     payload jsonb;
     key uuid;
+    failure text;
     written int := 0;
 BEGIN
     SELECT mo.name, mo.url, mo.channels INTO m FROM webmon.monitors mo WHERE mo.id = i.monitor_id;
@@ -436,17 +422,17 @@ BEGIN
         IF c.kind = 'pg_notify' THEN
             -- Like webmon_events: LISTENers are any role, so no URL.
             key := gen_random_uuid();
+            failure := NULL;
             BEGIN
                 PERFORM pg_notify(c.settings->>'channel',
                                   (webmon.incident_event(event, i) || jsonb_build_object('idempotency_key', key))::text);
-                INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload, idempotency_key,
-                                                  attempts, delivered_at)
-                VALUES (i.id, i.monitor_id, c.name, event, payload - 'url', key, 1, now());
             EXCEPTION WHEN OTHERS THEN
-                INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload, idempotency_key,
-                                                  attempts, gave_up_at, last_error)
-                VALUES (i.id, i.monitor_id, c.name, event, payload - 'url', key, 1, now(), left(SQLERRM, 1000));
+                failure := left(SQLERRM, 1000);
             END;
+            INSERT INTO webmon.notifications (incident_id, monitor_id, channel, event, payload, idempotency_key,
+                                              attempts, delivered_at, gave_up_at, last_error)
+            VALUES (i.id, i.monitor_id, c.name, event, payload - 'url', key, 1,
+                    CASE WHEN failure IS NULL THEN now() END, CASE WHEN failure IS NOT NULL THEN now() END, failure);
         ELSE
             -- A newer alert of the incident replaces its reminders not yet out (a channel that
             -- was down for hours gets one reminder, not one per remind_every).

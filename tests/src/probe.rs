@@ -34,6 +34,19 @@ impl Probe {
         Probe::spawn_in(&std::env::current_dir()?, args, env, log)
     }
 
+    /// A probe named `name` for `cluster`'s database `webmon` (as superuser), with `extra`
+    /// environment; its log is `<name>.log` in the cluster's directory.
+    pub fn for_cluster(
+        cluster: &crate::cluster::Cluster,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Probe> {
+        let url = cluster.url("postgres");
+        let mut env = vec![("DATABASE_URL", url.as_str()), ("WEBMON_PROBE_NAME", name)];
+        env.extend_from_slice(extra);
+        Probe::spawn(&[], &env, cluster.dir.join(format!("{name}.log")))
+    }
+
     /// Like `spawn`, in working directory `dir` (where `.env.<ENV>` files are read).
     pub fn spawn_in(
         dir: &std::path::Path,

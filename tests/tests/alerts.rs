@@ -34,11 +34,7 @@ async fn setup(name: &str) -> Setup {
 
 impl Setup {
     fn probe(&self, name: &str, extra: &[(&str, &str)]) -> Probe {
-        let url = self.cluster.url("postgres");
-        let mut env = vec![("DATABASE_URL", url.as_str()), ("WEBMON_PROBE_NAME", name)];
-        env.extend_from_slice(extra);
-        Probe::spawn(&[], &env, self.cluster.dir.join(format!("{name}.log")))
-            .expect("spawn webmon-worker")
+        Probe::for_cluster(&self.cluster, name, extra).expect("spawn webmon-worker")
     }
 
     async fn channel(&self, name: &str, kind: &str, settings: Value, is_default: bool) {

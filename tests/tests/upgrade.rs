@@ -683,16 +683,7 @@ async fn probes_again(cluster: &Cluster, db: &Client, monitor_id: i64, probe_nam
     )
     .await
     .unwrap();
-    let url = cluster.url("postgres");
-    let mut probe = Probe::spawn(
-        &[],
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("WEBMON_PROBE_NAME", probe_name),
-        ],
-        cluster.dir.join("probe.log"),
-    )
-    .unwrap();
+    let mut probe = Probe::for_cluster(cluster, probe_name, &[]).unwrap();
     let checked = wait_until(Duration::from_secs(20), || async {
         db.query_one(
             "SELECT count(*) FROM webmon.metrics WHERE monitor_id = $1 AND request_timestamp > now() - interval '1 minute'",

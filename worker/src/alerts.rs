@@ -6,8 +6,8 @@
 //! Every address, HTTP or SMTP, passes the probe's network policy first.
 
 use crate::db::{self, DbConfig, DbError};
-use crate::guard::NetworkPolicy;
-use crate::probe::{classify, guarded_http_client};
+use crate::guard::{literal_address, NetworkPolicy};
+use crate::probe::{classify, guarded_http_client, permitted};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use lettre::message::header::ContentType;
@@ -15,13 +15,14 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 use webmon_core::channels::{self, EmailSettings, SmtpSecurity};
+use webmon_core::text::{cut, one_line};
 
 /// Most deliveries in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -29,8 +30,6 @@ const MAX_IN_FLIGHT: usize = 64;
 const POLL: Duration = Duration::from_secs(1);
 /// How long to wait before trying again when the database does not let this probe claim.
 const NOT_ALLOWED_PAUSE: Duration = Duration::from_secs(60);
-/// Longest error kept per attempt.
-const MAX_ERROR_CHARS: usize = 500;
 
 /// Why a delivery failed, and whether trying again could change it (`permanent`: a receiver's
 /// 4xx other than 408 and 429, an SMTP 5xx, a message that cannot be built): such a
@@ -238,7 +237,8 @@ impl Deliverer {
         .await
         .unwrap_or_else(|_| Err(format!("timed out after {:?}", self.timeout).into()));
         delivered.map_err(|failure| Failure {
-            message: failure.message.chars().take(MAX_ERROR_CHARS).collect(),
+            // One storable line: a NUL in a receiver's error would make its report fail.
+            message: one_line(&failure.message),
             permanent: failure.permanent,
         })
     }
@@ -268,10 +268,6 @@ fn notification_from_row(row: &tokio_postgres::Row) -> Result<Notification, toki
 /// so a margin); Slack cuts at 40,000.
 const DISCORD_MAX_CHARS: usize = 1900;
 const SLACK_MAX_CHARS: usize = 40_000;
-
-fn cut(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
-}
 
 /// What is POSTed: the payload itself to a webhook; Slack's and Discord's message formats
 /// (the text cut to what they take).
@@ -317,14 +313,6 @@ async fn post(
         _ if status.is_success() => Ok(()),
         code if refused_for_good(code) => Err(permanent(message)),
         _ => Err(message.into()),
-    }
-}
-
-fn literal_address(url: &url::Url) -> Option<IpAddr> {
-    match url.host()? {
-        url::Host::Ipv4(address) => Some(IpAddr::V4(address)),
-        url::Host::Ipv6(address) => Some(IpAddr::V6(address)),
-        url::Host::Domain(_) => None,
     }
 }
 
@@ -406,15 +394,13 @@ async fn smtp_address(
 ) -> Result<SocketAddr, String> {
     let resolved = tokio::net::lookup_host((settings.host.as_str(), settings.port))
         .await
-        .map_err(|e| format!("smtp: dns error: {e}"))?;
-    let mut refused = None;
-    for address in resolved {
-        match policy.check(address.ip()) {
-            Ok(()) => return Ok(address),
-            Err(blocked) => refused = Some(blocked.to_string()),
-        }
+        .map_err(|e| format!("smtp: dns error: {e}"))?
+        .collect();
+    match permitted(policy, resolved) {
+        (allowed, _) if !allowed.is_empty() => Ok(allowed[0]),
+        (_, Some(blocked)) => Err(blocked.to_string()),
+        _ => Err(format!("smtp: {} has no address", settings.host)),
     }
-    Err(refused.unwrap_or_else(|| format!("smtp: {} has no address", settings.host)))
 }
 
 #[cfg(test)]

@@ -38,6 +38,16 @@ struct Rule {
     built_in: bool,
 }
 
+/// The address a URL's host names literally (it is connected to without DNS, so the policy
+/// must judge it before); None for a host name, which is judged after resolution.
+pub fn literal_address(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(address) => Some(IpAddr::V4(address)),
+        url::Host::Ipv6(address) => Some(IpAddr::V6(address)),
+        url::Host::Domain(_) => None,
+    }
+}
+
 /// Why an address may not be reached: the network that decided, or the allow list.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct Blocked {

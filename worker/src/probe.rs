@@ -2,12 +2,12 @@
 //! the regex searched, and the outcome classified. A failed check is data, not an error.
 
 use crate::causes::causes;
-use crate::guard::{Blocked, NetworkPolicy};
+use crate::guard::{literal_address, Blocked, NetworkPolicy};
 use crate::redirect;
 use regex::Regex;
 use std::collections::HashMap;
 use std::error::Error as StdError;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use webmon_core::text::{cut, one_line};
@@ -248,14 +248,13 @@ impl Prober {
     /// A URL whose host is an address is connected to without DNS: judge it here (names
     /// are judged by `Resolver` after resolution).
     fn guard_address(&self, url: &reqwest::Url) -> Result<(), Failure> {
-        let address = match url.host() {
-            Some(url::Host::Ipv4(address)) => IpAddr::V4(address),
-            Some(url::Host::Ipv6(address)) => IpAddr::V6(address),
-            _ => return Ok(()),
-        };
-        self.policy
-            .check(address)
-            .map_err(|blocked| (ErrorKind::Blocked, blocked.to_string()))
+        match literal_address(url) {
+            Some(address) => self
+                .policy
+                .check(address)
+                .map_err(|blocked| (ErrorKind::Blocked, blocked.to_string())),
+            None => Ok(()),
+        }
     }
 
     async fn read_body(
@@ -362,7 +361,7 @@ impl reqwest::dns::Resolve for Resolver {
 }
 
 /// The addresses `policy` allows, and why the first refused one was refused.
-fn permitted(
+pub fn permitted(
     policy: &NetworkPolicy,
     resolved: Vec<SocketAddr>,
 ) -> (Vec<SocketAddr>, Option<Blocked>) {

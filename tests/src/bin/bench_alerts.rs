@@ -34,15 +34,7 @@ async fn main() -> Result<()> {
         &[&target.url("/ok"), &MONITORS],
     )
     .await?;
-    let url = cluster.url("postgres");
-    let mut probe = Probe::spawn(
-        &[],
-        &[
-            ("DATABASE_URL", url.as_str()),
-            ("WEBMON_PROBE_NAME", "bench-alerts"),
-        ],
-        cluster.dir.join("probe.log"),
-    )?;
+    let mut probe = Probe::for_cluster(&cluster, "bench-alerts", &[])?;
     if !all_in_state(&db, "up", MONITORS, None).await {
         bail!("monitors never all up\n{}", probe.output());
     }
