@@ -160,6 +160,42 @@ async fn update(db: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_6_0_keeps_channels_notifications_and_windows_and_equals_a_fresh_install(
+) {
+    // Monitor 8 down with an open incident, whose notification waits in the outbox for a
+    // webhook channel; monitor 9 in a weekly maintenance window.
+    let (cluster, db) = keeps_rows_and_leases(
+        "0.6.0",
+        "INSERT INTO webmon.channels (name, kind, settings, is_default)
+             VALUES ('ops', 'webhook', '{\"url\": \"http://127.0.0.1:9/hook\"}', true);
+         INSERT INTO webmon.maintenance (monitor_id, weekly, reason)
+             VALUES (9, '{\"days\": [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"], \"start\": \"00:00\", \"duration\": \"1 day\", \"time_zone\": \"UTC\"}', 'kept');
+         UPDATE webmon.monitors SET down_after = 1, remind_every = '1 hour' WHERE id = 8;
+         UPDATE webmon.jobs SET scheduled_at = now() - interval '1 second' WHERE monitor_id = 8;
+         SELECT webmon.complete_checks('kept-probe', array_agg(job_id), array_agg(scheduled_at), array_agg(now()),
+                    ARRAY[NULL]::real[], ARRAY[NULL]::smallint[], ARRAY[NULL]::boolean[], ARRAY[NULL]::text[],
+                    ARRAY['connect'], ARRAY['refused'])
+             FROM webmon.claim_checks('kept-probe', 10, '1 hour');",
+    )
+    .await;
+    let kept: (i64, i64, i64, String) = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM webmon.incidents WHERE resolved_at IS NULL AND monitor_id = 8),
+                    (SELECT count(*) FROM webmon.notifications
+                         WHERE monitor_id = 8 AND channel = 'ops' AND event = 'down' AND delivered_at IS NULL),
+                    (SELECT count(*) FROM webmon.maintenance WHERE monitor_id = 9),
+                    (SELECT state FROM webmon.monitor_status WHERE monitor_id = 9)",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .unwrap();
+    assert_eq!(kept, (1, 1, 1, "maintenance".to_string()));
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_from_0_5_0_keeps_rows_leases_and_open_incidents_and_equals_a_fresh_install() {
     // Monitor 8 is down (one failed check is enough) with an open incident before the update.
     let (cluster, db) = keeps_rows_and_leases(
