@@ -96,7 +96,7 @@ BEGIN
     LOOP
         -- 'webm' as the lock class; the monitor id hashed into the second key.
         PERFORM pg_advisory_xact_lock(2003133037, hashint8(t.monitor_id));
-        SELECT count(j.id) AS regions,
+        SELECT count(j.monitor_id) AS regions,
                count(*) FILTER (WHERE j.verdict = 'down') AS down,
                count(*) FILTER (WHERE j.verdict IN ('down', 'degraded')) AS troubled,
                count(*) FILTER (WHERE j.verdict = 'up') AS fine,

@@ -8,7 +8,6 @@
 -- when its scheduled_at has come, and the probe's claim is what advances it.
 
 CREATE TABLE webmon.jobs (
-    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     monitor_id       bigint      NOT NULL,
     region           text        NOT NULL DEFAULT '',
     check_interval   interval    NOT NULL,
@@ -26,11 +25,13 @@ CREATE TABLE webmon.jobs (
     verdict_since    timestamptz,
     failing_since    timestamptz,
     failing_cause    text,
-    UNIQUE (monitor_id, region)
+    -- The key is what a probe's job id names (webmon.job_id): a row has no id of its own,
+    -- which would cost every claim (it moves the row) one more index entry.
+    PRIMARY KEY (monitor_id, region)
 ) WITH (fillfactor = 70, autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_cost_delay = 0);
 -- Due jobs of one region in slot order (claims, unclaimed checks). A claim moves its row to
 -- the next slot, so the head of each region's range holds only what is due and unclaimed.
--- The only index besides the keys: a claim writes an entry in each (it moves the row), and
+-- The only index besides the key: a claim writes an entry in each (it moves the row), and
 -- a completion changes no indexed column, so it is a HOT update. Ended leases are found by
 -- reading the table every few seconds instead (requeue_expired_leases).
 CREATE INDEX jobs_due_idx ON webmon.jobs (region, scheduled_at);
@@ -53,6 +54,15 @@ COMMENT ON COLUMN webmon.jobs.verdict_since IS 'The check that gave the region i
 COMMENT ON COLUMN webmon.jobs.failing_since IS 'When the current run of failed checks began (NULL while the last check was good).';
 COMMENT ON COLUMN webmon.jobs.failing_cause IS 'What the first failed check of the current run got (webmon.failure_cause()); an incident it opens starts with it.';
 COMMENT ON COLUMN webmon.jobs.requeued IS 'The slot in scheduled_at came back from an expired or released lease and is checked again as it is (not skipped).';
+
+-- The id a probe knows a job by: the monitor's id and one bit for the region, negative, so that
+-- it can never be taken for a job id of a release before 0.7.0 (those were positive). The
+-- region is the probe's own (1) or '' (0): a probe only ever claims those. Inlined where used.
+CREATE FUNCTION webmon.job_id(monitor_id bigint, region text) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN -(monitor_id * 2 + CASE WHEN region = '' THEN 0 ELSE 1 END);
+COMMENT ON FUNCTION webmon.job_id(bigint, text) IS
+    'pg_webmon: the job id claim_checks gives a probe for a monitor''s job in a region ('''' or the probe''s own): -(2 × monitor id + 1 for a region, 0 for any).';
 
 -- The job rows each monitor should have: one per listed region, or one that any probe may run
 -- (region ''); none while it is paused or its stored interval or timeout cannot run. The
@@ -277,7 +287,7 @@ BEGIN
     -- range of jobs_due_idx, oldest first.
     FOR r IN SELECT webmon.queued_regions() LOOP
         WITH unclaimed AS (
-            SELECT c.id, c.monitor_id, c.scheduled_at
+            SELECT c.monitor_id, c.scheduled_at
             FROM webmon.jobs c
             WHERE c.region = r
               AND c.scheduled_at < now() - unclaimed_timeout
@@ -293,7 +303,7 @@ BEGIN
                 -- Nobody checks this region: its verdict is unknown, not the last one seen.
                 verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
                 failing_since = NULL, failing_cause = NULL
-            FROM unclaimed u WHERE j.id = u.id
+            FROM unclaimed u WHERE j.monitor_id = u.monitor_id AND j.region = r
             RETURNING u.monitor_id, u.scheduled_at
         )
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
@@ -323,7 +333,7 @@ BEGIN
     -- max_attempts leases. Reads the whole table (the scheduler calls it every few seconds):
     -- an index on lease_expires_at would cost every claim an index entry instead.
     WITH expired AS (
-        SELECT id, monitor_id, region, leased_slot, attempts, leased_by
+        SELECT monitor_id, region, leased_slot, attempts, leased_by
         FROM webmon.jobs
         WHERE leased_by IS NOT NULL AND lease_expires_at < now()
         LIMIT max_rows
@@ -334,7 +344,7 @@ BEGIN
             verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
             failing_since = NULL, failing_cause = NULL
         FROM expired e
-        WHERE j.id = e.id AND e.attempts >= max_attempts
+        WHERE j.monitor_id = e.monitor_id AND j.region = e.region AND e.attempts >= max_attempts
         RETURNING e.*
     ), lost AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
@@ -346,8 +356,8 @@ BEGIN
         UPDATE webmon.jobs j
         SET leased_by = NULL, requeued = true, scheduled_at = e.leased_slot, lease_expires_at = now()
         FROM expired e
-        WHERE j.id = e.id AND e.attempts < max_attempts
-        RETURNING j.id
+        WHERE j.monitor_id = e.monitor_id AND j.region = e.region AND e.attempts < max_attempts
+        RETURNING j.monitor_id
     )
     SELECT count(*) INTO requeued FROM back;
     IF requeued > 0 THEN
@@ -445,7 +455,7 @@ BEGIN
             requeued = false,
             lease_expires_at = greatest(j.scheduled_at, now()) + lease
         WHERE j.ctid = ANY (picked)
-        RETURNING j.id, j.monitor_id, j.leased_slot, j.attempts
+        RETURNING webmon.job_id(j.monitor_id, j.region) AS id, j.monitor_id, j.leased_slot, j.attempts
     )
     SELECT l.id, l.monitor_id, l.leased_slot, now(), l.attempts, m.url, m.method, m.headers,
            m.body, webmon.timeout_ms(m.timeout), m.regex, m.follow_redirects
@@ -551,7 +561,10 @@ BEGIN
                    END AS outcome
             OFFSET 0
         ) o
-        WHERE j.id = b.job_id AND m.id = j.monitor_id AND j.leased_by = completer
+        -- The job a job id names (webmon.job_id, read backwards): an index lookup by its key.
+        WHERE j.monitor_id = -(b.job_id / 2)
+          AND j.region = CASE WHEN b.job_id % 2 = 0 THEN '' ELSE completer_region END
+          AND m.id = j.monitor_id AND j.leased_by = completer
           AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
                    -- Without the slot (the 0.3.0 form): only a check that started at this
                    -- lease's slot (probes start at the slot, on the database's clock), not a
@@ -638,13 +651,18 @@ CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) R
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     releaser smallint := webmon.probe_id(probe);
+    releaser_region text;
     released int;
 BEGIN
+    SELECT nullif(region, '') INTO releaser_region FROM webmon.probes WHERE id = releaser;
     -- Not started: the same slot goes back to the queue at once, this lease not counted.
-    UPDATE webmon.jobs
-    SET leased_by = NULL, requeued = true, scheduled_at = leased_slot, lease_expires_at = now(),
-        attempts = greatest(attempts - 1, 0)
-    WHERE id = ANY (job_ids) AND leased_by = releaser;
+    UPDATE webmon.jobs j
+    SET leased_by = NULL, requeued = true, scheduled_at = j.leased_slot, lease_expires_at = now(),
+        attempts = greatest(j.attempts - 1, 0)
+    FROM unnest(job_ids) AS k(job_id)
+    WHERE j.monitor_id = -(k.job_id / 2)
+      AND j.region = CASE WHEN k.job_id % 2 = 0 THEN '' ELSE releaser_region END
+      AND j.leased_by = releaser;
     GET DIAGNOSTICS released = ROW_COUNT;
     IF released > 0 THEN
         PERFORM pg_notify('webmon_jobs', 'released');

@@ -26,7 +26,9 @@ CREATE TABLE webmon.monitors (
     up_after         int         NOT NULL DEFAULT 1,
     degraded_after_ms int,
     remind_every     interval,
-    channels         text[]
+    channels         text[],
+    -- A monitor's job ids are -(2 × id + 0 or 1) (webmon.job_id): ids must leave room for that.
+    CONSTRAINT monitors_id_range CHECK (id BETWEEN 1 AND 4611686018427387903)
 );
 
 COMMENT ON TABLE webmon.monitors IS
@@ -130,12 +132,16 @@ COMMENT ON COLUMN webmon.probes.owner_role IS 'The login role that registered th
 -- Whether the session's login role may act as a probe owned by owner_role: it is that role
 -- (or a member of it), or a superuser; a probe without an owner (registered before 0.2.0) or
 -- whose owner role was dropped is free to be taken.
+-- PL/pgSQL, so that its plans are kept: every claim and completion asks it (an SQL function
+-- with a SET clause is parsed and planned again on each call).
 CREATE FUNCTION webmon.may_act_as(owner_role name) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT owner_role IS NULL
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN owner_role IS NULL
         OR NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.rolname = owner_role)
         OR (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = session_user)
-        OR pg_catalog.pg_has_role(session_user, owner_role, 'USAGE')
+        OR pg_catalog.pg_has_role(session_user, owner_role, 'USAGE');
+END
 $$;
 COMMENT ON FUNCTION webmon.may_act_as(name) IS
     'pg_webmon: whether the session''s login role may act as a probe owned by owner_role (that role or a member of it, or a superuser).';

@@ -236,11 +236,11 @@ mod tests {
              VALUES ('http://127.0.0.1:9/grid', '1 hour', '{grid}', now() + interval '0.5 seconds')",
         )
         .unwrap();
-        let job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
+        let job = "(SELECT webmon.job_id(j.monitor_id, j.region) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id
                     WHERE m.url = 'http://127.0.0.1:9/grid')";
         assert!(one::<bool>(&format!(
             "SELECT scheduled_at = now() + interval '0.5 seconds' AND grid_start = scheduled_at
-                    AND leased_by IS NULL FROM webmon.jobs WHERE id = {job}"
+                    AND leased_by IS NULL FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"
         )));
         let slot = one::<bool>(
             "SELECT scheduled_at = now() + interval '0.5 seconds' FROM webmon.claim_checks('grid-probe', 10, '1 minute')",
@@ -251,7 +251,7 @@ mod tests {
         assert!(one::<bool>(&format!(
             "SELECT scheduled_at = leased_slot + interval '1 hour' AND leased_by IS NOT NULL
                     AND lease_expires_at = leased_slot + interval '1 minute' AND attempts = 1
-             FROM webmon.jobs WHERE id = {job}"
+             FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"
         )));
         assert_eq!(
             one::<i64>("SELECT count(*) FROM webmon.claim_checks('grid-probe', 10, '1 minute', '2 seconds')"),
@@ -469,7 +469,7 @@ mod tests {
         committed("DO $d$ BEGIN PERFORM webmon.register_probe('lease-probe', 'lease'); END $d$");
         // Both leased for a second and never completed; the second on its last attempt.
         committed("DO $d$ BEGIN PERFORM count(*) FROM webmon.claim_checks('lease-probe', 10, '1 second'); END $d$");
-        committed("UPDATE webmon.jobs SET attempts = 3 WHERE id = (SELECT max(id) FROM webmon.jobs WHERE region = 'lease')");
+        committed("UPDATE webmon.jobs SET attempts = 3 WHERE region = 'lease' AND monitor_id = (SELECT max(monitor_id) FROM webmon.jobs WHERE region = 'lease')");
         let first = "(SELECT min(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
         let second = "(SELECT max(m.id) FROM webmon.monitors m WHERE m.regions = ARRAY['lease'])";
         assert!(
@@ -530,7 +530,7 @@ mod tests {
         assert_eq!(one::<i64>("SELECT count(*) FROM webmon.metrics WHERE monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/c')"), 1);
         // The job stays, its lease ended: a HOT update of the row.
         assert!(one::<bool>(&format!(
-            "SELECT leased_by IS NULL AND attempts = 0 FROM webmon.jobs WHERE id = {job}"
+            "SELECT leased_by IS NULL AND attempts = 0 FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"
         )));
         // With slots (the 0.4.0 form), a result counts only for the slot it was given: the
         // next lease of the same job refuses a late result of the one before.
@@ -593,16 +593,17 @@ mod tests {
         .unwrap();
         Spi::run(
             "CREATE TEMP TABLE bounds_claimed AS
-             SELECT job_id, scheduled_at FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
+             SELECT monitor_id, job_id, scheduled_at FROM webmon.claim_checks('p-bounds', 10, '1 hour')",
         )
         .unwrap();
-        let jobs = one::<Vec<i64>>("SELECT array_agg(job_id ORDER BY job_id) FROM bounds_claimed");
+        let jobs =
+            one::<Vec<i64>>("SELECT array_agg(job_id ORDER BY monitor_id) FROM bounds_claimed");
         assert_eq!(jobs.len(), 7);
         // 1: fine. 2: 'infinity'. 3: a week before its slot. 4: NaN. 5: negative. 6: an error
         // kind this schema does not know (a newer probe). 7: blocked by the target guard.
         let stored = one::<i32>(&format!(
             "SELECT webmon.complete_checks('p-bounds', ARRAY{jobs:?}::bigint[],
-                 (SELECT array_agg(scheduled_at ORDER BY job_id) FROM bounds_claimed),
+                 (SELECT array_agg(scheduled_at ORDER BY monitor_id) FROM bounds_claimed),
                  ARRAY[now(), 'infinity', now() - interval '7 days', now(), now(), now(), now()]::timestamptz[],
                  ARRAY[12, 12, 12, 'NaN', -5, NULL, NULL]::real[], ARRAY[200, 200, 200, 200, 200, NULL, NULL]::smallint[],
                  ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::boolean[], ARRAY[NULL, NULL, NULL, NULL, NULL, NULL, NULL]::text[],
@@ -707,7 +708,9 @@ mod tests {
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
              JOIN pg_language l ON l.oid = p.prolang
              WHERE n.nspname = 'webmon' AND l.lanname IN ('sql', 'plpgsql')
-               AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)",
+               AND NOT coalesce(p.proconfig::text LIKE '%search_path=%', false)
+               -- A standard SQL body (RETURN …) is bound when it is created, not when it runs.
+               AND p.prosqlbody IS NULL",
         );
         assert_eq!(
             loose, 0,
@@ -827,7 +830,7 @@ mod tests {
             "accepted"
         );
         let job = one::<i64>(
-            "SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/owned'",
+            "SELECT webmon.job_id(j.monitor_id, j.region) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/owned'",
         );
         // Another probe role can neither re-register that name (to move its region) nor use it.
         for statement in [
@@ -879,7 +882,7 @@ mod tests {
         // Its slot is back in the queue, to be checked as it is.
         assert!(one::<bool>(&format!(
             "SELECT leased_by IS NULL AND attempts = 0 AND requeued AND scheduled_at = leased_slot
-             FROM webmon.jobs WHERE id = {job}"
+             FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"
         )));
     }
 
@@ -910,7 +913,7 @@ mod tests {
             "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES ('http://127.0.0.1:9/eu', '{eu}', '2000-01-01')",
         )
         .unwrap();
-        let eu_job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/eu')";
+        let eu_job = "(SELECT webmon.job_id(j.monitor_id, j.region) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.url = 'http://127.0.0.1:9/eu')";
         assert!(!one::<bool>(&format!("SELECT {eu_job} IN (SELECT job_id FROM webmon.claim_checks('us-probe', 1000, '1 hour'))")));
         assert!(one::<bool>(&format!("SELECT {eu_job} IN (SELECT job_id FROM webmon.claim_checks('eu-probe', 1000, '1 hour'))")));
     }
@@ -1288,31 +1291,31 @@ mod tests {
         committed(
             "DO $d$ BEGIN PERFORM webmon.register_probe('requeued-probe', 'requeued'); END $d$",
         );
-        let job = "(SELECT j.id FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.regions = ARRAY['requeued'])";
+        let job = "(SELECT webmon.job_id(j.monitor_id, j.region) FROM webmon.jobs j JOIN webmon.monitors m ON m.id = j.monitor_id WHERE m.regions = ARRAY['requeued'])";
         // Its slot was an hour ago and its lease has just expired (a probe died).
         committed(&format!(
             "UPDATE webmon.jobs SET scheduled_at = now(), leased_slot = now() - interval '1 hour', attempts = 1,
                     leased_by = webmon.probe_id('requeued-probe'), lease_expires_at = now() - interval '1 second'
-             WHERE id = {job}"
+             WHERE webmon.job_id(monitor_id, region) = {job}"
         ));
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         assert!(wait_for(
-            &format!("SELECT leased_by IS NULL AND requeued FROM webmon.jobs WHERE id = {job}"),
+            &format!("SELECT leased_by IS NULL AND requeued FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"),
             8.0
         ));
         // Back in the queue just now: not `no_probe` although its slot is an hour old.
         Spi::run("SELECT webmon.record_unclaimed_checks('2 minutes')").unwrap();
         let kept = one::<bool>(&format!(
-            "SELECT requeued AND scheduled_at < now() - interval '59 minutes' FROM webmon.jobs WHERE id = {job}"
+            "SELECT requeued AND scheduled_at < now() - interval '59 minutes' FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job}"
         ));
         // Two minutes after it came back, it is, and the job moves on to its next slot.
-        Spi::run(&format!("UPDATE webmon.jobs SET lease_expires_at = now() - interval '3 minutes' WHERE id = {job}")).unwrap();
+        Spi::run(&format!("UPDATE webmon.jobs SET lease_expires_at = now() - interval '3 minutes' WHERE webmon.job_id(monitor_id, region) = {job}")).unwrap();
         Spi::run("SELECT webmon.record_unclaimed_checks('2 minutes')").unwrap();
         let recorded = one::<bool>(&format!(
             "SELECT EXISTS (SELECT 1 FROM webmon.errors e JOIN webmon.monitors m ON m.id = e.monitor_id
                             WHERE m.regions = ARRAY['requeued'] AND e.error_kind = 'no_probe'
                               AND e.request_timestamp < now() - interval '59 minutes' AND e.region = 'requeued')
-                AND (SELECT NOT requeued AND scheduled_at > now() FROM webmon.jobs WHERE id = {job})"
+                AND (SELECT NOT requeued AND scheduled_at > now() FROM webmon.jobs WHERE webmon.job_id(monitor_id, region) = {job})"
         ));
         assert!(kept, "a requeued check was recorded as no_probe at once");
         assert!(recorded);
@@ -1431,7 +1434,7 @@ mod tests {
             one::<i64>("SELECT count(*) FROM webmon.claim_checks('follow-probe', 10, '1 hour')"),
             1
         );
-        Spi::run("SELECT webmon.release_checks('follow-probe', ARRAY(SELECT id FROM webmon.jobs))")
+        Spi::run("SELECT webmon.release_checks('follow-probe', ARRAY(SELECT webmon.job_id(monitor_id, region) FROM webmon.jobs))")
             .unwrap();
         assert_eq!(one::<i64>(job), 1);
         // A second region joins the grid of the first: one job each, the same next slot.
