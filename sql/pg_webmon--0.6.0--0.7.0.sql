@@ -272,83 +272,88 @@ BEGIN
         -- its verdict (webmon_core::verdict, in Rust).
         UPDATE webmon.jobs j
         SET leased_by = NULL, attempts = 0,
-            failed_run = webmon.next_run('failed', o.outcome, j.failed_run),
-            good_run = webmon.next_run('good', o.outcome, j.good_run),
-            slow_run = webmon.next_run('slow', o.outcome, j.slow_run),
-            verdict = webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
-                                          m.down_after, m.up_after),
-            verdict_since = CASE WHEN webmon.next_verdict(j.verdict, o.outcome, j.failed_run, j.good_run, j.slow_run,
-                                                          m.down_after, m.up_after) IS DISTINCT FROM j.verdict
-                                 THEN coalesce(t.checked_at, j.leased_slot)
+            failed_run = webmon.next_run('failed', s.outcome, j.failed_run),
+            good_run = webmon.next_run('good', s.outcome, j.good_run),
+            slow_run = webmon.next_run('slow', s.outcome, j.slow_run),
+            verdict = webmon.next_verdict(j.verdict, s.outcome, j.failed_run, j.good_run, j.slow_run,
+                                          s.down_after, s.up_after),
+            verdict_since = CASE WHEN webmon.next_verdict(j.verdict, s.outcome, j.failed_run, j.good_run, j.slow_run,
+                                                          s.down_after, s.up_after) IS DISTINCT FROM j.verdict
+                                 THEN coalesce(s.checked_at, j.leased_slot)
                                  ELSE j.verdict_since END,
-            failing_since = CASE WHEN o.outcome = 'failed'
-                                 THEN coalesce(j.failing_since, t.checked_at, j.leased_slot)
-                                 WHEN o.outcome IS NOT NULL THEN NULL
+            failing_since = CASE WHEN s.outcome = 'failed'
+                                 THEN coalesce(j.failing_since, s.checked_at, j.leased_slot)
+                                 WHEN s.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_since END,
-            failing_cause = CASE WHEN o.outcome = 'failed' AND j.failing_since IS NULL
-                                 THEN left(coalesce(r.refused, webmon.failure_cause(b.http_status_code, b.regex_matched,
-                                                                                     b.error_kind, b.error)), 300)
-                                 WHEN o.outcome = 'failed' THEN j.failing_cause
-                                 WHEN o.outcome IS NOT NULL THEN NULL
+            failing_cause = CASE WHEN s.outcome = 'failed' AND j.failing_since IS NULL
+                                 THEN left(coalesce(s.refused, webmon.failure_cause(s.http_status_code, s.regex_matched,
+                                                                                     s.error_kind, s.error)), 300)
+                                 WHEN s.outcome = 'failed' THEN j.failing_cause
+                                 WHEN s.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_cause END
-        FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
-                    regex_matches, page_contents, error_kinds, error_messages)
-            AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
-                 page_content, error_kind, error)
-        CROSS JOIN webmon.monitors m
-        CROSS JOIN LATERAL (
-            -- A result counts as the probe says only when it can be true: started no earlier
-            -- than a minute before its slot (probes start at the slot, on the database's
-            -- clock) and not more than 5 seconds in the future, and, for a response, a status
-            -- and a response time from 0 to a day. Any other result is stored as an `other`
-            -- error at its slot saying why (a failed check), so that no row can claim "up"
-            -- forever or hide newer failures. (Without slots, the 0.3.0 form, the lease's own
-            -- test below already holds a result to its slot.)
-            SELECT CASE
-                       WHEN b.request_timestamp IS NULL
-                            OR b.request_timestamp < b.slot - interval '1 minute'
-                            OR b.request_timestamp > now() + interval '5 seconds'
-                       THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
-                                   b.request_timestamp, b.slot)
-                       WHEN b.error_kind IS NULL
-                            AND (b.http_status_code IS NULL OR b.http_status_code NOT BETWEEN 100 AND 999
-                                 OR b.response_time_ms IS NULL OR NOT (b.response_time_ms BETWEEN 0 AND 86400000))
-                       THEN format('result refused: status %s, response_time_ms %s', b.http_status_code, b.response_time_ms)
-                       -- A kind the library does not know (a probe newer than the library).
-                       WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
-                       THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
-                   END AS refused
-            -- Each lateral is computed once per result (OFFSET 0): flattened, its expression
-            -- would be copied into every use (outcome has a dozen, refused is in outcome).
-            OFFSET 0
-        ) r
-        -- The check's time: when it started, or for a refused result its slot (the lease's
-        -- own slot where the probe did not send it: coalesce with j.leased_slot).
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at OFFSET 0
-        ) t
-        CROSS JOIN LATERAL (
-            SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
-                        ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
-                                                  b.response_time_ms, m.degraded_after_ms)
-                   END AS outcome
-            OFFSET 0
-        ) o
+        -- Each result with its monitor's settings, the reasons to refuse it and its outcome, as
+        -- one row (OFFSET 0: the update then carries one copy of it, not one per relation).
+        -- Its monitor is the one its job id names (webmon.job_id).
+        FROM (SELECT b.*, m.down_after, m.up_after, r.refused, t.checked_at, o.outcome
+              FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
+                        regex_matches, page_contents, error_kinds, error_messages)
+                AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                     page_content, error_kind, error)
+            JOIN webmon.monitors m ON m.id = -(b.job_id / 2)
+            CROSS JOIN LATERAL (
+                -- A result counts as the probe says only when it can be true: started no earlier
+                -- than a minute before its slot (probes start at the slot, on the database's
+                -- clock) and not more than 5 seconds in the future, and, for a response, a status
+                -- and a response time from 0 to a day. Any other result is stored as an `other`
+                -- error at its slot saying why (a failed check), so that no row can claim "up"
+                -- forever or hide newer failures. (Without slots, the 0.3.0 form, the lease's own
+                -- test below already holds a result to its slot.)
+                SELECT CASE
+                           WHEN b.request_timestamp IS NULL
+                                OR b.request_timestamp < b.slot - interval '1 minute'
+                                OR b.request_timestamp > now() + interval '5 seconds'
+                           THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                                       b.request_timestamp, b.slot)
+                           WHEN b.error_kind IS NULL
+                                AND (b.http_status_code IS NULL OR b.http_status_code NOT BETWEEN 100 AND 999
+                                     OR b.response_time_ms IS NULL OR NOT (b.response_time_ms BETWEEN 0 AND 86400000))
+                           THEN format('result refused: status %s, response_time_ms %s', b.http_status_code, b.response_time_ms)
+                           -- A kind the library does not know (a probe newer than the library).
+                           WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
+                           THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
+                       END AS refused
+                -- Each lateral is computed once per result (OFFSET 0): flattened, its expression
+                -- would be copied into every use (outcome has a dozen, refused is in outcome).
+                OFFSET 0
+            ) r
+            -- The check's time: when it started, or for a refused result its slot (the lease's
+            -- own slot where the probe did not send it: coalesce with j.leased_slot).
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at OFFSET 0
+            ) t
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
+                            ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
+                                                      b.response_time_ms, m.degraded_after_ms)
+                       END AS outcome
+                OFFSET 0
+            ) o
+              OFFSET 0) s
         -- The job a job id names (webmon.job_id, read backwards): an index lookup by its key.
-        WHERE j.monitor_id = -(b.job_id / 2)
-          AND j.region = CASE WHEN b.job_id % 2 = 0 THEN '' ELSE completer_region END
-          AND m.id = j.monitor_id AND j.leased_by = completer
-          AND CASE WHEN b.slot IS NOT NULL THEN j.leased_slot = b.slot
+        WHERE j.monitor_id = -(s.job_id / 2)
+          AND j.region = CASE WHEN s.job_id % 2 = 0 THEN '' ELSE completer_region END
+          AND j.leased_by = completer
+          AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
                    -- Without the slot (the 0.3.0 form): only a check that started at this
                    -- lease's slot (probes start at the slot, on the database's clock), not a
                    -- late result of an earlier lease of the same job.
-                   ELSE b.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
+                   ELSE s.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
-                  b.request_timestamp, b.response_time_ms, b.http_status_code, b.regex_matched,
-                  b.page_content, b.error_kind, b.error, r.refused, o.outcome, j.verdict AS new_verdict,
+                  s.request_timestamp, s.response_time_ms, s.http_status_code, s.regex_matched,
+                  s.page_content, s.error_kind, s.error, s.refused, s.outcome, j.verdict AS new_verdict,
                   j.verdict_since IS NOT DISTINCT FROM
-                      coalesce(t.checked_at, j.leased_slot) AS verdict_changed,
-                  coalesce(t.checked_at, j.leased_slot) AS checked_at
+                      coalesce(s.checked_at, j.leased_slot) AS verdict_changed,
+                  coalesce(s.checked_at, j.leased_slot) AS checked_at
     ), metric_rows AS (
         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
                                     probe_id, regex_matched, page_content, region)

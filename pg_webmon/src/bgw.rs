@@ -3,6 +3,7 @@
 //! showing what they do in `pg_stat_activity`.
 
 use crate::gucs;
+use crate::statements::Kept;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use std::ffi::CString;
@@ -50,14 +51,20 @@ pub enum Installed {
     Other(String),
 }
 
-/// Reads the installed version; call it inside a transaction.
-pub fn installed() -> Result<Installed, String> {
-    let row = Spi::get_two::<String, bool>(
+/// The statement `installed` runs, kept by each worker.
+pub fn version_statement() -> Kept {
+    Kept::new(
         "SELECT extversion::text,
                 to_regclass('webmon.metrics_default') IS NOT NULL
                     AND to_regclass('webmon.errors_default') IS NOT NULL
          FROM pg_catalog.pg_extension WHERE extname = 'pg_webmon'",
-    );
+        &[],
+    )
+}
+
+/// Reads the installed version with `version_statement()`; call it inside a transaction.
+pub fn installed(statement: &mut Kept) -> Result<Installed, String> {
+    let row = statement.get_two::<String, bool>(&[]);
     Ok(match row {
         Ok((Some(version), partitioned)) if version == env!("CARGO_PKG_VERSION") => {
             Installed::Current {

@@ -11,6 +11,7 @@ mod gucs;
 mod maintenance;
 mod partitions;
 mod scheduler;
+mod statements;
 mod transactions;
 mod vacuum;
 

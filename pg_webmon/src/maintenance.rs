@@ -14,6 +14,7 @@ use crate::vacuum;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "pg_webmon maintenance";
@@ -36,13 +37,14 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
     let mut last_state: Option<Installed> = None;
     let mut last_vacuum: Option<Instant> = None;
     let mut wait = IDLE;
+    let mut version = bgw::version_statement();
     while BackgroundWorker::wait_latch(Some(wait)) {
         if bgw::reload_on_sighup() {
             // Settings changed (retention, premake…): plan again with them, now.
             steps.clear();
             last_run = None;
         }
-        let state = match guarded_transaction(bgw::installed) {
+        let state = match guarded_transaction(AssertUnwindSafe(|| bgw::installed(&mut version))) {
             Ok(state) => state,
             Err(message) => {
                 warning!("{NAME}: cannot read the installed version: {message}");

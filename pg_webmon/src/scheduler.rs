@@ -11,9 +11,12 @@
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
-use crate::transactions::{guarded_transaction, in_subtransaction, set_lock_timeout};
+use crate::statements::Kept;
+use crate::transactions::{guarded_transaction, in_subtransaction};
 use pgrx::bgworkers::BackgroundWorker;
+use pgrx::pg_sys::BuiltinOid::{FLOAT8OID, INT4OID, TEXTOID};
 use pgrx::prelude::*;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 const NAME: &str = "pg_webmon scheduler";
@@ -35,19 +38,22 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
     }
     let mut sweeps = Sweeps::default();
     let mut last_state: Option<Installed> = None;
+    let mut statements = Statements::new();
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(gucs::scheduler_interval_ms()))) {
         bgw::reload_on_sighup();
         // One transaction a tick: which schema the database holds and, when it is this
         // library's with its partitions, the wake-up (in a subtransaction: when it fails,
         // the sweeps below still run).
-        let tick = guarded_transaction(|| {
-            let state = bgw::installed()?;
+        let tick = guarded_transaction(AssertUnwindSafe(|| {
+            let state = bgw::installed(&mut statements.version)?;
             let woken = (state == READY).then(|| {
                 let after = sweeps.woken_up_to.clone();
-                in_subtransaction(move || wake(after).map_err(|e| e.to_string()))
+                in_subtransaction(AssertUnwindSafe(|| {
+                    statements.wake(after).map_err(|e| e.to_string())
+                }))
             });
             Ok((state, woken))
-        });
+        }));
         let state = match tick {
             Ok((state, woken)) => {
                 match woken {
@@ -77,29 +83,39 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         // Each step in its own transaction: one that fails (a lock, a bad row) never stops
         // the others, and the next tick tries again.
         if due(&mut sweeps.synced_at, SYNC_PERIOD) {
-            if let Err(message) = guarded_transaction(|| sync().map_err(|e| e.to_string())) {
+            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
+                statements.sync().map_err(|e| e.to_string())
+            })) {
                 warning!("{NAME}: job sync failed, retrying in five minutes: {message}");
             }
-            if let Err(message) = guarded_transaction(|| purge().map_err(|e| e.to_string())) {
+            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
+                statements.purge().map_err(|e| e.to_string())
+            })) {
                 warning!(
                     "{NAME}: purging old incidents and notifications failed, retrying in five minutes: {message}"
                 );
             }
         }
         if due(&mut sweeps.reviewed_at, REVIEW_PERIOD) {
-            if let Err(message) = guarded_transaction(|| review().map_err(|e| e.to_string())) {
+            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
+                statements.review().map_err(|e| e.to_string())
+            })) {
                 warning!("{NAME}: reviewing incidents failed, retrying in a second: {message}");
             }
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
-            if let Err(message) = guarded_transaction(|| unclaimed().map_err(|e| e.to_string())) {
+            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
+                statements.unclaimed().map_err(|e| e.to_string())
+            })) {
                 warning!(
                     "{NAME}: the unclaimed-check sweep failed, retrying in a second: {message}"
                 );
             }
         }
         if due(&mut sweeps.leases_at, LEASE_SWEEP_PERIOD) {
-            if let Err(message) = guarded_transaction(|| leases().map_err(|e| e.to_string())) {
+            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
+                statements.leases().map_err(|e| e.to_string())
+            })) {
                 warning!("{NAME}: the lease sweep failed, retrying in a few seconds: {message}");
             }
         }
@@ -144,63 +160,102 @@ fn due(last: &mut Option<Instant>, period: Duration) -> bool {
     true
 }
 
-/// Job rows the monitors' trigger did not make (rows written with triggers off).
-fn sync() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run("SELECT webmon.sync_jobs()")
+/// The statements of the steps, each parsed and planned once.
+struct Statements {
+    version: Kept,
+    lock_timeout: Kept,
+    wake: Kept,
+    sync: Kept,
+    purge: Kept,
+    review: Kept,
+    unclaimed: Kept,
+    unrunnable: Kept,
+    leases: Kept,
 }
 
-/// Incidents resolved, notifications written and one-off maintenance windows ended longer ago
-/// than results are kept.
-fn purge() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run_with_args(
-        "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval),
-                webmon.purge_maintenance($1::interval)",
-        &[gucs::retention().into()],
-    )
-}
+type Step = Result<(), pgrx::spi::SpiError>;
 
-/// Incidents no check will end, reminders, and deliveries that ran out of time.
-fn review() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run_with_args(
-        "SELECT webmon.review_incidents(make_interval(secs => $1))",
-        &[f64::from(gucs::notification_give_up_s()).into()],
-    )
-}
+impl Statements {
+    fn new() -> Self {
+        Statements {
+            version: bgw::version_statement(),
+            lock_timeout: Kept::new("SELECT set_config('lock_timeout', $1, true)", &[TEXTOID]),
+            wake: Kept::new(
+                "SELECT webmon.wake_probes(coalesce($1::timestamptz, '-infinity'),
+                                           make_interval(secs => $2 / 1000.0))::text",
+                &[TEXTOID, FLOAT8OID],
+            ),
+            sync: Kept::new("SELECT webmon.sync_jobs()", &[]),
+            purge: Kept::new(
+                "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval),
+                        webmon.purge_maintenance($1::interval)",
+                &[TEXTOID],
+            ),
+            review: Kept::new(
+                "SELECT webmon.review_incidents(make_interval(secs => $1))",
+                &[FLOAT8OID],
+            ),
+            unclaimed: Kept::new(
+                "SELECT webmon.record_unclaimed_checks(make_interval(secs => $1), $2)",
+                &[FLOAT8OID, INT4OID],
+            ),
+            unrunnable: Kept::new("SELECT webmon.report_unrunnable_monitors()", &[]),
+            leases: Kept::new(
+                "SELECT webmon.requeue_expired_leases($1, $2)",
+                &[INT4OID, INT4OID],
+            ),
+        }
+    }
 
-/// Checks nobody claimed in time, and monitors that cannot run.
-fn unclaimed() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run_with_args(
-        "SELECT webmon.record_unclaimed_checks(make_interval(secs => $1), $2)",
-        &[
+    /// `SET LOCAL lock_timeout` for the step's transaction: how long its statements wait for
+    /// a table lock before the step gives up.
+    fn bounded(&mut self) -> Step {
+        self.lock_timeout.run(&[TICK_LOCK_TIMEOUT.into()])
+    }
+
+    /// Job rows the monitors' trigger did not make (rows written with triggers off).
+    fn sync(&mut self) -> Step {
+        self.bounded()?;
+        self.sync.run(&[])
+    }
+
+    /// Incidents resolved, notifications written and one-off maintenance windows ended longer
+    /// ago than results are kept.
+    fn purge(&mut self) -> Step {
+        self.bounded()?;
+        self.purge.run(&[gucs::retention().into()])
+    }
+
+    /// Incidents no check will end, reminders, and deliveries that ran out of time.
+    fn review(&mut self) -> Step {
+        self.bounded()?;
+        self.review
+            .run(&[f64::from(gucs::notification_give_up_s()).into()])
+    }
+
+    /// Checks nobody claimed in time, and monitors that cannot run.
+    fn unclaimed(&mut self) -> Step {
+        self.bounded()?;
+        self.unclaimed.run(&[
             f64::from(gucs::unclaimed_timeout_s()).into(),
             gucs::max_jobs_per_tick().into(),
-        ],
-    )?;
-    Spi::run("SELECT webmon.report_unrunnable_monitors()")
-}
+        ])?;
+        self.unrunnable.run(&[])
+    }
 
-/// Leases that ended: back to the queue, or `lost`.
-fn leases() -> Result<(), pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::run_with_args(
-        "SELECT webmon.requeue_expired_leases($1, $2)",
-        &[
+    /// Leases that ended: back to the queue, or `lost`.
+    fn leases(&mut self) -> Step {
+        self.bounded()?;
+        self.leases.run(&[
             gucs::max_attempts().into(),
             gucs::max_jobs_per_tick().into(),
-        ],
-    )
-}
+        ])
+    }
 
-/// Wakes the probes when a slot comes due; returns the horizon it looked up to.
-fn wake(after: Option<String>) -> Result<Option<String>, pgrx::spi::SpiError> {
-    set_lock_timeout(TICK_LOCK_TIMEOUT)?;
-    Spi::get_one_with_args::<String>(
-        "SELECT webmon.wake_probes(coalesce($1::timestamptz, '-infinity'),
-                                   make_interval(secs => $2 / 1000.0))::text",
-        &[after.into(), f64::from(gucs::lookahead_ms()).into()],
-    )
+    /// Wakes the probes when a slot comes due; returns the horizon it looked up to.
+    fn wake(&mut self, after: Option<String>) -> Result<Option<String>, pgrx::spi::SpiError> {
+        self.bounded()?;
+        self.wake
+            .get_one::<String>(&[after.into(), f64::from(gucs::lookahead_ms()).into()])
+    }
 }
