@@ -287,7 +287,7 @@ BEGIN
     -- range of jobs_due_idx, oldest first.
     FOR r IN SELECT webmon.queued_regions() LOOP
         WITH unclaimed AS (
-            SELECT c.monitor_id, c.scheduled_at
+            SELECT c.ctid AS tid, c.monitor_id, c.scheduled_at
             FROM webmon.jobs c
             WHERE c.region = r
               AND c.scheduled_at < now() - unclaimed_timeout
@@ -303,7 +303,8 @@ BEGIN
                 -- Nobody checks this region: its verdict is unknown, not the last one seen.
                 verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
                 failing_since = NULL, failing_cause = NULL
-            FROM unclaimed u WHERE j.monitor_id = u.monitor_id AND j.region = r
+            -- The rows locked above, by tuple id (a TID scan per row, never a join over the queue).
+            FROM unclaimed u WHERE j.ctid = u.tid
             RETURNING u.monitor_id, u.scheduled_at
         )
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
@@ -333,7 +334,7 @@ BEGIN
     -- max_attempts leases. Reads the whole table (the scheduler calls it every few seconds):
     -- an index on lease_expires_at would cost every claim an index entry instead.
     WITH expired AS (
-        SELECT monitor_id, region, leased_slot, attempts, leased_by
+        SELECT ctid AS tid, monitor_id, region, leased_slot, attempts, leased_by
         FROM webmon.jobs
         WHERE leased_by IS NOT NULL AND lease_expires_at < now()
         LIMIT max_rows
@@ -344,7 +345,7 @@ BEGIN
             verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
             failing_since = NULL, failing_cause = NULL
         FROM expired e
-        WHERE j.monitor_id = e.monitor_id AND j.region = e.region AND e.attempts >= max_attempts
+        WHERE j.ctid = e.tid AND e.attempts >= max_attempts
         RETURNING e.*
     ), lost AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
@@ -356,7 +357,7 @@ BEGIN
         UPDATE webmon.jobs j
         SET leased_by = NULL, requeued = true, scheduled_at = e.leased_slot, lease_expires_at = now()
         FROM expired e
-        WHERE j.monitor_id = e.monitor_id AND j.region = e.region AND e.attempts < max_attempts
+        WHERE j.ctid = e.tid AND e.attempts < max_attempts
         RETURNING j.monitor_id
     )
     SELECT count(*) INTO requeued FROM back;
@@ -518,15 +519,38 @@ BEGIN
                                  WHEN s.outcome = 'failed' THEN j.failing_cause
                                  WHEN s.outcome IS NOT NULL THEN NULL
                                  ELSE j.failing_cause END
-        -- Each result with its monitor's settings, the reasons to refuse it and its outcome, as
-        -- one row (OFFSET 0: the update then carries one copy of it, not one per relation).
-        -- Its monitor is the one its job id names (webmon.job_id).
-        FROM (SELECT b.*, m.down_after, m.up_after, r.refused, t.checked_at, o.outcome
+        -- Each result with its job, its monitor's settings, the reasons to refuse it and its
+        -- outcome, as one row (OFFSET 0: the update then carries one copy of it, not one per
+        -- relation).
+        FROM (SELECT b.*, k.tid, m.down_after, m.up_after, r.refused, t.checked_at, o.outcome
               FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
                         regex_matches, page_contents, error_kinds, error_messages)
                 AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
                      page_content, error_kind, error)
-            JOIN webmon.monitors m ON m.id = -(b.job_id / 2)
+            -- Its monitor and its job (the one the id names, webmon.job_id read backwards, if
+            -- this probe still leases it for that slot): one lookup by key each per result.
+            -- Lateral subqueries kept as such (OFFSET 0), so that the results drive the lookups
+            -- whatever the planner guesses: with statistics that say few jobs are leased, it
+            -- once scanned the queue and read the whole batch again for each leased job (85 s
+            -- for 7,000 results).
+            CROSS JOIN LATERAL (
+                SELECT mm.down_after, mm.up_after, mm.expected_status, mm.degraded_after_ms
+                FROM webmon.monitors mm WHERE mm.id = -(b.job_id / 2)
+                OFFSET 0
+            ) m
+            CROSS JOIN LATERAL (
+                SELECT jj.ctid AS tid
+                FROM webmon.jobs jj
+                WHERE jj.monitor_id = -(b.job_id / 2)
+                  AND jj.region = CASE WHEN b.job_id % 2 = 0 THEN '' ELSE completer_region END
+                  AND jj.leased_by = completer
+                  AND CASE WHEN b.slot IS NOT NULL THEN jj.leased_slot = b.slot
+                           -- Without the slot (the 0.3.0 form): only a check that started at
+                           -- this lease's slot (probes start at the slot, on the database's
+                           -- clock), not a late result of an earlier lease of the same job.
+                           ELSE b.request_timestamp >= jj.leased_slot - interval '50 milliseconds' END
+                OFFSET 0
+            ) k
             CROSS JOIN LATERAL (
                 -- A result counts as the probe says only when it can be true: started no earlier
                 -- than a minute before its slot (probes start at the slot, on the database's
@@ -566,14 +590,12 @@ BEGIN
                 OFFSET 0
             ) o
               OFFSET 0) s
-        -- The job a job id names (webmon.job_id, read backwards): an index lookup by its key.
-        WHERE j.monitor_id = -(s.job_id / 2)
-          AND j.region = CASE WHEN s.job_id % 2 = 0 THEN '' ELSE completer_region END
+        -- That row (a TID scan: the only way to read jobs here, so the results drive the
+        -- update), checked again as it is when it is updated: a row another batch with the
+        -- same results, or the lease sweep, changed meanwhile is left alone.
+        WHERE j.ctid = s.tid
           AND j.leased_by = completer
           AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
-                   -- Without the slot (the 0.3.0 form): only a check that started at this
-                   -- lease's slot (probes start at the slot, on the database's clock), not a
-                   -- late result of an earlier lease of the same job.
                    ELSE s.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
         RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
                   s.request_timestamp, s.response_time_ms, s.http_status_code, s.regex_matched,
@@ -653,7 +675,9 @@ COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], real[]
     'pg_webmon: complete_checks as probes before 0.4.0 call it (no slots): each result counts for the lease its probe holds on the job, when it started at that lease''s slot.';
 
 CREATE OR REPLACE FUNCTION webmon.release_checks(probe text, job_ids bigint[]) RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- One lookup by key per job id, however many (never a join over the whole queue).
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
 DECLARE
     releaser smallint := webmon.probe_id(probe);
     releaser_region text;
@@ -665,9 +689,17 @@ BEGIN
     SET leased_by = NULL, requeued = true, scheduled_at = j.leased_slot, lease_expires_at = now(),
         attempts = greatest(j.attempts - 1, 0)
     FROM unnest(job_ids) AS k(job_id)
-    WHERE j.monitor_id = -(k.job_id / 2)
-      AND j.region = CASE WHEN k.job_id % 2 = 0 THEN '' ELSE releaser_region END
-      AND j.leased_by = releaser;
+    -- The job each id names, if this probe leases it: a lookup by key per id, driven by the
+    -- ids (a lateral subquery kept as one, as in complete_checks).
+    CROSS JOIN LATERAL (
+        SELECT jj.ctid AS tid
+        FROM webmon.jobs jj
+        WHERE jj.monitor_id = -(k.job_id / 2)
+          AND jj.region = CASE WHEN k.job_id % 2 = 0 THEN '' ELSE releaser_region END
+          AND jj.leased_by = releaser
+        OFFSET 0
+    ) x
+    WHERE j.ctid = x.tid AND j.leased_by = releaser;
     GET DIAGNOSTICS released = ROW_COUNT;
     IF released > 0 THEN
         PERFORM pg_notify('webmon_jobs', 'released');

@@ -239,6 +239,7 @@ RETURNS smallint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     probe_id smallint;
+    was_region text;
 BEGIN
     IF probe IS NULL OR btrim(probe) = '' THEN
         RAISE EXCEPTION 'invalid probe name: it must not be empty' USING ERRCODE = '22023';
@@ -246,6 +247,7 @@ BEGIN
     -- A heartbeat is an UPDATE: INSERT … ON CONFLICT would draw an id from the sequence on
     -- every call, and the smallint ids ran out after ~91 hours of heartbeats.
     LOOP
+        SELECT coalesce(p.region, '') INTO was_region FROM webmon.probes p WHERE p.name = probe;
         -- A probe name belongs to the login role that registered it first.
         UPDATE webmon.probes AS p
         SET region = register_probe.region,
@@ -257,6 +259,15 @@ BEGIN
         WHERE p.name = probe AND webmon.may_act_as(p.owner_role)
         RETURNING p.id INTO probe_id;
         IF FOUND THEN
+            -- Moved to another region: a job id names the job of the probe's region, so the
+            -- checks it leased in the old one could never be completed. They go back to the
+            -- queue now, this lease not counted (a scan of the queue, only on such a move).
+            IF was_region IS DISTINCT FROM coalesce(register_probe.region, '') THEN
+                UPDATE webmon.jobs j
+                SET leased_by = NULL, requeued = true, scheduled_at = j.leased_slot, lease_expires_at = now(),
+                    attempts = greatest(j.attempts - 1, 0)
+                WHERE j.leased_by = probe_id AND j.region = was_region AND j.region <> '';
+            END IF;
             RETURN probe_id;
         END IF;
         IF EXISTS (SELECT 1 FROM webmon.probes p WHERE p.name = probe) THEN

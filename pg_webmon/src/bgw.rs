@@ -58,7 +58,6 @@ pub fn version_statement() -> Kept {
                 to_regclass('webmon.metrics_default') IS NOT NULL
                     AND to_regclass('webmon.errors_default') IS NOT NULL
          FROM pg_catalog.pg_extension WHERE extname = 'pg_webmon'",
-        &[],
     )
 }
 

@@ -919,6 +919,82 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_job_id_names_one_job_and_a_probe_that_moves_region_hands_its_leases_back() {
+        maintenance();
+        Spi::run(
+            "SELECT webmon.register_probe('mover', 'move-a'), webmon.register_probe('anywhere')",
+        )
+        .unwrap();
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, regions, next_check_at) VALUES
+                 ('http://127.0.0.1:9/move', '{move-a,move-b}', '2000-01-01'),
+                 ('http://127.0.0.1:9/move-any', NULL, '2000-01-01')",
+        )
+        .unwrap();
+        let moving = "(SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/move')";
+        let (job, slot) = Spi::get_two::<i64, pgrx::datum::TimestampWithTimeZone>(&format!(
+            "SELECT job_id, scheduled_at FROM webmon.claim_checks('mover', 10, '1 hour') WHERE monitor_id = {moving}"
+        ))
+        .unwrap();
+        let (job, slot) = (job.expect("a job"), slot.expect("a slot"));
+        assert_eq!(
+            job,
+            one::<i64>(&format!("SELECT webmon.job_id({moving}, 'move-a')"))
+        );
+        let complete = |probe: &str, ids: &str| {
+            one::<i32>(&format!(
+                "SELECT webmon.complete_checks('{probe}', {ids}::bigint[],
+                     array_fill('{slot}'::timestamptz, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(now(), ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(5::real, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(200::smallint, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(NULL::boolean, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(NULL::text, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(NULL::text, ARRAY[cardinality({ids}::bigint[])]),
+                     array_fill(NULL::text, ARRAY[cardinality({ids}::bigint[])]))"
+            ))
+        };
+        // Ids no claim gives (zero, positive ids of releases before 0.7.0, the extremes, NULL)
+        // store nothing and break nothing; nor does this job's id from a probe without a
+        // region (an odd id names the job of the caller's own region).
+        let odd = "ARRAY[0, -1, 1, 2, 9223372036854775807, -9223372036854775808, NULL]";
+        assert_eq!(complete("mover", odd), 0);
+        assert_eq!(complete("anywhere", &format!("ARRAY[{job}]")), 0);
+        // The probe moves to another region: the lease it holds in the old one goes back to
+        // the queue for its slot, and its result, which would now name the new region's job,
+        // stores nothing.
+        Spi::run("SELECT webmon.register_probe('mover', 'move-b')").unwrap();
+        assert!(one::<bool>(&format!(
+            "SELECT leased_by IS NULL AND requeued AND scheduled_at = '{slot}'::timestamptz
+             FROM webmon.jobs WHERE monitor_id = {moving} AND region = 'move-a'"
+        )));
+        assert_eq!(complete("mover", &format!("ARRAY[{job}]")), 0);
+        assert_eq!(
+            one::<i64>(&format!(
+                "SELECT count(*) FROM webmon.metrics WHERE monitor_id = {moving}"
+            )),
+            0
+        );
+        // A heartbeat in the same region hands nothing back.
+        let (again, again_slot) = Spi::get_two::<i64, pgrx::datum::TimestampWithTimeZone>(&format!(
+            "SELECT job_id, scheduled_at FROM webmon.claim_checks('mover', 10, '1 hour') WHERE monitor_id = {moving}"
+        ))
+        .unwrap();
+        assert_eq!(
+            again,
+            Some(one::<i64>(&format!(
+                "SELECT webmon.job_id({moving}, 'move-b')"
+            )))
+        );
+        Spi::run("SELECT webmon.register_probe('mover', 'move-b')").unwrap();
+        assert!(one::<bool>(&format!(
+            "SELECT leased_by IS NOT NULL AND leased_slot = '{}'::timestamptz
+             FROM webmon.jobs WHERE monitor_id = {moving} AND region = 'move-b'",
+            again_slot.expect("a slot")
+        )));
+    }
+
+    #[pg_test]
     fn a_probe_role_can_claim_and_complete_but_not_touch_tables() {
         // Results need partitions (the scheduler makes them at its first tick).
         maintenance();

@@ -14,7 +14,6 @@ use crate::gucs;
 use crate::statements::Kept;
 use crate::transactions::{guarded_transaction, in_subtransaction};
 use pgrx::bgworkers::BackgroundWorker;
-use pgrx::pg_sys::BuiltinOid::{FLOAT8OID, INT4OID, TEXTOID};
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -179,31 +178,21 @@ impl Statements {
     fn new() -> Self {
         Statements {
             version: bgw::version_statement(),
-            lock_timeout: Kept::new("SELECT set_config('lock_timeout', $1, true)", &[TEXTOID]),
+            lock_timeout: Kept::new("SELECT set_config('lock_timeout', $1, true)"),
             wake: Kept::new(
                 "SELECT webmon.wake_probes(coalesce($1::timestamptz, '-infinity'),
-                                           make_interval(secs => $2 / 1000.0))::text",
-                &[TEXTOID, FLOAT8OID],
-            ),
-            sync: Kept::new("SELECT webmon.sync_jobs()", &[]),
+                                           make_interval(secs => $2 / 1000.0))::text"),
+            sync: Kept::new("SELECT webmon.sync_jobs()"),
             purge: Kept::new(
                 "SELECT webmon.purge_incidents($1::interval), webmon.purge_notifications($1::interval),
-                        webmon.purge_maintenance($1::interval)",
-                &[TEXTOID],
-            ),
+                        webmon.purge_maintenance($1::interval)"),
             review: Kept::new(
-                "SELECT webmon.review_incidents(make_interval(secs => $1))",
-                &[FLOAT8OID],
-            ),
+                "SELECT webmon.review_incidents(make_interval(secs => $1))"),
             unclaimed: Kept::new(
-                "SELECT webmon.record_unclaimed_checks(make_interval(secs => $1), $2)",
-                &[FLOAT8OID, INT4OID],
-            ),
-            unrunnable: Kept::new("SELECT webmon.report_unrunnable_monitors()", &[]),
+                "SELECT webmon.record_unclaimed_checks(make_interval(secs => $1), $2)"),
+            unrunnable: Kept::new("SELECT webmon.report_unrunnable_monitors()"),
             leases: Kept::new(
-                "SELECT webmon.requeue_expired_leases($1, $2)",
-                &[INT4OID, INT4OID],
-            ),
+                "SELECT webmon.requeue_expired_leases($1, $2)"),
         }
     }
 

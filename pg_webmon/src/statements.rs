@@ -4,25 +4,20 @@
 //! uses changes (an `ALTER EXTENSION … UPDATE` replacing a function), from the statement's text.
 
 use pgrx::datum::DatumWithOid;
-use pgrx::pg_sys::{BuiltinOid, PgOid};
+use pgrx::pg_sys::{self, PgOid};
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiResult, SpiTupleTable};
 
-/// One statement, prepared on its first run and kept.
+/// One statement, prepared on its first run and kept. Its parameters `$1`, `$2`, … take the
+/// types of the arguments it is run with (prepared again if those ever differ).
 pub struct Kept {
     sql: &'static str,
-    types: &'static [BuiltinOid],
-    plan: Option<OwnedPreparedStatement>,
+    plan: Option<(Vec<pg_sys::Oid>, OwnedPreparedStatement)>,
 }
 
 impl Kept {
-    /// `types`: the types of `$1`, `$2`, … in `sql`.
-    pub const fn new(sql: &'static str, types: &'static [BuiltinOid]) -> Self {
-        Kept {
-            sql,
-            types,
-            plan: None,
-        }
+    pub const fn new(sql: &'static str) -> Self {
+        Kept { sql, plan: None }
     }
 
     /// Runs it; call it inside a transaction. It may write (a kept plan is not read-only).
@@ -51,12 +46,13 @@ impl Kept {
         client: &mut SpiClient<'conn>,
         args: &[DatumWithOid],
     ) -> SpiResult<SpiTupleTable<'conn>> {
-        if self.plan.is_none() {
-            let types: Vec<PgOid> = self.types.iter().map(|t| PgOid::BuiltIn(*t)).collect();
-            self.plan = Some(client.prepare_mut(self.sql, &types)?.keep());
+        let types: Vec<pg_sys::Oid> = args.iter().map(DatumWithOid::oid).collect();
+        if !matches!(&self.plan, Some((prepared_for, _)) if *prepared_for == types) {
+            let oids: Vec<PgOid> = types.iter().map(|t| PgOid::from_untagged(*t)).collect();
+            self.plan = Some((types, client.prepare_mut(self.sql, &oids)?.keep()));
         }
         match &self.plan {
-            Some(plan) => client.update(plan, None, args),
+            Some((_, plan)) => client.update(plan, None, args),
             None => Err(pgrx::spi::SpiError::NoTupleTable),
         }
     }
