@@ -437,8 +437,10 @@ BEGIN
             ) o
               OFFSET 0) s
         -- That row (a TID scan: the only way to read jobs here, so the results drive the
-        -- update), checked again as it is when it is updated: a row another batch with the
-        -- same results, or the lease sweep, changed meanwhile is left alone.
+        -- update), checked again as it is when it is updated: a row whose lease another batch
+        -- with the same results, or the lease sweep, ended meanwhile is left alone. (Where
+        -- PostgreSQL also checks the tuple id again, so is a row a monitor's edit changed
+        -- meanwhile: its lease then ends as leases do, and the slot is checked again.)
         WHERE j.ctid = s.tid
           AND j.leased_by = completer
           AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
