@@ -463,6 +463,55 @@ mod tests {
     }
 
     #[pg_test]
+    fn a_completion_that_waits_on_a_lease_taken_over_meanwhile_stores_nothing() {
+        queue_jobs("done-race", 1);
+        committed("DO $d$ BEGIN PERFORM webmon.register_probe('done-p', 'done-race'), webmon.register_probe('done-q', 'done-race'); END $d$");
+        Spi::run("SELECT public.dblink_connect('p', tests.loopback()), public.dblink_connect('x', tests.loopback()), public.dblink_connect('y', tests.loopback())").unwrap();
+        let (job, slot) = Spi::get_two::<i64, String>(
+            "SELECT job_id, slot FROM public.dblink('p',
+                 $c$SELECT job_id, scheduled_at::text FROM webmon.claim_checks('done-p', 5, '1 hour')$c$)
+                 AS t(job_id bigint, slot text)",
+        )
+        .unwrap();
+        let (job, slot) = (job.expect("a job"), slot.expect("a slot"));
+        // While done-p's result is on its way, its lease ends and done-q leases the same slot
+        // (the worst case: the sweep put it back, done-q claimed it), in a transaction that
+        // holds the row until the completion waits for it.
+        Spi::run(
+            "SELECT public.dblink_exec('x', 'BEGIN'),
+                    public.dblink_exec('x', $x$UPDATE webmon.jobs SET leased_by = (SELECT id FROM webmon.probes WHERE name = 'done-q')
+                                              WHERE region = 'done-race'$x$)",
+        )
+        .unwrap();
+        Spi::run(&format!(
+            "SELECT public.dblink_send_query('y', $y$SELECT webmon.complete_checks('done-p', ARRAY[{job}]::bigint[],
+                 ARRAY['{slot}']::timestamptz[], ARRAY[now()], ARRAY[7]::real[], ARRAY[200]::smallint[],
+                 ARRAY[NULL]::boolean[], ARRAY[NULL]::text[], ARRAY[NULL]::text[], ARRAY[NULL]::text[])$y$)"
+        ))
+        .unwrap();
+        let waited = wait_for(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                            AND query LIKE '%complete_checks(''done-p''%')",
+            10.0,
+        );
+        Spi::run("SELECT public.dblink_exec('x', 'COMMIT')").unwrap();
+        let stored = one::<i32>("SELECT n FROM public.dblink_get_result('y') AS t(n int)");
+        Spi::run("SELECT public.dblink_disconnect('p'), public.dblink_disconnect('x'), public.dblink_disconnect('y')").unwrap();
+        let kept = one::<bool>(
+            "SELECT leased_by = (SELECT id FROM webmon.probes WHERE name = 'done-q')
+                    AND NOT EXISTS (SELECT 1 FROM webmon.metrics mt WHERE mt.monitor_id = j.monitor_id)
+             FROM webmon.jobs j WHERE region = 'done-race'",
+        );
+        drop_region("done-race");
+        assert!(waited, "the completion never waited for the row");
+        assert_eq!(stored, 0, "a result was stored for another probe's lease");
+        assert!(
+            kept,
+            "the other probe's lease was ended, or a result stored"
+        );
+    }
+
+    #[pg_test]
     fn an_expired_lease_is_requeued_then_recorded_as_lost_after_max_attempts() {
         assert!(one::<bool>("SELECT tests.scheduler_running()"));
         queue_jobs("lease", 2);
