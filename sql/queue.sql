@@ -57,12 +57,24 @@ COMMENT ON COLUMN webmon.jobs.requeued IS 'The slot in scheduled_at came back fr
 
 -- The id a probe knows a job by: the monitor's id and one bit for the region, negative, so that
 -- it can never be taken for a job id of a release before 0.7.0 (those were positive). The
--- region is the probe's own (1) or '' (0): a probe only ever claims those. Inlined where used.
+-- region is the probe's own (1) or '' (0): a probe only ever claims those. These functions
+-- are inlined where they are used.
 CREATE FUNCTION webmon.job_id(monitor_id bigint, region text) RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN -(monitor_id * 2 + CASE WHEN region = '' THEN 0 ELSE 1 END);
 COMMENT ON FUNCTION webmon.job_id(bigint, text) IS
     'pg_webmon: the job id claim_checks gives a probe for a monitor''s job in a region ('''' or the probe''s own): -(2 × monitor id + 1 for a region, 0 for any).';
+-- webmon.job_id read backwards: the monitor, and the region for the probe that holds the id.
+CREATE FUNCTION webmon.job_monitor(job_id bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN -(job_id / 2);
+COMMENT ON FUNCTION webmon.job_monitor(bigint) IS
+    'pg_webmon: the monitor a job id names (webmon.job_id read backwards); 0 or less for an id no claim gives.';
+CREATE FUNCTION webmon.job_region(job_id bigint, probe_region text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN job_id % 2 = 0 THEN '' ELSE probe_region END;
+COMMENT ON FUNCTION webmon.job_region(bigint, text) IS
+    'pg_webmon: the region a job id names for the probe that holds it: '''' or the probe''s own (webmon.job_id read backwards).';
 
 -- The job rows each monitor should have: one per listed region, or one that any probe may run
 -- (region ''); none while it is paused or its stored interval or timeout cannot run. The
@@ -527,22 +539,22 @@ BEGIN
                         regex_matches, page_contents, error_kinds, error_messages)
                 AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
                      page_content, error_kind, error)
-            -- Its monitor and its job (the one the id names, webmon.job_id read backwards, if
-            -- this probe still leases it for that slot): one lookup by key each per result.
+            -- Its monitor and its job (the one the id names, if this probe still leases it for
+            -- that slot): one lookup by key each per result.
             -- Lateral subqueries kept as such (OFFSET 0), so that the results drive the lookups
             -- whatever the planner guesses: with statistics that say few jobs are leased, it
             -- once scanned the queue and read the whole batch again for each leased job (85 s
             -- for 7,000 results).
             CROSS JOIN LATERAL (
                 SELECT mm.down_after, mm.up_after, mm.expected_status, mm.degraded_after_ms
-                FROM webmon.monitors mm WHERE mm.id = -(b.job_id / 2)
+                FROM webmon.monitors mm WHERE mm.id = webmon.job_monitor(b.job_id)
                 OFFSET 0
             ) m
             CROSS JOIN LATERAL (
                 SELECT jj.ctid AS tid
                 FROM webmon.jobs jj
-                WHERE jj.monitor_id = -(b.job_id / 2)
-                  AND jj.region = CASE WHEN b.job_id % 2 = 0 THEN '' ELSE completer_region END
+                WHERE jj.monitor_id = webmon.job_monitor(b.job_id)
+                  AND jj.region = webmon.job_region(b.job_id, completer_region)
                   AND jj.leased_by = completer
                   AND CASE WHEN b.slot IS NOT NULL THEN jj.leased_slot = b.slot
                            -- Without the slot (the 0.3.0 form): only a check that started at
@@ -696,8 +708,8 @@ BEGIN
     CROSS JOIN LATERAL (
         SELECT jj.ctid AS tid
         FROM webmon.jobs jj
-        WHERE jj.monitor_id = -(k.job_id / 2)
-          AND jj.region = CASE WHEN k.job_id % 2 = 0 THEN '' ELSE releaser_region END
+        WHERE jj.monitor_id = webmon.job_monitor(k.job_id)
+          AND jj.region = webmon.job_region(k.job_id, releaser_region)
           AND jj.leased_by = releaser
         OFFSET 0
     ) x

@@ -12,7 +12,7 @@
 use crate::bgw::{self, Installed};
 use crate::gucs;
 use crate::statements::Kept;
-use crate::transactions::{guarded_transaction, in_subtransaction};
+use crate::transactions::{guarded_transaction, in_subtransaction, SET_LOCK_TIMEOUT};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 use std::panic::AssertUnwindSafe;
@@ -82,39 +82,29 @@ pub extern "C-unwind" fn pg_webmon_scheduler_main(_arg: pg_sys::Datum) {
         // Each step in its own transaction: one that fails (a lock, a bad row) never stops
         // the others, and the next tick tries again.
         if due(&mut sweeps.synced_at, SYNC_PERIOD) {
-            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
-                statements.sync().map_err(|e| e.to_string())
-            })) {
+            if let Err(message) = statements.in_transaction(Statements::sync) {
                 warning!("{NAME}: job sync failed, retrying in five minutes: {message}");
             }
-            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
-                statements.purge().map_err(|e| e.to_string())
-            })) {
+            if let Err(message) = statements.in_transaction(Statements::purge) {
                 warning!(
                     "{NAME}: purging old incidents and notifications failed, retrying in five minutes: {message}"
                 );
             }
         }
         if due(&mut sweeps.reviewed_at, REVIEW_PERIOD) {
-            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
-                statements.review().map_err(|e| e.to_string())
-            })) {
+            if let Err(message) = statements.in_transaction(Statements::review) {
                 warning!("{NAME}: reviewing incidents failed, retrying in a second: {message}");
             }
         }
         if due(&mut sweeps.unclaimed_at, UNCLAIMED_PERIOD) {
-            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
-                statements.unclaimed().map_err(|e| e.to_string())
-            })) {
+            if let Err(message) = statements.in_transaction(Statements::unclaimed) {
                 warning!(
                     "{NAME}: the unclaimed-check sweep failed, retrying in a second: {message}"
                 );
             }
         }
         if due(&mut sweeps.leases_at, LEASE_SWEEP_PERIOD) {
-            if let Err(message) = guarded_transaction(AssertUnwindSafe(|| {
-                statements.leases().map_err(|e| e.to_string())
-            })) {
+            if let Err(message) = statements.in_transaction(Statements::leases) {
                 warning!("{NAME}: the lease sweep failed, retrying in a few seconds: {message}");
             }
         }
@@ -178,7 +168,7 @@ impl Statements {
     fn new() -> Self {
         Statements {
             version: bgw::version_statement(),
-            lock_timeout: Kept::new("SELECT set_config('lock_timeout', $1, true)"),
+            lock_timeout: Kept::new(SET_LOCK_TIMEOUT),
             wake: Kept::new(
                 "SELECT webmon.wake_probes(coalesce($1::timestamptz, '-infinity'),
                                            make_interval(secs => $2 / 1000.0))::text"),
@@ -194,6 +184,11 @@ impl Statements {
             leases: Kept::new(
                 "SELECT webmon.requeue_expired_leases($1, $2)"),
         }
+    }
+
+    /// Runs `step` in its own transaction; an error comes back as its message.
+    fn in_transaction(&mut self, step: fn(&mut Self) -> Step) -> Result<(), String> {
+        guarded_transaction(AssertUnwindSafe(|| step(self).map_err(|e| e.to_string())))
     }
 
     /// `SET LOCAL lock_timeout` for the step's transaction: how long its statements wait for

@@ -80,11 +80,11 @@ pub fn describe(caught: &pg_sys::panic::CaughtError) -> String {
     }
 }
 
-/// `SET LOCAL lock_timeout`: how long statements of the current transaction (or
+/// `SET LOCAL lock_timeout` to `$1`: how long statements of the current transaction (or
 /// subtransaction) wait for a lock before they give up.
+pub const SET_LOCK_TIMEOUT: &str = "SELECT set_config('lock_timeout', $1, true)";
+
+/// Runs `SET_LOCK_TIMEOUT` with `value`.
 pub fn set_lock_timeout(value: &str) -> Result<(), pgrx::spi::SpiError> {
-    Spi::run_with_args(
-        "SELECT set_config('lock_timeout', $1, true)",
-        &[value.into()],
-    )
+    Spi::run_with_args(SET_LOCK_TIMEOUT, &[value.into()])
 }
