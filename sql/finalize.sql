@@ -50,6 +50,24 @@ COMMENT ON FUNCTION webmon.shown_url(text) IS
     'pg_webmon: a monitor''s URL as alerts show it: without credentials, query or fragment, which can hold secrets.';
 COMMENT ON FUNCTION webmon.alert_message(text, text, text, text, text, float8, text) IS
     'pg_webmon: the one-line text of an alert (event, incident kind, monitor name and URL, start time as text, duration in seconds, cause).';
+COMMENT ON FUNCTION webmon.results_retention() IS
+    'pg_webmon: pg_webmon.retention as an interval (raw results older than this may be dropped).';
+COMMENT ON FUNCTION webmon.latency_add(internal, real) IS
+    'pg_webmon: transition function of webmon.latency_histogram(real).';
+COMMENT ON FUNCTION webmon.latency_merge_add(internal, bytea) IS
+    'pg_webmon: transition function of webmon.latency_merge(bytea).';
+COMMENT ON FUNCTION webmon.latency_combine(internal, internal) IS
+    'pg_webmon: combine function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_final(internal) IS
+    'pg_webmon: final function of the latency histogram aggregates: the stored form, NULL when empty.';
+COMMENT ON FUNCTION webmon.latency_serialize(internal) IS
+    'pg_webmon: serial function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_deserialize(bytea, internal) IS
+    'pg_webmon: deserial function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_percentile(bytea, float8) IS
+    'pg_webmon: a percentile (fraction 0 to 1, nearest rank like percentile_disc) of a latency histogram, within 4.4 % of the exact value; NULL when empty.';
+COMMENT ON FUNCTION webmon.latency_buckets(bytea) IS
+    'pg_webmon: the buckets of a latency histogram that counted something: [lower_ms, upper_ms) and count.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal

@@ -1,4 +1,5 @@
--- Partition DDL for webmon.metrics and webmon.errors. webmon.run_maintenance() (Rust,
+-- Partition DDL for webmon.metrics, webmon.errors, webmon.rollups_hourly and
+-- webmon.rollups_daily. webmon.run_maintenance() (Rust,
 -- partitions.rs) decides which ranges to make or drop and calls these under an advisory lock.
 -- Identifiers go through format('%I'); partition bounds cannot be bound parameters in DDL,
 -- so the server-computed timestamps are quoted with format('%L').
@@ -8,6 +9,10 @@ RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     parent_name text := (SELECT relname FROM pg_class WHERE oid = parent);
+    -- The partition key: request_timestamp of results, hour or day of rollups.
+    key_column name := (SELECT a.attname FROM pg_partitioned_table pt
+                        JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                        WHERE pt.partrelid = parent);
     partition_name text := parent_name || '_p'
         || to_char(range_start AT TIME ZONE 'UTC', 'YYYYMMDD')
         || CASE WHEN (range_start AT TIME ZONE 'UTC')::time = '00:00' THEN ''
@@ -18,13 +23,13 @@ BEGIN
     -- Rows that landed in the default partition for this range move into the new one,
     -- so attaching it never fails and no row is lost.
     IF to_regclass(format('webmon.%I', parent_name || '_default')) IS NOT NULL THEN
-        EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE request_timestamp >= $1 AND request_timestamp < $2 RETURNING *)
+        EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
                         INSERT INTO webmon.%I SELECT * FROM moved',
-                       parent_name || '_default', partition_name)
+                       parent_name || '_default', key_column, key_column, partition_name)
             USING range_start, range_end;
     END IF;
-    EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, request_timestamp)',
-                   partition_name || '_monitor_time_idx', partition_name);
+    EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, %I)',
+                   partition_name || '_monitor_time_idx', partition_name, key_column);
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
     -- A row left by a partition dropped by hand is replaced, not a key violation.
@@ -36,7 +41,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
-    'pg_webmon: make one partition of webmon.metrics or webmon.errors with its (monitor_id, request_timestamp) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
+    'pg_webmon: make one partition of webmon.metrics, webmon.errors or a rollups table with its (monitor_id, time) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
 
 CREATE FUNCTION webmon.drop_partition(parent regclass, range_start timestamptz)
 RETURNS text
@@ -66,8 +71,11 @@ BEGIN
     -- In batches: a default partition that filled up (a database made by 0.1.0 after its
     -- partitions stopped being made) is purged a batch per call, never in one long statement.
     EXECUTE format('DELETE FROM webmon.%1$I WHERE ctid = ANY (ARRAY(
-                        SELECT ctid FROM webmon.%1$I WHERE request_timestamp < $1 LIMIT $2))',
-                   (SELECT relname FROM pg_class WHERE oid = parent) || '_default')
+                        SELECT ctid FROM webmon.%1$I WHERE %2$I < $1 LIMIT $2))',
+                   (SELECT relname FROM pg_class WHERE oid = parent) || '_default',
+                   (SELECT a.attname FROM pg_partitioned_table pt
+                    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                    WHERE pt.partrelid = parent))
         USING older_than, max_rows;
     GET DIAGNOSTICS purged = ROW_COUNT;
     RETURN purged;

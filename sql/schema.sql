@@ -365,14 +365,16 @@ BEGIN
                    'degraded_after_ms, remind_every, channels) ON webmon.monitors TO %I', role_name);
     EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
                    'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents, '
-                   'webmon.notifications, webmon.maintenance TO %I', role_name);
+                   'webmon.notifications, webmon.maintenance, webmon.rollups_hourly, webmon.rollups_daily, '
+                   'webmon.rollup_state TO %I', role_name);
     -- Not settings: webhook URLs and SMTP passwords are credentials.
     EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval) TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz), '
+                   'webmon.sla(date) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS
-    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, webmon.monitor_status, webmon.region_status, webmon.regions and webmon.uptime(); nothing it can change.';
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, rollups, webmon.monitor_status, webmon.region_status, webmon.regions, webmon.uptime(), webmon.uptime_between() and webmon.sla(); nothing it can change.';
 
 CREATE FUNCTION webmon.grant_editor(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

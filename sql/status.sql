@@ -177,37 +177,3 @@ SELECT n.region,
 FROM named n;
 COMMENT ON VIEW webmon.regions IS
     'pg_webmon: every region that a probe or an enabled monitor names: its live probes (heartbeat less than a minute old), all its probes, when one was last seen, and how many monitors check from it. A region with monitors and no live probe is unmonitored.';
-CREATE OR REPLACE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
-RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
-               p50_ms real, p95_ms real, p99_ms real)
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    WITH responses AS (
-        SELECT mt.monitor_id,
-               count(*) AS checks,
-               count(*) FILTER (WHERE NOT (m.expected_status @> mt.http_status_code::int
-                                           AND coalesce(mt.regex_matched, true))) AS failures,
-               percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY mt.response_time_ms) AS pct
-        FROM webmon.metrics mt JOIN webmon.monitors m ON m.id = mt.monitor_id
-        WHERE mt.request_timestamp >= now() - since
-        GROUP BY mt.monitor_id
-    ), no_response AS (
-        SELECT e.monitor_id, count(*) AS checks
-        FROM webmon.errors e
-        -- Nobody checked these: neither up nor down.
-        WHERE e.request_timestamp >= now() - since AND e.error_kind NOT IN ('no_probe', 'lost')
-        GROUP BY e.monitor_id
-    )
-    SELECT m.id, m.url,
-           coalesce(r.checks, 0) + coalesce(n.checks, 0),
-           coalesce(r.failures, 0) + coalesce(n.checks, 0),
-           round(100.0 * (coalesce(r.checks, 0) - coalesce(r.failures, 0))
-                 / nullif(coalesce(r.checks, 0) + coalesce(n.checks, 0), 0), 3),
-           r.pct[1]::real, r.pct[2]::real, r.pct[3]::real
-    FROM webmon.monitors m
-    LEFT JOIN responses r ON r.monitor_id = m.id
-    LEFT JOIN no_response n ON n.monitor_id = m.id
-    ORDER BY m.id
-$$;
-COMMENT ON FUNCTION webmon.uptime(interval) IS
-    'pg_webmon: per monitor over the last `since`: checks, failures (down or no response), uptime %, and p50/p95/p99 response time in ms of the checks that got a response. Checks nobody ran (no_probe, lost) count neither way.';
-

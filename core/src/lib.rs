@@ -8,6 +8,7 @@ pub mod channels;
 pub mod error_kind;
 pub mod import;
 pub mod interval;
+pub mod latency;
 pub mod partitions;
 pub mod slots;
 pub mod text;

@@ -226,6 +226,17 @@ fn probe_id_reuse_after() -> Option<Interval> {
     Interval::new(0, 0, micros).ok()
 }
 
+/// `pg_webmon.retention` as an interval: raw results older than this may be dropped, so
+/// `webmon.run_rollups()` leaves their hours alone. An error while the setting is invalid.
+#[pg_extern(stable, parallel_safe)]
+fn results_retention() -> Interval {
+    let micros = or_raise(gucs::retention_micros());
+    or_raise(
+        Interval::new(0, 0, micros)
+            .map_err(|_| ApiError::Setting(format!("retention out of range: {micros} µs"))),
+    )
+}
+
 /// Makes partitions ahead and drops expired ones; returns how many of each.
 #[pg_extern]
 fn run_maintenance() -> TableIterator<'static, (name!(created, i64), name!(dropped, i64))> {

@@ -7,6 +7,7 @@ use std::ffi::{CStr, CString};
 
 const PARTITION_INTERVAL_NAME: &str = "pg_webmon.partition_interval";
 const RETENTION_NAME: &str = "pg_webmon.retention";
+const ROLLUP_RETENTION_NAME: &str = "pg_webmon.rollup_retention";
 
 /// Database the scheduler connects to (like pg_cron's `cron.database_name`). Restart to change.
 static DATABASE: GucSetting<Option<CString>> =
@@ -41,6 +42,9 @@ static PARTITION_PREMAKE: GucSetting<i32> = GucSetting::<i32>::new(7);
 /// How long results are kept; older partitions are dropped.
 static RETENTION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"30 days"));
+/// How long hourly and daily rollups are kept; older partitions are dropped.
+static ROLLUP_RETENTION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"400 days"));
 
 /// Defines the settings. `preloading`: loaded from shared_preload_libraries, the only
 /// time a restart-only setting (`pg_webmon.database`) may be defined.
@@ -171,6 +175,14 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"pg_webmon.rollup_retention",
+        c"How long hourly and daily rollups are kept.",
+        c"Rollup partitions (30 days each) whose whole range is older than this are dropped by run_maintenance().",
+        &ROLLUP_RETENTION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
 }
 
 fn string(setting: &GucSetting<Option<CString>>, default: &CStr) -> String {
@@ -224,6 +236,9 @@ pub fn partition_premake() -> i32 {
 pub fn retention() -> String {
     string(&RETENTION, c"30 days")
 }
+pub fn rollup_retention() -> String {
+    string(&ROLLUP_RETENTION, c"400 days")
+}
 
 /// `pg_webmon.partition_interval` in microseconds: 1 hour to 366 days.
 pub fn partition_interval_micros() -> Result<i64, ApiError> {
@@ -244,6 +259,17 @@ pub fn retention_micros() -> Result<i64, ApiError> {
         HOUR,
         36_500 * DAY,
         ("1 hour", "36500 days"),
+    )
+}
+
+/// `pg_webmon.rollup_retention` in microseconds: 1 day to 100 years of 365 days.
+pub fn rollup_retention_micros() -> Result<i64, ApiError> {
+    interval_micros(
+        ROLLUP_RETENTION_NAME,
+        &rollup_retention(),
+        DAY,
+        36_500 * DAY,
+        ("1 day", "36500 days"),
     )
 }
 

@@ -8,6 +8,7 @@ mod api;
 mod bgw;
 mod error;
 mod gucs;
+mod latency;
 mod maintenance;
 mod partitions;
 mod scheduler;
@@ -52,9 +53,23 @@ extension_sql_file!(
     requires = ["alerts", slot_at, result_is_up]
 );
 extension_sql_file!(
+    "../../sql/rollups.sql",
+    name = "rollups",
+    requires = [
+        "status",
+        latency_add,
+        latency_merge_add,
+        latency_combine,
+        latency_final,
+        latency_serialize,
+        latency_deserialize,
+        latency_percentile
+    ]
+);
+extension_sql_file!(
     "../../sql/partitions.sql",
     name = "partitions",
-    requires = ["status"]
+    requires = ["rollups"]
 );
 extension_sql_file!("../../sql/finalize.sql", name = "finalize", finalize);
 

@@ -4,12 +4,14 @@
 //! large default partition to move or purge) never holds back the queueing of checks; and a
 //! drop's strong lock on its results table lasts only for that drop. A step that fails is a
 //! WARNING; the next run plans it again. Between steps it vacuums the check queue when due
-//! (`vacuum.rs`).
+//! (`vacuum.rs`) and brings the rollups up to date (`webmon.run_rollups()`, `sql/rollups.sql`),
+//! an hour of results per transaction: here and not in the scheduler, because rolling up an
+//! hour of many monitors takes seconds, which the scheduler's ticks must never wait for.
 
 use crate::bgw::{self, Installed};
 use crate::gucs;
 use crate::partitions::{self, StepOutcome};
-use crate::transactions::guarded_transaction;
+use crate::transactions::{guarded_transaction, set_lock_timeout};
 use crate::vacuum;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
@@ -95,6 +97,7 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
                 Err(message) => partitions::report_failure(&step, &message),
             }
         }
+        let rolled_up = roll_up();
         if let Some(every) = gucs::queue_vacuum_interval() {
             if last_vacuum.is_none_or(|at| at.elapsed() >= every) {
                 last_vacuum = Some(Instant::now());
@@ -103,13 +106,34 @@ pub extern "C-unwind" fn pg_webmon_maintenance_main(_arg: pg_sys::Datum) {
         }
         unsafe { pg_sys::pgstat_report_stat(false) };
         bgw::report_activity("pg_webmon maintenance: idle");
-        wait = if steps.is_empty() {
+        wait = if steps.is_empty() && !rolled_up {
             IDLE
         } else {
             BETWEEN_STEPS
         };
     }
     log!("{NAME} stopped");
+}
+
+/// How long moving the rollups' time for late results waits for writers of results.
+const ROLLUP_LOCK_TIMEOUT: &str = "1s";
+
+/// One run of `webmon.run_rollups()` for at most an hour of results, in a transaction of its
+/// own. Whether it rolled something up (then more may be waiting); a failure is a WARNING and
+/// the next loop tries again.
+fn roll_up() -> bool {
+    bgw::report_activity("pg_webmon maintenance: rolling up");
+    let outcome = guarded_transaction(|| {
+        set_lock_timeout(ROLLUP_LOCK_TIMEOUT).map_err(|e| e.to_string())?;
+        Spi::get_one::<i32>("SELECT webmon.run_rollups(1)").map_err(|e| e.to_string())
+    });
+    match outcome {
+        Ok(done) => done.unwrap_or(0) > 0,
+        Err(message) => {
+            warning!("{NAME}: rolling up results failed, retrying in a second: {message}");
+            false
+        }
+    }
 }
 
 /// Vacuums webmon.jobs when enough of it is dead; a failure is a WARNING (tried again at

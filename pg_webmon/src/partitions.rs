@@ -1,4 +1,5 @@
-//! Partition maintenance of `webmon.metrics` and `webmon.errors`: which steps to take (make
+//! Partition maintenance of `webmon.metrics`, `webmon.errors` and the rollups tables
+//! `webmon.rollups_hourly` and `webmon.rollups_daily`: which steps to take (make
 //! the default partition, forget partitions dropped by hand, make partitions ahead, drop those
 //! past retention, purge the default partition) and running one step. Which ranges to make or
 //! drop is plain arithmetic in `webmon_core::partitions` (with a cap per run); the DDL is in
@@ -13,7 +14,47 @@ use crate::transactions::{in_subtransaction, set_lock_timeout};
 use pgrx::prelude::*;
 use webmon_core::partitions::{plan, Range};
 
-const PARENTS: [&str; 2] = ["webmon.metrics", "webmon.errors"];
+/// The partitioned tables, results first. Results follow `pg_webmon.partition_interval` and
+/// `pg_webmon.retention`; rollups have partitions of `ROLLUP_PARTITION_DAYS` and follow
+/// `pg_webmon.rollup_retention`.
+const PARENTS: [&str; 4] = [
+    "webmon.metrics",
+    "webmon.errors",
+    "webmon.rollups_hourly",
+    "webmon.rollups_daily",
+];
+const ROLLUP_PARTITION_MICROS: i64 = 30 * 86_400 * 1_000_000;
+
+fn is_rollups(parent: &str) -> bool {
+    parent.starts_with("webmon.rollups_")
+}
+
+/// The time column a table is partitioned by.
+fn time_column(parent: &str) -> &'static str {
+    match parent {
+        "webmon.rollups_hourly" => "hour",
+        "webmon.rollups_daily" => "day",
+        _ => "request_timestamp",
+    }
+}
+
+/// Length of a partition of `parent`, in microseconds.
+fn partition_micros(parent: &str) -> Result<i64, ApiError> {
+    if is_rollups(parent) {
+        Ok(ROLLUP_PARTITION_MICROS)
+    } else {
+        gucs::partition_interval_micros()
+    }
+}
+
+/// How long rows of `parent` are kept, in microseconds.
+fn retention_of(parent: &str) -> Result<i64, ApiError> {
+    if is_rollups(parent) {
+        gucs::rollup_retention_micros()
+    } else {
+        gucs::retention_micros()
+    }
+}
 /// Advisory lock key so that two maintenance runs never race on DDL.
 const MAINTENANCE_LOCK_KEY: i64 = 0x7765_626d_6f6e; // "webmon"
 
@@ -60,8 +101,6 @@ impl Step {
 
 /// The steps of one maintenance run, from the settings and the partitions that exist now.
 pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
-    let interval = gucs::partition_interval_micros()?;
-    let retention = gucs::retention_micros()?;
     let premake = i64::from(gucs::partition_premake());
     let now: i64 = Spi::get_one::<TimestampWithTimeZone>("SELECT now()")?
         .map(pg_sys::TimestampTz::from)
@@ -82,7 +121,20 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
     }
     for parent in PARENTS {
         steps.push(Step::ForgetDropped { parent });
-        let planned = plan(now, interval, premake, retention, &existing_ranges(parent)?);
+        let retention = retention_of(parent)?;
+        // A rollup partition spans 30 days: one ahead is enough.
+        let ahead = if is_rollups(parent) {
+            premake.min(1)
+        } else {
+            premake
+        };
+        let planned = plan(
+            now,
+            partition_micros(parent)?,
+            ahead,
+            retention,
+            &existing_ranges(parent)?,
+        );
         steps.extend(
             planned
                 .create
@@ -124,16 +176,17 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> 
         Step::MakeDefault { parent } => {
             let default = format!("{parent}_default");
             let name = default.trim_start_matches("webmon.");
-            let what = if *parent == "webmon.metrics" {
-                "results"
-            } else {
-                "errors"
+            let what = match *parent {
+                "webmon.metrics" => "results",
+                "webmon.errors" => "errors",
+                _ => "rollups",
             };
             sql(Spi::run(&format!(
                 "CREATE TABLE IF NOT EXISTS {default} PARTITION OF {parent} DEFAULT"
             )))?;
             sql(Spi::run(&format!(
-                "CREATE INDEX IF NOT EXISTS {name}_monitor_time_idx ON {default} (monitor_id, request_timestamp)"
+                "CREATE INDEX IF NOT EXISTS {name}_monitor_time_idx ON {default} (monitor_id, {})",
+                time_column(parent)
             )))?;
             sql(Spi::run(&format!(
                 "COMMENT ON TABLE {default} IS 'pg_webmon: catches {what} whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.'"
@@ -154,7 +207,7 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> 
         ))?,
         Step::Drop { parent, range } => {
             // Planned a while ago: drop only what is past retention as it is set now.
-            if range.end > horizon()? {
+            if range.end > horizon(parent)? {
                 return Ok(StepOutcome::Nothing);
             }
             sql(Spi::run_with_args(
@@ -163,7 +216,7 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> 
             ))?
         }
         Step::PurgeDefault { parent, before } => {
-            let before = (*before).min(horizon()?);
+            let before = (*before).min(horizon(parent)?);
             let purged = Spi::get_one_with_args::<i64>(
                 "SELECT webmon.purge_default_partition($1::regclass, $2, $3)",
                 &[
@@ -182,9 +235,9 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> 
     Ok(StepOutcome::Done)
 }
 
-/// `now() - pg_webmon.retention`, with the retention as set now.
-fn horizon() -> Result<i64, String> {
-    let retention = gucs::retention_micros().map_err(|e| e.to_string())?;
+/// `now()` less the retention of `parent` as set now.
+fn horizon(parent: &str) -> Result<i64, String> {
+    let retention = retention_of(parent).map_err(|e| e.to_string())?;
     let now = Spi::get_one::<TimestampWithTimeZone>("SELECT now()")
         .map_err(|e| e.to_string())?
         .map(pg_sys::TimestampTz::from)
