@@ -285,12 +285,21 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(webmon.rollup_flag_lock() + 1) THEN
         RETURN 0;
     END IF;
-    -- The first run starts at the oldest partition of results within pg_webmon.retention (an
-    -- update from a release without rollups rolls up the results it kept), or at this hour.
+    -- The first run starts at the oldest result kept (within pg_webmon.retention): an update
+    -- from a release without rollups rolls up the results it kept. Without any, this hour.
     INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
     SELECT s.first, s.first
-    FROM (SELECT date_trunc('hour', greatest(least((SELECT min(p.range_start) FROM webmon.partitions p), now()),
-                                             now() - webmon.results_retention()), 'UTC') AS first) s
+    FROM (SELECT date_trunc('hour', greatest(least(
+                     (SELECT min(p.range_start) FROM webmon.partitions p),
+                     -- Results in the default partitions, older than every partition (only
+                     -- those are read: the other partitions are pruned).
+                     (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
+                      WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                             WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
+                     (SELECT min(e.request_timestamp) FROM webmon.errors e
+                      WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                            WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
+                     now()), now() - webmon.results_retention()), 'UTC') AS first) s
     ON CONFLICT (only_row) DO NOTHING;
     SELECT * INTO state FROM webmon.rollup_state FOR UPDATE;
     -- Raw results older than this may be dropped already: their hours are not rolled up again.

@@ -340,7 +340,9 @@ mod tests {
         assert!(Histogram::decode(&[5, 1, 5, 1]).is_err()); // twice
         assert!(Histogram::decode(&[6, 1, 5, 1]).is_err()); // out of order
         assert!(Histogram::decode(&[5, 0]).is_err()); // zero
-        let too_long = [5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+        let too_long = [
+            5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
         assert!(Histogram::decode(&too_long).is_err());
         let mut histogram = Histogram::new();
         assert!(histogram.merge_encoded(&[5, 0x80]).is_err());

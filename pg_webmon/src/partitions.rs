@@ -106,9 +106,18 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
         .map(pg_sys::TimestampTz::from)
         .unwrap_or_default();
     let mut steps = Vec::new();
+    // Tables of an older schema (run_maintenance() before an update) lack the rollups.
+    let mut parents = Vec::new();
+    for parent in PARENTS {
+        if Spi::get_one_with_args::<bool>("SELECT to_regclass($1) IS NOT NULL", &[parent.into()])?
+            .unwrap_or(false)
+        {
+            parents.push(parent);
+        }
+    }
     // The default partitions first (every result has a place; the scheduler waits for them),
     // then per table: bookkeeping, the partitions ahead from the current one, drops, purge.
-    for parent in PARENTS {
+    for &parent in &parents {
         let has_default = Spi::get_one_with_args::<bool>(
             "SELECT to_regclass($1) IS NOT NULL",
             &[format!("{parent}_default").into()],
@@ -119,7 +128,7 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
             steps.push(Step::MakeDefault { parent });
         }
     }
-    for parent in PARENTS {
+    for &parent in &parents {
         steps.push(Step::ForgetDropped { parent });
         let retention = retention_of(parent)?;
         // A rollup partition spans 30 days: one ahead is enough.

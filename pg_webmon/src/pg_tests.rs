@@ -1278,7 +1278,11 @@ mod tests {
         .unwrap();
         let ids: Vec<i64> = ["ra", "rb", "rc", "rd"]
             .iter()
-            .map(|u| one::<i64>(&format!("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/{u}'")))
+            .map(|u| {
+                one::<i64>(&format!(
+                    "SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/{u}'"
+                ))
+            })
             .collect();
         let [a, b, c, d] = [ids[0], ids[1], ids[2], ids[3]];
         Spi::run(&format!(
@@ -1360,11 +1364,23 @@ mod tests {
         // Ranges with edges inside hours, whole hours, whole days, and past the rolled-up hours.
         let ranges = [
             ("now() - interval '50 hours'", "now()"),
-            ("now() - interval '47 hours 13 minutes'", "now() - interval '3 hours 7 minutes'"),
-            ("date_trunc('day', now() - interval '30 hours', 'UTC')", "date_trunc('day', now(), 'UTC')"),
-            ("date_trunc('hour', now() - interval '20 hours', 'UTC')", "date_trunc('hour', now() - interval '5 hours', 'UTC')"),
+            (
+                "now() - interval '47 hours 13 minutes'",
+                "now() - interval '3 hours 7 minutes'",
+            ),
+            (
+                "date_trunc('day', now() - interval '30 hours', 'UTC')",
+                "date_trunc('day', now(), 'UTC')",
+            ),
+            (
+                "date_trunc('hour', now() - interval '20 hours', 'UTC')",
+                "date_trunc('hour', now() - interval '5 hours', 'UTC')",
+            ),
             ("now() - interval '40 minutes'", "now()"),
-            ("now() - interval '25 hours 59 minutes'", "now() - interval '25 hours 58 minutes'"),
+            (
+                "now() - interval '25 hours 59 minutes'",
+                "now() - interval '25 hours 58 minutes'",
+            ),
             ("now() - interval '36 hours'", "now() - interval '36 hours'"),
         ];
         for (from, to) in ranges {
@@ -1375,19 +1391,28 @@ mod tests {
                      WHERE monitor_id = {monitor}"
                 ))
                 .unwrap();
-                assert_eq!((got.0, got.1), (Some(checks), Some(failures)), "{monitor} over {from} .. {to}");
+                assert_eq!(
+                    (got.0, got.1),
+                    (Some(checks), Some(failures)),
+                    "{monitor} over {from} .. {to}"
+                );
                 let read = got.2.unwrap_or_default();
                 for (exact, read) in percentiles.iter().zip(read.iter()) {
                     let read = read.unwrap_or(f32::NAN);
                     assert!(
-                        (f64::from(read) - exact).abs() / exact <= webmon_core::latency::MAX_RELATIVE_ERROR + 1e-6,
+                        (f64::from(read) - exact).abs() / exact
+                            <= webmon_core::latency::MAX_RELATIVE_ERROR + 1e-6,
                         "{monitor} over {from} .. {to}: {read} against {exact}"
                     );
                 }
             }
         }
         // The maintenance window's checks count neither way.
-        assert!(one::<i64>(&format!("SELECT sum(maintenance) FROM webmon.rollups_hourly WHERE monitor_id = {b}")) > 0);
+        assert!(
+            one::<i64>(&format!(
+                "SELECT sum(maintenance) FROM webmon.rollups_hourly WHERE monitor_id = {b}"
+            )) > 0
+        );
         // Whole hours and days are read from the rollups, not from the raw results.
         let checks = |from: &str, to: &str| {
             one::<i64>(&format!(
@@ -1406,7 +1431,10 @@ mod tests {
         let whole_day = one::<bool>(
             "SELECT date_trunc('day', now() - interval '26 hours', 'UTC') >= now() - interval '50 hours'",
         );
-        assert_eq!(checks(from, to), before + 1000 + if whole_day { 100_000 } else { 0 });
+        assert_eq!(
+            checks(from, to),
+            before + 1000 + if whole_day { 100_000 } else { 0 }
+        );
     }
 
     #[pg_test]
@@ -1438,7 +1466,9 @@ mod tests {
             "SELECT checks = {before} + 3 AND (error_kinds ->> 'tls')::int >= 1
              FROM webmon.rollups_hourly WHERE monitor_id = {a} AND region = '' AND hour = {hour}"
         )));
-        if one::<bool>(&format!("SELECT {day} < date_trunc('day', now() - interval '2 minutes', 'UTC')")) {
+        if one::<bool>(&format!(
+            "SELECT {day} < date_trunc('day', now() - interval '2 minutes', 'UTC')"
+        )) {
             assert_eq!(
                 one::<i64>(&format!(
                     "SELECT checks FROM webmon.rollups_daily WHERE monitor_id = {a} AND region = '' AND day = {day}"
@@ -1468,7 +1498,10 @@ mod tests {
         assert!(one::<bool>(&format!(
             "SELECT failures = 0 AND month_start = date_trunc('month', now())::date FROM webmon.sla(now()::date) WHERE monitor_id = {d}"
         )));
-        assert!(outcome("SELECT * FROM webmon.uptime_between(now(), now() - interval '1 hour')").starts_with("22023"));
+        assert!(
+            outcome("SELECT * FROM webmon.uptime_between(now(), now() - interval '1 hour')")
+                .starts_with("22023")
+        );
         assert!(outcome("SELECT * FROM webmon.uptime_between(NULL, now())").starts_with("22023"));
     }
 
@@ -1482,11 +1515,20 @@ mod tests {
             "SELECT webmon.latency_merge(h) = (SELECT webmon.latency_histogram(v) FROM generate_series(1, 100) v)
              FROM (SELECT webmon.latency_histogram(v) AS h FROM generate_series(1, 100) v GROUP BY v % 7) x"
         ));
-        assert!(one::<bool>("SELECT webmon.latency_histogram(NULL::real) IS NULL"));
+        assert!(one::<bool>(
+            "SELECT webmon.latency_histogram(NULL::real) IS NULL"
+        ));
         assert!(one::<bool>("SELECT sum(count) = 100 FROM webmon.latency_buckets((SELECT webmon.latency_histogram(v) FROM generate_series(1, 100) v))"));
-        assert!(outcome("SELECT webmon.latency_percentile('\\x0580'::bytea, 0.5)").starts_with("22P03"));
-        assert!(outcome("SELECT webmon.latency_merge(h) FROM (VALUES ('\\x05'::bytea)) v(h)").starts_with("22P03"));
-        assert!(outcome("SELECT webmon.latency_percentile('\\x0501'::bytea, 2)").starts_with("22023"));
+        assert!(
+            outcome("SELECT webmon.latency_percentile('\\x0580'::bytea, 0.5)").starts_with("22P03")
+        );
+        assert!(
+            outcome("SELECT webmon.latency_merge(h) FROM (VALUES ('\\x05'::bytea)) v(h)")
+                .starts_with("22P03")
+        );
+        assert!(
+            outcome("SELECT webmon.latency_percentile('\\x0501'::bytea, 2)").starts_with("22023")
+        );
     }
 
     #[pg_test]

@@ -58,6 +58,10 @@ fn schema(port: u16, database: &str) -> String {
         "webmon.metrics_p*",
         "-T",
         "webmon.errors_p*",
+        "-T",
+        "webmon.rollups_hourly_p*",
+        "-T",
+        "webmon.rollups_daily_p*",
         "-d",
         database,
     ]));
@@ -175,6 +179,38 @@ async fn update(db: &Client) {
         .unwrap()
         .get(0);
     assert_eq!(version, NEW);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_7_0_keeps_leases_rolls_up_the_results_it_kept_and_equals_a_fresh_install(
+) {
+    let (cluster, db) = keeps_rows_and_leases("0.7.0", "").await;
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    uptime_grants_are_not_widened_by_the_update_from_0_7_0(&cluster, &db).await;
+    // The maintenance worker rolls up the results kept before the update (33 hours of them).
+    let rolled = wait_until(Duration::from_secs(120), || async {
+        db.query_one(
+            "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state",
+            &[],
+        )
+        .await
+        .is_ok_and(|row| row.get::<_, bool>(0))
+    })
+    .await;
+    assert!(rolled, "{}", cluster.server_log());
+    let sums: (i64, i64) = db
+        .query_one(
+            "SELECT (SELECT sum(checks) FROM webmon.rollups_hourly),
+                    (SELECT count(*) FROM webmon.metrics WHERE request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))
+                    + (SELECT count(*) FROM webmon.errors WHERE request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert!(sums.1 >= 2000, "{sums:?}");
+    assert_eq!(sums.0, sums.1, "rollups do not add up to the results kept");
+    probes_again(&cluster, &db, 2, "kept-probe").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -305,18 +341,48 @@ async fn keeps_rows_and_leases(old: &str, before: &str) -> (Cluster, Client) {
         .unwrap()
         .get(0);
     assert_eq!(jobs_after, jobs_before);
-    leases_come_back(&db, &leases).await;
+    // Job ids changed in 0.7.0; from it on, they are kept.
+    if old < "0.7.0" {
+        leases_come_back(&db, &leases).await;
+    } else {
+        leases_are_kept(&db, &leases).await;
+    }
     (cluster, db)
+}
+
+const COMPLETE: &str = "SELECT webmon.complete_checks('kept-probe', $1, $2, array_fill(now(), ARRAY[cardinality($1::bigint[])]),
+     array_fill(5::real, ARRAY[cardinality($1::bigint[])]), array_fill(200::smallint, ARRAY[cardinality($1::bigint[])]),
+     array_fill(NULL::boolean, ARRAY[cardinality($1::bigint[])]), array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]),
+     array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]), array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]))";
+
+/// Leases taken before an update from 0.7.0 or later, as (monitor id, job id, slot): their
+/// probes' results are stored once after it.
+async fn leases_are_kept(db: &Client, leases: &[(i64, i64, SystemTime)]) {
+    let ids: Vec<i64> = leases.iter().map(|l| l.1).collect();
+    let slots: Vec<SystemTime> = leases.iter().map(|l| l.2).collect();
+    let stored: i32 = db
+        .query_one(COMPLETE, &[&ids, &slots])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored as usize,
+        leases.len(),
+        "checks in flight during the update were lost"
+    );
+    let twice: i32 = db
+        .query_one(COMPLETE, &[&ids, &slots])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(twice, 0, "a lease was completed twice");
 }
 
 /// Leases taken before an update to 0.7.0 or later, as (monitor id, job id, slot): their
 /// probes' results, under ids the update retired, store nothing; their slots are back in the
 /// queue, leased again at once under the new ids and stored once.
 async fn leases_come_back(db: &Client, leases: &[(i64, i64, SystemTime)]) {
-    let complete = "SELECT webmon.complete_checks('kept-probe', $1, $2, array_fill(now(), ARRAY[cardinality($1::bigint[])]),
-                 array_fill(5::real, ARRAY[cardinality($1::bigint[])]), array_fill(200::smallint, ARRAY[cardinality($1::bigint[])]),
-                 array_fill(NULL::boolean, ARRAY[cardinality($1::bigint[])]), array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]),
-                 array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]), array_fill(NULL::text, ARRAY[cardinality($1::bigint[])]))";
+    let complete = COMPLETE;
     let old_ids: Vec<i64> = leases.iter().map(|l| l.1).collect();
     let slots: Vec<SystemTime> = leases.iter().map(|l| l.2).collect();
     let stored: i32 = db
@@ -752,9 +818,23 @@ async fn assert_same_schema_as_a_fresh_install(cluster: &Cluster, db: &Client) {
         .batch_execute("CREATE EXTENSION pg_webmon; SELECT webmon.run_maintenance();")
         .await
         .unwrap();
-    db.batch_execute("SELECT webmon.run_maintenance()")
-        .await
-        .unwrap();
+    // Both with every default partition (a run of the maintenance worker in progress makes
+    // run_maintenance() skip).
+    for client in [db, &fresh] {
+        let made = wait_until(Duration::from_secs(30), || async {
+            client
+                .query_one(
+                    "SELECT count(*) = 4 FROM webmon.run_maintenance(), pg_catalog.pg_class c
+                     WHERE c.relnamespace = 'webmon'::regnamespace
+                       AND c.relname IN ('metrics_default', 'errors_default', 'rollups_hourly_default', 'rollups_daily_default')",
+                    &[],
+                )
+                .await
+                .is_ok_and(|row| row.get::<_, bool>(0))
+        })
+        .await;
+        assert!(made, "the default partitions were not made");
+    }
     let (upgraded, installed) = (
         schema(cluster.port, "webmon"),
         schema(cluster.port, "fresh"),
@@ -866,6 +946,61 @@ async fn grants_made_before_0_4_0_keep_working(cluster: &Cluster, db: &Client) {
         )
         .await
     );
+}
+
+/// webmon.uptime() is made again by the update to 0.8.0. Taken from PUBLIC before, it and the
+/// new uptime functions stay so; the update grants nothing (its grants would be recorded as the
+/// extension's own, and left out of dumps): webmon.grant_reader() grants them again. In a
+/// database of its own.
+async fn uptime_grants_are_not_widened_by_the_update_from_0_7_0(cluster: &Cluster, db: &Client) {
+    db.batch_execute("CREATE DATABASE uptime_grants")
+        .await
+        .unwrap();
+    let grants = cluster.connect("uptime_grants").await.unwrap();
+    grants
+        .batch_execute(
+            "CREATE EXTENSION pg_webmon VERSION '0.7.0';
+             CREATE ROLE kept_reader;
+             SELECT webmon.grant_reader('kept_reader');
+             REVOKE EXECUTE ON FUNCTION webmon.uptime(interval) FROM PUBLIC;
+             ALTER EXTENSION pg_webmon UPDATE;",
+        )
+        .await
+        .unwrap();
+    let may = |role: &'static str| {
+        let grants = &grants;
+        async move {
+            grants
+                .query_one(
+                    "SELECT bool_or(has_function_privilege($1, f, 'EXECUTE'))
+                     FROM unnest(ARRAY['webmon.uptime(interval)', 'webmon.uptime_between(timestamptz, timestamptz)',
+                                       'webmon.sla(date)']) f",
+                    &[&role],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        !may("public").await,
+        "the update gave the uptime functions to PUBLIC"
+    );
+    grants
+        .batch_execute("SELECT webmon.grant_reader('kept_reader')")
+        .await
+        .unwrap();
+    assert!(may("kept_reader").await);
+    grants
+        .batch_execute(
+            "SET ROLE kept_reader;
+             SELECT count(*) FROM webmon.uptime('1 day');
+             SELECT count(*) FROM webmon.sla(now()::date);
+             SELECT count(*) FROM webmon.rollups_hourly;
+             RESET ROLE;",
+        )
+        .await
+        .unwrap();
 }
 
 /// Lines only in one of the two texts, marked `-` (first) and `+` (second).

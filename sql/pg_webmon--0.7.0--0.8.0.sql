@@ -1,0 +1,702 @@
+-- pg_webmon 0.7.0 → 0.8.0
+--
+-- Rollups: webmon.rollups_hourly and webmon.rollups_daily (partitioned by the maintenance
+-- worker like results), the latency histogram aggregates, webmon.run_rollups() with its
+-- trigger for late results, and webmon.uptime_between() and webmon.sla(). webmon.uptime()
+-- reads rollups now and gains a column (unmonitored_time): it is made again, and the roles
+-- that could run it can run it and the new functions. Stored rows are kept; the results kept
+-- before the update are rolled up by the maintenance worker after it, an hour at a time.
+
+-- webmon.uptime()'s return type changes, so it is dropped and made again: who may run it
+-- is remembered until then (a setting of this transaction).
+DO $$
+DECLARE
+    acl aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p
+                      WHERE p.oid = 'webmon.uptime(interval)'::regprocedure);
+BEGIN
+    PERFORM set_config('webmon_upgrade.uptime_acl', coalesce(acl::text, ''), true);
+END
+$$;
+DROP FUNCTION webmon.uptime(interval);
+
+-- New functions of the library.
+CREATE  FUNCTION "results_retention"() RETURNS interval /* Interval */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'results_retention_wrapper';
+CREATE  FUNCTION "latency_add"(
+	"state" internal, /* Internal */
+	"response_time_ms" real /* Option < f32 > */
+) RETURNS internal /* Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_add_wrapper';
+CREATE  FUNCTION "latency_merge_add"(
+	"state" internal, /* Internal */
+	"histogram_bytes" bytea /* Option < & [u8] > */
+) RETURNS internal /* Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_merge_add_wrapper';
+CREATE  FUNCTION "latency_combine"(
+	"state" internal, /* Internal */
+	"other" internal /* Internal */
+) RETURNS internal /* Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_combine_wrapper';
+CREATE  FUNCTION "latency_final"(
+	"state" internal /* Internal */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_final_wrapper';
+CREATE  FUNCTION "latency_serialize"(
+	"state" internal /* Internal */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_serialize_wrapper';
+CREATE  FUNCTION "latency_deserialize"(
+	"bytes" bytea, /* & [u8] */
+	"_unused" internal /* Internal */
+) RETURNS internal /* Internal */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_deserialize_wrapper';
+CREATE  FUNCTION "latency_percentile"(
+	"histogram" bytea, /* & [u8] */
+	"fraction" double precision /* f64 */
+) RETURNS real /* Option < f32 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_percentile_wrapper';
+CREATE  FUNCTION "latency_buckets"(
+	"histogram" bytea /* & [u8] */
+) RETURNS TABLE (
+	"lower_ms" double precision,  /* f64 */
+	"upper_ms" double precision,  /* f64 */
+	"count" bigint  /* i64 */
+)
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_buckets_wrapper';
+COMMENT ON FUNCTION webmon.results_retention() IS
+    'pg_webmon: pg_webmon.retention as an interval (raw results older than this may be dropped).';
+COMMENT ON FUNCTION webmon.latency_add(internal, real) IS
+    'pg_webmon: transition function of webmon.latency_histogram(real).';
+COMMENT ON FUNCTION webmon.latency_merge_add(internal, bytea) IS
+    'pg_webmon: transition function of webmon.latency_merge(bytea).';
+COMMENT ON FUNCTION webmon.latency_combine(internal, internal) IS
+    'pg_webmon: combine function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_final(internal) IS
+    'pg_webmon: final function of the latency histogram aggregates: the stored form, NULL when empty.';
+COMMENT ON FUNCTION webmon.latency_serialize(internal) IS
+    'pg_webmon: serial function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_deserialize(bytea, internal) IS
+    'pg_webmon: deserial function of the latency histogram aggregates (parallel plans).';
+COMMENT ON FUNCTION webmon.latency_percentile(bytea, float8) IS
+    'pg_webmon: a percentile (fraction 0 to 1, nearest rank like percentile_disc) of a latency histogram, within 4.4 % of the exact value; NULL when empty.';
+COMMENT ON FUNCTION webmon.latency_buckets(bytea) IS
+    'pg_webmon: the buckets of a latency histogram that counted something: [lower_ms, upper_ms) and count.';
+
+-- Partitions of rollups too: the partition key is looked up.
+CREATE OR REPLACE FUNCTION webmon.create_partition(parent regclass, range_start timestamptz, range_end timestamptz)
+RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    parent_name text := (SELECT relname FROM pg_class WHERE oid = parent);
+    -- The partition key: request_timestamp of results, hour or day of rollups.
+    key_column name := (SELECT a.attname FROM pg_partitioned_table pt
+                        JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                        WHERE pt.partrelid = parent);
+    partition_name text := parent_name || '_p'
+        || to_char(range_start AT TIME ZONE 'UTC', 'YYYYMMDD')
+        || CASE WHEN (range_start AT TIME ZONE 'UTC')::time = '00:00' THEN ''
+                ELSE to_char(range_start AT TIME ZONE 'UTC', '"T"HH24MI') END;
+BEGIN
+    EXECUTE format('CREATE TABLE webmon.%I (LIKE webmon.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   partition_name, parent_name);
+    -- Rows that landed in the default partition for this range move into the new one,
+    -- so attaching it never fails and no row is lost.
+    IF to_regclass(format('webmon.%I', parent_name || '_default')) IS NOT NULL THEN
+        EXECUTE format('WITH moved AS (DELETE FROM webmon.%I WHERE %I >= $1 AND %I < $2 RETURNING *)
+                        INSERT INTO webmon.%I SELECT * FROM moved',
+                       parent_name || '_default', key_column, key_column, partition_name)
+            USING range_start, range_end;
+    END IF;
+    EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, %I)',
+                   partition_name || '_monitor_time_idx', partition_name, key_column);
+    EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
+                   parent_name, partition_name, range_start, range_end);
+    -- A row left by a partition dropped by hand is replaced, not a key violation.
+    INSERT INTO webmon.partitions AS p (parent, partition, range_start, range_end)
+    VALUES (parent, partition_name, range_start, range_end)
+    ON CONFLICT ON CONSTRAINT partitions_pkey DO UPDATE
+        SET partition = EXCLUDED.partition, range_end = EXCLUDED.range_end;
+    RETURN partition_name;
+END
+$$;
+COMMENT ON FUNCTION webmon.create_partition(regclass, timestamptz, timestamptz) IS
+    'pg_webmon: make one partition of webmon.metrics, webmon.errors or a rollups table with its (monitor_id, time) index, moving any rows of its range out of the default partition. Called by run_maintenance().';
+
+CREATE OR REPLACE FUNCTION webmon.purge_default_partition(parent regclass, older_than timestamptz,
+                                               max_rows int DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    -- In batches: a default partition that filled up (a database made by 0.1.0 after its
+    -- partitions stopped being made) is purged a batch per call, never in one long statement.
+    EXECUTE format('DELETE FROM webmon.%1$I WHERE ctid = ANY (ARRAY(
+                        SELECT ctid FROM webmon.%1$I WHERE %2$I < $1 LIMIT $2))',
+                   (SELECT relname FROM pg_class WHERE oid = parent) || '_default',
+                   (SELECT a.attname FROM pg_partitioned_table pt
+                    JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0]
+                    WHERE pt.partrelid = parent))
+        USING older_than, max_rows;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION webmon.purge_default_partition(regclass, timestamptz, int) IS
+    'pg_webmon: delete at most max_rows rows past retention from the default partition; returns how many (call again while it returns max_rows). Called by run_maintenance().';
+
+-- Readers read rollups and the new uptime functions.
+CREATE OR REPLACE FUNCTION webmon.grant_reader(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    -- Not headers and body: they can hold credentials (Authorization, API keys).
+    EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
+                   'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at, down_after, up_after, '
+                   'degraded_after_ms, remind_every, channels) ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
+                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents, '
+                   'webmon.notifications, webmon.maintenance, webmon.rollups_hourly, webmon.rollups_daily, '
+                   'webmon.rollup_state TO %I', role_name);
+    -- Not settings: webhook URLs and SMTP passwords are credentials.
+    EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz), '
+                   'webmon.sla(date) TO %I', role_name);
+END
+$$;
+COMMENT ON FUNCTION webmon.grant_reader(name) IS
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, rollups, webmon.monitor_status, webmon.region_status, webmon.regions, webmon.uptime(), webmon.uptime_between() and webmon.sla(); nothing it can change.';
+
+-- sql/rollups.sql of this release.
+-- Rollups: hourly and daily counts, latencies and latency histograms per monitor and region,
+-- kept for pg_webmon.rollup_retention, and the uptime functions that read them. Loaded by
+-- CREATE EXTENSION after status.sql.
+--
+-- How they stay right without rescanning history:
+-- * webmon.rollup_state holds two times. rolled_up_to: every hour before it is in
+--   rollups_hourly (and every UTC day before its day in rollups_daily). flagged_before: a
+--   result that arrives for a time before it is late, and its (monitor, region, hour) is noted
+--   in webmon.rollup_pending by a statement trigger on webmon.metrics and webmon.errors.
+-- * webmon.run_rollups(), called every second by the maintenance worker, each time in a
+--   transaction of its own: recomputes the hours with late results from their raw rows, rolls
+--   up the hours between rolled_up_to and flagged_before, and moves flagged_before to the last
+--   hour that closed two minutes ago.
+-- * No result slips between the two: the trigger holds a shared advisory lock while it reads
+--   flagged_before, and run_rollups takes that lock exclusively to move it, as its last step.
+--   A writer that read the old time commits before the move does, so the next run_rollups
+--   (a new transaction) sees its rows; a writer after the move sees the new time.
+
+-- ---------------------------------------------------------------------------------------------
+-- Tables. Partitioned by their time like the results, with a (monitor_id, time) index on each
+-- partition made with it (see schema.sql for why the parents have none).
+-- ---------------------------------------------------------------------------------------------
+CREATE TABLE webmon.rollups_hourly (
+    monitor_id         bigint      NOT NULL,
+    region             text        NOT NULL,
+    hour               timestamptz NOT NULL,
+    checks             int         NOT NULL,
+    good               int         NOT NULL,
+    failed             int         NOT NULL,
+    maintenance        int         NOT NULL,
+    unmonitored        int         NOT NULL,
+    error_kinds        jsonb,
+    responses          int         NOT NULL,
+    latency_min_ms     real,
+    latency_max_ms     real,
+    latency_sum_ms     float8,
+    latency_histogram  bytea
+) PARTITION BY RANGE (hour);
+COMMENT ON TABLE webmon.rollups_hourly IS
+    'pg_webmon: per monitor, region and hour (UTC), what its results add up to. Written by webmon.run_rollups() once an hour has closed (and again when a late result arrives), kept for pg_webmon.rollup_retention.';
+COMMENT ON COLUMN webmon.rollups_hourly.region IS 'The region the checks ran from; '''' for none.';
+COMMENT ON COLUMN webmon.rollups_hourly.hour IS 'Start of the hour (whole UTC hours).';
+COMMENT ON COLUMN webmon.rollups_hourly.checks IS 'Every result stored for the hour: good + failed + maintenance + unmonitored.';
+COMMENT ON COLUMN webmon.rollups_hourly.good IS 'Checks that found the site up (outside maintenance windows).';
+COMMENT ON COLUMN webmon.rollups_hourly.failed IS 'Checks that found it down: no response, a status outside expected_status, or the regex not matched (outside maintenance windows).';
+COMMENT ON COLUMN webmon.rollups_hourly.maintenance IS 'Checks during a maintenance window of the monitor: counted neither up nor down.';
+COMMENT ON COLUMN webmon.rollups_hourly.unmonitored IS 'Slots nobody checked (error kinds lost and no_probe): counted neither up nor down.';
+COMMENT ON COLUMN webmon.rollups_hourly.error_kinds IS 'Results without a response by error kind, e.g. {"timeout": 2, "lost": 1}; NULL when none.';
+COMMENT ON COLUMN webmon.rollups_hourly.responses IS 'Checks that got a response (any status): the count behind the latency columns.';
+COMMENT ON COLUMN webmon.rollups_hourly.latency_histogram IS 'Response times in log-spaced buckets: add them up with webmon.latency_merge(), read them with webmon.latency_percentile() (within 4.4 %) or webmon.latency_buckets().';
+
+CREATE TABLE webmon.rollups_daily (
+    monitor_id         bigint      NOT NULL,
+    region             text        NOT NULL,
+    day                timestamptz NOT NULL,
+    checks             int         NOT NULL,
+    good               int         NOT NULL,
+    failed             int         NOT NULL,
+    maintenance        int         NOT NULL,
+    unmonitored        int         NOT NULL,
+    error_kinds        jsonb,
+    responses          int         NOT NULL,
+    latency_min_ms     real,
+    latency_max_ms     real,
+    latency_sum_ms     float8,
+    latency_histogram  bytea
+) PARTITION BY RANGE (day);
+COMMENT ON TABLE webmon.rollups_daily IS
+    'pg_webmon: per monitor, region and UTC day, its hourly rollups added up (same columns as webmon.rollups_hourly). Written once the day has closed, kept for pg_webmon.rollup_retention.';
+COMMENT ON COLUMN webmon.rollups_daily.day IS 'Start of the day (UTC midnight).';
+
+CREATE TABLE webmon.rollup_state (
+    only_row       boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
+    rolled_up_to   timestamptz NOT NULL,
+    flagged_before timestamptz NOT NULL
+);
+COMMENT ON TABLE webmon.rollup_state IS
+    'pg_webmon: how far rollups go. Hours before rolled_up_to are in webmon.rollups_hourly; results that arrive for a time before flagged_before are late and their hours are rolled up again. Made by the first webmon.run_rollups().';
+
+CREATE TABLE webmon.rollup_pending (
+    monitor_id bigint      NOT NULL,
+    region     text        NOT NULL,
+    hour       timestamptz NOT NULL,
+    PRIMARY KEY (monitor_id, region, hour)
+);
+COMMENT ON TABLE webmon.rollup_pending IS
+    'pg_webmon: hours that got a result after they were rolled up; webmon.run_rollups() rolls them up again from their results.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Latency histograms (latency.rs; buckets in webmon-core): response times into a histogram,
+-- histograms added up. Both run in parallel plans.
+-- ---------------------------------------------------------------------------------------------
+CREATE AGGREGATE webmon.latency_histogram(real) (
+    SFUNC = webmon.latency_add,
+    STYPE = internal,
+    FINALFUNC = webmon.latency_final,
+    COMBINEFUNC = webmon.latency_combine,
+    SERIALFUNC = webmon.latency_serialize,
+    DESERIALFUNC = webmon.latency_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE webmon.latency_histogram(real) IS
+    'pg_webmon: response times (ms) counted in log-spaced buckets, in the form of webmon.rollups_hourly.latency_histogram; NULL when there are none.';
+
+CREATE AGGREGATE webmon.latency_merge(bytea) (
+    SFUNC = webmon.latency_merge_add,
+    STYPE = internal,
+    FINALFUNC = webmon.latency_final,
+    COMBINEFUNC = webmon.latency_combine,
+    SERIALFUNC = webmon.latency_serialize,
+    DESERIALFUNC = webmon.latency_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE webmon.latency_merge(bytea) IS
+    'pg_webmon: latency histograms added up, e.g. webmon.latency_percentile(webmon.latency_merge(latency_histogram), 0.99) over a month of webmon.rollups_daily.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Late results
+-- ---------------------------------------------------------------------------------------------
+-- The advisory lock key that orders writers of results and the move of flagged_before.
+CREATE FUNCTION webmon.rollup_flag_lock() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN 8675309042017;
+COMMENT ON FUNCTION webmon.rollup_flag_lock() IS
+    'pg_webmon: the advisory lock key that writers of results hold shared while they note late results, and webmon.run_rollups() exclusively while it moves flagged_before.';
+
+CREATE FUNCTION webmon.note_late_results() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Shared: writers never wait for each other; only for run_rollups moving the time.
+    PERFORM pg_advisory_xact_lock_shared(webmon.rollup_flag_lock());
+    INSERT INTO webmon.rollup_pending AS p (monitor_id, region, hour)
+    SELECT DISTINCT n.monitor_id, coalesce(n.region, ''), date_trunc('hour', n.request_timestamp, 'UTC')
+    FROM new_rows n
+    WHERE n.request_timestamp < (SELECT s.flagged_before FROM webmon.rollup_state s)
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.note_late_results() IS
+    'pg_webmon: statement trigger of webmon.metrics and webmon.errors: notes the hours of results that arrive after their hour was rolled up, for webmon.run_rollups() to roll up again.';
+
+CREATE TRIGGER metrics_note_late AFTER INSERT ON webmon.metrics
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION webmon.note_late_results();
+CREATE TRIGGER errors_note_late AFTER INSERT ON webmon.errors
+    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION webmon.note_late_results();
+
+-- ---------------------------------------------------------------------------------------------
+-- What raw results add up to: the one definition that rollups and the raw edges of the uptime
+-- functions share. Per monitor (NULL: every monitor) and region, over [from_ts, to_ts), read
+-- through each monitor's (monitor_id, request_timestamp) index.
+-- ---------------------------------------------------------------------------------------------
+CREATE FUNCTION webmon.results_summary(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, region text, checks int, good int, failed int, maintenance int,
+               unmonitored int, error_kinds jsonb, responses int, latency_min_ms real,
+               latency_max_ms real, latency_sum_ms float8, latency_histogram bytea)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT m.id, k.region,
+           sum(k.checks)::int, sum(k.good)::int, sum(k.failed)::int, sum(k.maintenance)::int,
+           sum(k.unmonitored)::int,
+           jsonb_object_agg(k.error_kind, k.checks) FILTER (WHERE k.error_kind IS NOT NULL),
+           sum(k.responses)::int, min(k.latency_min_ms), max(k.latency_max_ms),
+           sum(k.latency_sum_ms), webmon.latency_merge(k.latency_histogram)
+    FROM webmon.monitors m
+    -- Monitors with a maintenance window (or any window for every monitor) look each
+    -- result up in their windows; the others do not.
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw
+                       WHERE mw.monitor_id = m.id OR mw.monitor_id IS NULL) AS has_windows
+    ) win
+    CROSS JOIN LATERAL (
+        SELECT r.region, r.error_kind,
+               count(*) AS checks,
+               count(*) FILTER (WHERE r.up AND NOT r.in_window) AS good,
+               count(*) FILTER (WHERE NOT r.up AND NOT r.in_window) AS failed,
+               count(*) FILTER (WHERE r.up IS NOT NULL AND r.in_window) AS maintenance,
+               count(*) FILTER (WHERE r.up IS NULL) AS unmonitored,
+               count(r.response_time_ms) AS responses,
+               min(r.response_time_ms) AS latency_min_ms,
+               max(r.response_time_ms) AS latency_max_ms,
+               sum(r.response_time_ms::float8) AS latency_sum_ms,
+               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
+        FROM (
+            SELECT coalesce(x.region, '') AS region, x.error_kind, x.response_time_ms,
+                   webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind) AS up,
+                   win.has_windows AND webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL AS in_window
+            FROM (
+                SELECT mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
+                       mt.regex_matched, mt.request_timestamp
+                FROM webmon.metrics mt
+                WHERE mt.monitor_id = m.id AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+                UNION ALL
+                SELECT e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+                FROM webmon.errors e
+                WHERE e.monitor_id = m.id AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+            ) x
+        ) r
+        GROUP BY r.region, r.error_kind
+    ) k
+    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
+    GROUP BY m.id, k.region;
+END;
+COMMENT ON FUNCTION webmon.results_summary(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (all when monitor_ids is NULL) and region, what its stored results in [from_ts, to_ts) add up to, in the columns of webmon.rollups_hourly.';
+
+-- Where a range splits into raw rows, hourly rollups and daily rollups: days [day_from,
+-- day_to) from rollups_daily, hours [hour_from, hour_to) outside them from rollups_hourly, and
+-- [from_ts, hour_from) and [hour_to, to_ts) from raw results. Only hours before rolled_up_to
+-- are read from rollups, only closed days from daily ones; UTC hours and days.
+CREATE FUNCTION webmon.rollup_spans(from_ts timestamptz, to_ts timestamptz, rolled_up_to timestamptz,
+                                    OUT hour_from timestamptz, OUT hour_to timestamptz,
+                                    OUT day_from timestamptz, OUT day_to timestamptz)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT h.hour_from, h.hour_to,
+           CASE WHEN d.day_to > d.day_from THEN d.day_from ELSE h.hour_from END,
+           CASE WHEN d.day_to > d.day_from THEN d.day_to ELSE h.hour_from END
+    FROM (SELECT CASE WHEN e.last > e.first THEN e.first ELSE to_ts END AS hour_from,
+                 CASE WHEN e.last > e.first THEN e.last ELSE to_ts END AS hour_to
+          FROM (SELECT date_trunc('hour', from_ts + interval '1 hour' - interval '1 microsecond', 'UTC') AS first,
+                       least(date_trunc('hour', to_ts, 'UTC'), date_trunc('hour', rolled_up_to, 'UTC')) AS last) e) h
+    CROSS JOIN LATERAL (
+        SELECT date_trunc('day', h.hour_from + interval '24 hours' - interval '1 microsecond', 'UTC') AS day_from,
+               date_trunc('day', h.hour_to, 'UTC') AS day_to
+    ) d;
+END;
+COMMENT ON FUNCTION webmon.rollup_spans(timestamptz, timestamptz, timestamptz) IS
+    'pg_webmon: how the uptime functions split a range: daily rollups for [day_from, day_to), hourly rollups for the rest of [hour_from, hour_to), raw results before hour_from and from hour_to.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Maintaining them
+-- ---------------------------------------------------------------------------------------------
+-- Error kind counts added up: {"timeout": 2} and {"timeout": 1, "dns": 1} are {"timeout": 3, "dns": 1}.
+CREATE FUNCTION webmon.sum_error_kinds(kinds jsonb[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT jsonb_object_agg(e.kind, e.n)
+        FROM (SELECT j.key AS kind, sum(j.value::bigint) AS n
+              FROM unnest(kinds) AS u(counts), jsonb_each_text(u.counts) AS j
+              GROUP BY j.key) e);
+COMMENT ON FUNCTION webmon.sum_error_kinds(jsonb[]) IS
+    'pg_webmon: error kind counts added up, key by key.';
+
+CREATE FUNCTION webmon.rollup_day(day timestamptz, monitor_ids bigint[] DEFAULT NULL, regions text[] DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    written int;
+BEGIN
+    -- (monitor, region) pairs when both arrays are given; every monitor when monitor_ids is NULL.
+    DELETE FROM webmon.rollups_daily d
+    WHERE d.day = rollup_day.day
+      AND (monitor_ids IS NULL
+           OR (d.monitor_id, d.region) IN (SELECT * FROM unnest(monitor_ids, regions)));
+    INSERT INTO webmon.rollups_daily
+    SELECT h.monitor_id, h.region, rollup_day.day,
+           sum(h.checks), sum(h.good), sum(h.failed), sum(h.maintenance), sum(h.unmonitored),
+           webmon.sum_error_kinds(array_agg(h.error_kinds) FILTER (WHERE h.error_kinds IS NOT NULL)),
+           sum(h.responses), min(h.latency_min_ms), max(h.latency_max_ms), sum(h.latency_sum_ms),
+           webmon.latency_merge(h.latency_histogram)
+    FROM webmon.rollups_hourly h
+    WHERE h.hour >= rollup_day.day AND h.hour < rollup_day.day + interval '24 hours'
+      AND (monitor_ids IS NULL
+           OR (h.monitor_id, h.region) IN (SELECT * FROM unnest(monitor_ids, regions)))
+    GROUP BY h.monitor_id, h.region;
+    GET DIAGNOSTICS written = ROW_COUNT;
+    RETURN written;
+END
+$$;
+COMMENT ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) IS
+    'pg_webmon: (re)write the daily rollups of a UTC day from its hourly ones, for every monitor or for the given (monitor, region) pairs. Called by webmon.run_rollups().';
+
+CREATE FUNCTION webmon.run_rollups(max_hours int DEFAULT 24, max_late int DEFAULT 10000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    state webmon.rollup_state;
+    horizon timestamptz;
+    closed timestamptz := date_trunc('hour', now() - interval '2 minutes', 'UTC');
+    this_hour timestamptz;
+    done int := 0;
+    late record;
+BEGIN
+    -- One run at a time; a run in progress is left alone.
+    IF NOT pg_try_advisory_xact_lock(webmon.rollup_flag_lock() + 1) THEN
+        RETURN 0;
+    END IF;
+    -- The first run starts at the oldest result kept (within pg_webmon.retention): an update
+    -- from a release without rollups rolls up the results it kept. Without any, this hour.
+    INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
+    SELECT s.first, s.first
+    FROM (SELECT date_trunc('hour', greatest(least(
+                     (SELECT min(p.range_start) FROM webmon.partitions p),
+                     -- Results in the default partitions, older than every partition (only
+                     -- those are read: the other partitions are pruned).
+                     (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
+                      WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                             WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
+                     (SELECT min(e.request_timestamp) FROM webmon.errors e
+                      WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                            WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
+                     now()), now() - webmon.results_retention()), 'UTC') AS first) s
+    ON CONFLICT (only_row) DO NOTHING;
+    SELECT * INTO state FROM webmon.rollup_state FOR UPDATE;
+    -- Raw results older than this may be dropped already: their hours are not rolled up again.
+    horizon := now() - webmon.results_retention();
+
+    -- 1. Hours that got late results: rolled up again from their results, then their days.
+    FOR late IN
+        WITH taken AS (
+            DELETE FROM webmon.rollup_pending p
+            WHERE (p.monitor_id, p.region, p.hour) IN (
+                SELECT q.monitor_id, q.region, q.hour FROM webmon.rollup_pending q
+                ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
+            RETURNING p.*
+        )
+        -- Hours not rolled up yet are left to step 2.
+        SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids, array_agg(t.region) AS regions
+        FROM taken t
+        WHERE t.hour < state.rolled_up_to AND t.hour + interval '1 hour' > horizon
+        GROUP BY t.hour ORDER BY t.hour
+    LOOP
+        DELETE FROM webmon.rollups_hourly h
+        WHERE h.hour = late.hour
+          AND (h.monitor_id, h.region) IN (SELECT * FROM unnest(late.monitor_ids, late.regions));
+        INSERT INTO webmon.rollups_hourly
+        SELECT s.monitor_id, s.region, late.hour, s.checks, s.good, s.failed, s.maintenance,
+               s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
+               s.latency_sum_ms, s.latency_histogram
+        FROM webmon.results_summary(late.hour, late.hour + interval '1 hour', late.monitor_ids) s
+        WHERE (s.monitor_id, s.region) IN (SELECT * FROM unnest(late.monitor_ids, late.regions));
+        IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
+            PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids, late.regions);
+        END IF;
+        done := done + 1;
+    END LOOP;
+
+    -- 2. Closed hours, oldest first; a day once its last hour is in.
+    WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
+        this_hour := state.rolled_up_to;
+        IF this_hour + interval '1 hour' > horizon THEN
+            DELETE FROM webmon.rollups_hourly h WHERE h.hour = this_hour;
+            INSERT INTO webmon.rollups_hourly
+            SELECT s.monitor_id, s.region, this_hour, s.checks, s.good, s.failed, s.maintenance,
+                   s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
+                   s.latency_sum_ms, s.latency_histogram
+            FROM webmon.results_summary(this_hour, this_hour + interval '1 hour') s;
+        END IF;
+        state.rolled_up_to := this_hour + interval '1 hour';
+        IF state.rolled_up_to = date_trunc('day', state.rolled_up_to, 'UTC') THEN
+            PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
+        END IF;
+        done := done + 1;
+    END LOOP;
+    UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+
+    -- 3. Last: results before the hour that closed two minutes ago are late from now on. The
+    -- exclusive lock waits for writers that read the old time (they commit first) and is held
+    -- until this transaction ends; the next run rolls those hours up.
+    IF closed > state.flagged_before THEN
+        BEGIN
+            PERFORM pg_advisory_xact_lock(webmon.rollup_flag_lock());
+            UPDATE webmon.rollup_state SET flagged_before = closed;
+        EXCEPTION WHEN lock_not_available THEN
+            -- Writers held it longer than lock_timeout: the next run tries again.
+            NULL;
+        END;
+    END IF;
+    RETURN done;
+END
+$$;
+COMMENT ON FUNCTION webmon.run_rollups(int, int) IS
+    'pg_webmon: bring the rollups up to date: roll up again the hours that got late results (at most max_late of them), roll up at most max_hours closed hours, and mark the hours closed until two minutes ago for the next run. Returns how many hours it rolled up; the maintenance worker calls it every second. Call it again while it returns more than 0.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Reading them
+-- ---------------------------------------------------------------------------------------------
+-- How long a monitor's slots in [from_ts, to_ts) went unchecked, given how many got a check:
+-- the slots its interval fits in the range (per region), less those checked, times the
+-- interval, averaged over its regions. The slot still in flight is not counted yet.
+CREATE FUNCTION webmon.unmonitored_time(check_interval interval, regions text[], from_ts timestamptz,
+                                        to_ts timestamptz, checked bigint)
+RETURNS interval
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN make_interval(secs => greatest(0,
+           floor(greatest(0, extract(epoch FROM (to_ts - check_interval) - from_ts))
+                 / greatest(extract(epoch FROM check_interval), 1))
+           * greatest(coalesce(cardinality(regions), 1), 1)
+           - checked)
+       * greatest(extract(epoch FROM check_interval), 1)::float8
+       / greatest(coalesce(cardinality(regions), 1), 1));
+COMMENT ON FUNCTION webmon.unmonitored_time(interval, text[], timestamptz, timestamptz, bigint) IS
+    'pg_webmon: how long a monitor''s slots in a range went unchecked, given how many got a check: the slots that fit in it per region (the one in flight not yet), less those checked, times the interval, averaged over its regions.';
+
+-- Refuses a range the uptime functions cannot read (22023); true otherwise.
+CREATE FUNCTION webmon.checked_range(from_ts timestamptz, to_ts timestamptz) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF from_ts IS NULL OR to_ts IS NULL OR isfinite(from_ts) IS NOT TRUE OR isfinite(to_ts) IS NOT TRUE
+       OR from_ts > to_ts THEN
+        RAISE EXCEPTION 'invalid range from % to %: it needs a finite start not after its end', from_ts, to_ts
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION webmon.checked_range(timestamptz, timestamptz) IS
+    'pg_webmon: true for a range the uptime functions can read; refuses (22023) a missing or infinite bound or a start after the end.';
+
+CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz)
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH spans AS (
+        SELECT s.* FROM webmon.rollup_spans(from_ts, to_ts,
+                                            coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity')) s
+        WHERE webmon.checked_range(from_ts, to_ts)
+    ), parts AS (
+        SELECT d.monitor_id, d.checks, d.good, d.failed, d.maintenance, d.unmonitored, d.latency_histogram
+        FROM webmon.rollups_daily d, spans
+        WHERE d.day >= spans.day_from AND d.day < spans.day_to
+        UNION ALL
+        SELECT h.monitor_id, h.checks, h.good, h.failed, h.maintenance, h.unmonitored, h.latency_histogram
+        FROM webmon.rollups_hourly h, spans
+        WHERE h.hour >= spans.hour_from AND h.hour < spans.hour_to
+          AND NOT (h.hour >= spans.day_from AND h.hour < spans.day_to)
+        UNION ALL
+        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
+        FROM spans, webmon.results_summary(from_ts, spans.hour_from) r
+        UNION ALL
+        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
+        FROM spans, webmon.results_summary(spans.hour_to, to_ts) r
+    ), totals AS (
+        SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
+               sum(p.maintenance) + sum(p.good) + sum(p.failed) AS checked,
+               webmon.latency_merge(p.latency_histogram) AS histogram
+        FROM parts p
+        GROUP BY p.monitor_id
+    )
+    SELECT m.id, m.url,
+           coalesce(t.good + t.failed, 0),
+           coalesce(t.failed, 0),
+           round(100.0 * t.good / nullif(t.good + t.failed, 0), 3),
+           webmon.latency_percentile(t.histogram, 0.5),
+           webmon.latency_percentile(t.histogram, 0.95),
+           webmon.latency_percentile(t.histogram, 0.99),
+           webmon.unmonitored_time(m.check_interval, m.regions, greatest(from_ts, m.created_at),
+                                   least(to_ts, now()), coalesce(t.checked, 0))
+    FROM webmon.monitors m
+    LEFT JOIN totals t ON t.monitor_id = m.id
+    ORDER BY m.id;
+END;
+COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz) IS
+    'pg_webmon: per monitor over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads daily and hourly rollups for whole UTC days and hours, and raw results only at the edges.';
+
+CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT * FROM webmon.uptime_between(now() - since, now());
+END;
+COMMENT ON FUNCTION webmon.uptime(interval) IS
+    'pg_webmon: webmon.uptime_between(now() - since, now()): per monitor over the last `since`, checks, failures, uptime %, p50/p95/p99 response time in ms and unmonitored time.';
+
+CREATE FUNCTION webmon.sla(month date)
+RETURNS TABLE (monitor_id bigint, url text, month_start date, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT u.monitor_id, u.url, date_trunc('month', sla.month)::date, u.checks, u.failures, u.uptime_pct,
+           u.p50_ms, u.p95_ms, u.p99_ms, u.unmonitored_time
+    FROM webmon.uptime_between(date_trunc('month', sla.month)::timestamptz,
+                               (date_trunc('month', sla.month) + interval '1 month')::timestamptz) u;
+END;
+COMMENT ON FUNCTION webmon.sla(date) IS
+    'pg_webmon: per monitor, its uptime over the calendar month that holds `month` (in the session''s time zone), as webmon.uptime_between() counts it.';
+
+REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;
+
+-- pg_dump keeps how far rollups go and the hours still to roll up again (the rollups
+-- themselves are in partitions, which are not the extension's and are dumped as tables).
+SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_state', '');
+SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_pending', '');
+
+-- webmon.uptime() taken from PUBLIC before stays so, with the new uptime functions. The
+-- update grants nothing to roles (such grants would be recorded as the extension's own and
+-- left out of dumps): webmon.grant_reader() grants them again.
+DO $$
+DECLARE
+    acl text := current_setting('webmon_upgrade.uptime_acl', true);
+    roles text;
+BEGIN
+    IF coalesce(acl, '') = '' THEN
+        RETURN;  -- never granted nor revoked: PUBLIC may run it, as before
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM aclexplode(acl::aclitem[]) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
+        REVOKE ALL ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz),
+                               webmon.sla(date) FROM PUBLIC;
+    END IF;
+    SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ') INTO roles
+    FROM aclexplode(acl::aclitem[]) a
+    WHERE a.grantee <> 0 AND a.privilege_type = 'EXECUTE'
+      AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee)
+      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee AND r.rolsuper);
+    IF roles IS NOT NULL THEN
+        RAISE WARNING 'pg_webmon: webmon.uptime() was made anew; these roles may no longer run it: %', roles
+            USING HINT = 'Run SELECT webmon.grant_reader(role) for each: it grants webmon.uptime(), webmon.uptime_between() and webmon.sla().';
+    END IF;
+END
+$$;
