@@ -30,6 +30,12 @@ BEGIN
     END IF;
     EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, %I)',
                    partition_name || '_monitor_time_idx', partition_name, key_column);
+    -- Rollups are also read by time for every monitor (the uptime functions), and written an
+    -- hour or a day at a time, in time order: a BRIN index finds a span in a few pages.
+    IF key_column <> 'request_timestamp' THEN
+        EXECUTE format('CREATE INDEX %I ON webmon.%I USING brin (%I)',
+                       partition_name || '_time_idx', partition_name, key_column);
+    END IF;
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
     -- A row left by a partition dropped by hand is replaced, not a key violation.

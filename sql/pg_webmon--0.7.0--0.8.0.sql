@@ -3,9 +3,15 @@
 -- Rollups: webmon.rollups_hourly and webmon.rollups_daily (partitioned by the maintenance
 -- worker like results), the latency histogram aggregates, webmon.run_rollups() with its
 -- trigger for late results, and webmon.uptime_between() and webmon.sla(). webmon.uptime()
--- reads rollups now and gains a column (unmonitored_time): it is made again, and the roles
--- that could run it can run it and the new functions. Stored rows are kept; the results kept
--- before the update are rolled up by the maintenance worker after it, an hour at a time.
+-- reads rollups now and gains a column (unmonitored_time): it is made again (taken from PUBLIC
+-- before, it stays so; roles granted it are named in a WARNING: grant_reader() grants it
+-- again). Jobs keep their last result for webmon.monitor_status, which no longer reads
+-- results (until a job's first check after the update, it still does). Stored rows are kept;
+-- the results kept before the update are rolled up by the maintenance worker after it, an
+-- hour at a time.
+
+-- Every table the update changes, first, in the order monitor_status and probes use them.
+LOCK TABLE webmon.monitors, webmon.jobs, webmon.metrics, webmon.errors IN ACCESS EXCLUSIVE MODE;
 
 -- webmon.uptime()'s return type changes, so it is dropped and made again: who may run it
 -- is remembered until then (a setting of this transaction).
@@ -18,6 +24,490 @@ BEGIN
 END
 $$;
 DROP FUNCTION webmon.uptime(interval);
+
+-- Jobs keep their last result, so that webmon.monitor_status reads no results.
+ALTER TABLE webmon.jobs
+    ADD COLUMN last_checked_at  timestamptz,
+    ADD COLUMN last_status_code smallint,
+    ADD COLUMN last_response_time_ms real,
+    ADD COLUMN last_regex_matched boolean,
+    ADD COLUMN last_error_kind  text,
+    ADD COLUMN last_error       text,
+    ADD COLUMN last_region      text;
+COMMENT ON COLUMN webmon.jobs.last_checked_at IS 'The last result from this job''s checks (written with it, so that webmon.monitor_status reads no results): when it started, or its slot for an error without a start.';
+COMMENT ON COLUMN webmon.jobs.last_status_code IS 'The last result''s HTTP status; NULL for an error.';
+COMMENT ON COLUMN webmon.jobs.last_response_time_ms IS 'The last result''s response time; NULL for an error.';
+COMMENT ON COLUMN webmon.jobs.last_regex_matched IS 'Whether the last response matched the monitor''s regex; NULL without one.';
+COMMENT ON COLUMN webmon.jobs.last_error_kind IS 'The last result''s error kind; NULL for a response.';
+COMMENT ON COLUMN webmon.jobs.last_error IS 'The last result''s error message; NULL for a response.';
+COMMENT ON COLUMN webmon.jobs.last_region IS 'The region the last result came from (the job''s, else its probe''s).';
+
+CREATE OR REPLACE FUNCTION webmon.complete_checks(
+    probe text,
+    job_ids bigint[],
+    slots timestamptz[],
+    request_timestamps timestamptz[],
+    response_times_ms real[],
+    http_status_codes smallint[],
+    regex_matches boolean[],
+    page_contents text[],
+    error_kinds text[],
+    error_messages text[])
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- One index lookup per result, whatever the planner guesses of a batch's size: never a scan of
+-- the whole queue for a hash or merge join.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+DECLARE
+    completer smallint := webmon.probe_id(probe);
+    completer_region text;
+    accepted int;
+    changed_monitors bigint[];
+    changed_at timestamptz[];
+    changed_failures int[];
+    changed_last_failures timestamptz[];
+BEGIN
+    SELECT nullif(region, '') INTO completer_region FROM webmon.probes WHERE id = completer;
+    WITH done AS (
+        -- Only checks this probe still leases, for the slot it was given, count; ending the
+        -- lease makes a retried batch a no-op. The job row keeps every indexed column: a HOT
+        -- update, which also carries the region's runs of failed, good and slow checks and
+        -- its verdict (webmon_core::verdict, in Rust).
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, attempts = 0,
+            -- The result, as it is stored below: webmon.monitor_status reads it here.
+            last_checked_at = coalesce(s.checked_at, j.leased_slot),
+            last_status_code = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.http_status_code END,
+            last_response_time_ms = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.response_time_ms END,
+            last_regex_matched = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.regex_matched END,
+            last_error_kind = CASE WHEN s.refused IS NOT NULL THEN 'other' ELSE s.error_kind END,
+            last_error = CASE WHEN s.refused IS NOT NULL OR s.error_kind IS NOT NULL
+                              THEN left(coalesce(s.refused, s.error, ''), 1000) END,
+            last_region = coalesce(nullif(j.region, ''), completer_region),
+            failed_run = webmon.next_run('failed', s.outcome, j.failed_run),
+            good_run = webmon.next_run('good', s.outcome, j.good_run),
+            slow_run = webmon.next_run('slow', s.outcome, j.slow_run),
+            verdict = webmon.next_verdict(j.verdict, s.outcome, j.failed_run, j.good_run, j.slow_run,
+                                          s.down_after, s.up_after),
+            verdict_since = CASE WHEN webmon.next_verdict(j.verdict, s.outcome, j.failed_run, j.good_run, j.slow_run,
+                                                          s.down_after, s.up_after) IS DISTINCT FROM j.verdict
+                                 THEN coalesce(s.checked_at, j.leased_slot)
+                                 ELSE j.verdict_since END,
+            failing_since = CASE WHEN s.outcome = 'failed'
+                                 THEN coalesce(j.failing_since, s.checked_at, j.leased_slot)
+                                 WHEN s.outcome IS NOT NULL THEN NULL
+                                 ELSE j.failing_since END,
+            failing_cause = CASE WHEN s.outcome = 'failed' AND j.failing_since IS NULL
+                                 THEN left(coalesce(s.refused, webmon.failure_cause(s.http_status_code, s.regex_matched,
+                                                                                     s.error_kind, s.error)), 300)
+                                 WHEN s.outcome = 'failed' THEN j.failing_cause
+                                 WHEN s.outcome IS NOT NULL THEN NULL
+                                 ELSE j.failing_cause END
+        -- Each result with its job, its monitor's settings, the reasons to refuse it and its
+        -- outcome, as one row (OFFSET 0: the update then carries one copy of it, not one per
+        -- relation).
+        FROM (SELECT b.*, k.tid, m.down_after, m.up_after, r.refused, t.checked_at, o.outcome
+              FROM unnest(job_ids, slots, request_timestamps, response_times_ms, http_status_codes,
+                        regex_matches, page_contents, error_kinds, error_messages)
+                AS b(job_id, slot, request_timestamp, response_time_ms, http_status_code, regex_matched,
+                     page_content, error_kind, error)
+            -- Its monitor and its job (the one the id names, if this probe still leases it for
+            -- that slot): one lookup by key each per result.
+            -- Lateral subqueries kept as such (OFFSET 0), so that the results drive the lookups
+            -- whatever the planner guesses: with statistics that say few jobs are leased, it
+            -- once scanned the queue and read the whole batch again for each leased job (85 s
+            -- for 7,000 results).
+            CROSS JOIN LATERAL (
+                SELECT mm.down_after, mm.up_after, mm.expected_status, mm.degraded_after_ms
+                FROM webmon.monitors mm WHERE mm.id = webmon.job_monitor(b.job_id)
+                OFFSET 0
+            ) m
+            CROSS JOIN LATERAL (
+                SELECT jj.ctid AS tid
+                FROM webmon.jobs jj
+                WHERE jj.monitor_id = webmon.job_monitor(b.job_id)
+                  AND jj.region = webmon.job_region(b.job_id, completer_region)
+                  AND jj.leased_by = completer
+                  AND CASE WHEN b.slot IS NOT NULL THEN jj.leased_slot = b.slot
+                           -- Without the slot (the 0.3.0 form): only a check that started at
+                           -- this lease's slot (probes start at the slot, on the database's
+                           -- clock), not a late result of an earlier lease of the same job.
+                           ELSE b.request_timestamp >= jj.leased_slot - interval '50 milliseconds' END
+                OFFSET 0
+            ) k
+            CROSS JOIN LATERAL (
+                -- A result counts as the probe says only when it can be true: started no earlier
+                -- than a minute before its slot (probes start at the slot, on the database's
+                -- clock) and not more than 5 seconds in the future, and, for a response, a status
+                -- and a response time from 0 to a day. Any other result is stored as an `other`
+                -- error at its slot saying why (a failed check), so that no row can claim "up"
+                -- forever or hide newer failures. (Without slots, the 0.3.0 form, the lease's own
+                -- test below already holds a result to its slot.)
+                SELECT CASE
+                           WHEN b.request_timestamp IS NULL
+                                OR b.request_timestamp < b.slot - interval '1 minute'
+                                OR b.request_timestamp > now() + interval '5 seconds'
+                           THEN format('result refused: request_timestamp %s is not between a minute before its slot (%s) and now (+5 s)',
+                                       b.request_timestamp, b.slot)
+                           WHEN b.error_kind IS NULL
+                                AND (b.http_status_code IS NULL OR b.http_status_code NOT BETWEEN 100 AND 999
+                                     OR b.response_time_ms IS NULL OR NOT (b.response_time_ms BETWEEN 0 AND 86400000))
+                           THEN format('result refused: status %s, response_time_ms %s', b.http_status_code, b.response_time_ms)
+                           -- A kind the library does not know (a probe newer than the library).
+                           WHEN b.error_kind IS NOT NULL AND b.error_kind <> ALL (webmon.error_kinds())
+                           THEN format('result refused: error kind %s is not one of webmon.error_kinds(): %s', b.error_kind, b.error)
+                       END AS refused
+                -- Each lateral is computed once per result (OFFSET 0): flattened, its expression
+                -- would be copied into every use (outcome has a dozen, refused is in outcome).
+                OFFSET 0
+            ) r
+            -- The check's time: when it started, or for a refused result its slot (the lease's
+            -- own slot where the probe did not send it: coalesce with j.leased_slot).
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN r.refused IS NULL THEN b.request_timestamp ELSE b.slot END AS checked_at OFFSET 0
+            ) t
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN r.refused IS NOT NULL THEN 'failed'
+                            ELSE webmon.check_outcome(m.expected_status, b.http_status_code, b.regex_matched, b.error_kind,
+                                                      b.response_time_ms, m.degraded_after_ms)
+                       END AS outcome
+                OFFSET 0
+            ) o
+              OFFSET 0) s
+        -- That row (a TID scan: the only way to read jobs here, so the results drive the
+        -- update), checked again as it is when it is updated: a row whose lease another batch
+        -- with the same results, or the lease sweep, ended meanwhile is left alone. (Where
+        -- PostgreSQL also checks the tuple id again, so is a row a monitor's edit changed
+        -- meanwhile: its lease then ends as leases do, and the slot is checked again.)
+        WHERE j.ctid = s.tid
+          AND j.leased_by = completer
+          AND CASE WHEN s.slot IS NOT NULL THEN j.leased_slot = s.slot
+                   ELSE s.request_timestamp >= j.leased_slot - interval '50 milliseconds' END
+        RETURNING j.monitor_id, j.leased_slot AS leased, coalesce(nullif(j.region, ''), completer_region) AS from_region,
+                  s.request_timestamp, s.response_time_ms, s.http_status_code, s.regex_matched,
+                  s.page_content, s.error_kind, s.error, s.refused, s.outcome, j.verdict AS new_verdict,
+                  j.verdict_since IS NOT DISTINCT FROM
+                      coalesce(s.checked_at, j.leased_slot) AS verdict_changed,
+                  coalesce(s.checked_at, j.leased_slot) AS checked_at
+    ), metric_rows AS (
+        INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code,
+                                    probe_id, regex_matched, page_content, region)
+        SELECT d.request_timestamp, d.monitor_id, d.response_time_ms, d.http_status_code,
+               completer, d.regex_matched, left(d.page_content, 1000), d.from_region
+        FROM done d
+        WHERE d.error_kind IS NULL AND d.refused IS NULL
+    ), error_rows AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT d.checked_at, d.monitor_id,
+               CASE WHEN d.refused IS NULL THEN d.error_kind ELSE 'other' END,
+               left(coalesce(d.refused, d.error, ''), 1000), completer, d.from_region
+        FROM done d
+        WHERE d.error_kind IS NOT NULL OR d.refused IS NOT NULL
+    )
+    -- The monitors whose incidents may change: a region's verdict became down or degraded,
+    -- or changed while the monitor has an open incident, or a region that is down failed
+    -- again (its open incident counts it). A first verdict of up changes nothing.
+    SELECT (SELECT count(*) FROM done), x.ids, x.ats, x.failures, x.last_failures
+    INTO accepted, changed_monitors, changed_at, changed_failures, changed_last_failures
+    FROM (SELECT array_agg(t.monitor_id ORDER BY t.monitor_id) AS ids, array_agg(t.at ORDER BY t.monitor_id) AS ats,
+                 array_agg(t.failures ORDER BY t.monitor_id) AS failures,
+                 array_agg(t.last_failure ORDER BY t.monitor_id) AS last_failures
+          FROM (SELECT d.monitor_id, max(d.checked_at) AS at,
+                       count(*) FILTER (WHERE d.outcome = 'failed' AND d.new_verdict = 'down')::int AS failures,
+                       max(d.checked_at) FILTER (WHERE d.outcome = 'failed') AS last_failure
+                FROM done d
+                WHERE (d.verdict_changed
+                       AND (d.new_verdict IN ('down', 'degraded')
+                            OR EXISTS (SELECT 1 FROM webmon.incidents i
+                                       WHERE i.monitor_id = d.monitor_id AND i.resolved_at IS NULL)))
+                   OR (d.outcome = 'failed' AND d.new_verdict = 'down')
+                GROUP BY d.monitor_id) t) x;
+    IF changed_monitors IS NOT NULL THEN
+        -- The results are stored whatever happens to their incidents (a lock table full, a
+        -- bug): a batch refused here would be retried for ever. A WARNING, and the next
+        -- change of these monitors evaluates them again.
+        BEGIN
+            PERFORM webmon.update_incidents(changed_monitors, changed_at, changed_failures, changed_last_failures);
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_webmon: incidents of % monitors not updated: % (%)',
+                cardinality(changed_monitors), SQLERRM, SQLSTATE;
+        END;
+    END IF;
+    RETURN accepted;
+END
+$$;
+COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timestamptz[], real[], smallint[], boolean[], text[], text[], text[]) IS
+    'pg_webmon: store one batch of results (parallel arrays, one element per check: its job id and the slot claim_checks gave; error_kinds NULL means a response) in one transaction. Only checks this probe still leases for that slot are stored, each once; a result with an impossible timestamp, status or response time, or an unknown error kind, is stored as an other error at its slot. Returns how many.';
+
+CREATE OR REPLACE FUNCTION webmon.record_unclaimed_checks(unclaimed_timeout interval DEFAULT '2 minutes',
+                                               max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+DECLARE
+    recorded int := 0;
+    found_here int;
+    r text;
+BEGIN
+    -- A check no probe claimed in time (no live probe in its region, or all busy) is recorded
+    -- as a `no_probe` error: the user sees it, and the job moves on to its next slot. The
+    -- time counts from the slot, or from when it came back to the queue. Each region's due
+    -- range of jobs_due_idx, oldest first.
+    FOR r IN SELECT webmon.queued_regions() LOOP
+        WITH unclaimed AS (
+            SELECT c.ctid AS tid, c.monitor_id, c.scheduled_at
+            FROM webmon.jobs c
+            WHERE c.region = r
+              AND c.scheduled_at < now() - unclaimed_timeout
+              AND c.leased_by IS NULL
+              AND coalesce(c.lease_expires_at, '-infinity') < now() - unclaimed_timeout
+            ORDER BY c.scheduled_at
+            LIMIT max_rows
+            FOR UPDATE SKIP LOCKED
+        ), moved AS (
+            UPDATE webmon.jobs j
+            SET scheduled_at = webmon.slot_after(j.grid_start, j.check_interval, now()),
+                requeued = false, attempts = 0,
+                -- Nobody checks this region: its verdict is unknown, not the last one seen.
+                verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+                failing_since = NULL, failing_cause = NULL,
+                -- The result stored below (unless the job has a newer one).
+                last_checked_at = greatest(j.last_checked_at, u.scheduled_at),
+                last_status_code = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_status_code END,
+                last_response_time_ms = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_response_time_ms END,
+                last_regex_matched = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_regex_matched END,
+                last_error_kind = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_error_kind ELSE 'no_probe' END,
+                last_error = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_error ELSE u.message END,
+                last_region = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_region ELSE nullif(r, '') END
+            -- The rows locked above, by tuple id (a TID scan per row, never a join over the queue).
+            FROM (SELECT x.*,
+                         CASE WHEN r = ''
+                              THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                              ELSE format('no probe of region %s claimed this check within %s', r, unclaimed_timeout)
+                         END AS message
+                  FROM unclaimed x) u
+            WHERE j.ctid = u.tid
+            RETURNING u.monitor_id, u.scheduled_at, u.message
+        )
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
+        SELECT scheduled_at, monitor_id, 'no_probe', message, nullif(r, '')
+        FROM moved;
+        GET DIAGNOSTICS found_here = ROW_COUNT;
+        recorded := recorded + found_here;
+    END LOOP;
+    RETURN recorded;
+END
+$$;
+COMMENT ON FUNCTION webmon.record_unclaimed_checks(interval, int) IS
+    'pg_webmon: record due checks that no probe claimed within unclaimed_timeout (from their slot, or from when they came back to the queue) as no_probe errors; each job moves on to its next slot. At most max_rows per region. Returns how many.';
+
+CREATE OR REPLACE FUNCTION webmon.requeue_expired_leases(max_attempts int DEFAULT 3, max_rows int DEFAULT 100000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    requeued int;
+BEGIN
+    -- Leases that ended: back to the queue for the same slot, or recorded as lost after
+    -- max_attempts leases. Reads the whole table (the scheduler calls it every few seconds):
+    -- an index on lease_expires_at would cost every claim an index entry instead.
+    WITH expired AS (
+        SELECT ctid AS tid, monitor_id, region, leased_slot, attempts, leased_by
+        FROM webmon.jobs
+        WHERE leased_by IS NOT NULL AND lease_expires_at < now()
+        LIMIT max_rows
+        FOR UPDATE SKIP LOCKED
+    ), gave_up AS (
+        UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false,
+            -- Nobody reported this region's checks: its verdict is unknown, not the last one.
+            verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
+            failing_since = NULL, failing_cause = NULL,
+            -- The result stored below (unless the job has a newer one).
+            last_checked_at = greatest(j.last_checked_at, e.leased_slot),
+            last_status_code = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_status_code END,
+            last_response_time_ms = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_response_time_ms END,
+            last_regex_matched = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_regex_matched END,
+            last_error_kind = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_error_kind ELSE 'lost' END,
+            last_error = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_error ELSE e.message END,
+            last_region = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_region ELSE nullif(e.region, '') END
+        FROM (SELECT x.*, format('no result after %s leases (last probe id %s)', x.attempts, x.leased_by) AS message
+              FROM expired x) e
+        WHERE j.ctid = e.tid AND e.attempts >= max_attempts
+        RETURNING e.*
+    ), lost AS (
+        INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
+        SELECT leased_slot, monitor_id, 'lost', message, leased_by, nullif(region, '')
+        FROM gave_up
+    ), back AS (
+        UPDATE webmon.jobs j
+        SET leased_by = NULL, requeued = true, scheduled_at = e.leased_slot, lease_expires_at = now()
+        FROM expired e
+        WHERE j.ctid = e.tid AND e.attempts < max_attempts
+        RETURNING j.monitor_id
+    )
+    SELECT count(*) INTO requeued FROM back;
+    IF requeued > 0 THEN
+        PERFORM pg_notify('webmon_jobs', 'requeued');
+    END IF;
+    RETURN requeued;
+END
+$$;
+COMMENT ON FUNCTION webmon.requeue_expired_leases(int, int) IS
+    'pg_webmon: put checks whose lease ended back in the queue for the same slot, and after max_attempts leases record them in webmon.errors as lost. At most max_rows. Returns the number requeued.';
+
+CREATE OR REPLACE VIEW webmon.region_status AS
+SELECT m.id AS monitor_id,
+       r.region,
+       live.live,
+       last.request_timestamp AS last_checked_at,
+       -- The slot of that result on the job's grid (checks start at their slot; 50 ms for
+       -- the probe's mapping of the database's clock).
+       webmon.slot_at(j.grid_start, j.check_interval, last.request_timestamp + interval '50 milliseconds') AS last_slot,
+       CASE
+           WHEN NOT live.live THEN 'unmonitored'
+           WHEN verdict.up THEN 'up'
+           WHEN NOT verdict.up THEN 'down'
+           WHEN last.error_kind IS NOT NULL THEN 'unmonitored'
+           ELSE 'unknown'
+       END AS state,
+       verdict.up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       j.scheduled_at AS next_check_at
+FROM webmon.monitors m
+-- (NULL or empty names, in rows stored before names were checked, are no region.)
+CROSS JOIN LATERAL (SELECT DISTINCT u.region FROM unnest(m.regions) AS u(region)
+                    WHERE u.region IS NOT NULL AND u.region <> '') r
+LEFT JOIN webmon.jobs j ON j.monitor_id = m.id AND j.region = r.region
+CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM webmon.probes p
+                   WHERE p.region = r.region AND webmon.probe_is_live(p.last_seen_at)) AS live
+) live
+-- Ten intervals, at least an hour, at most 366 days (computed in seconds: a stored interval
+-- out of range must not make the view fail for every monitor).
+CROSS JOIN LATERAL (
+    SELECT make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 3600), 31622400)::float8) AS span
+) lookback
+LEFT JOIN LATERAL (
+    -- The newest result from this region in the last ten intervals (at least an hour): older
+    -- ones say nothing about now. Its job keeps it; only without one (a monitor paused, or
+    -- not checked since an update from a release before 0.8.0) is it looked for among the
+    -- results.
+    SELECT j.last_checked_at AS request_timestamp, j.last_status_code AS http_status_code,
+           j.last_response_time_ms AS response_time_ms, j.last_regex_matched AS regex_matched,
+           j.last_error_kind AS error_kind, j.last_error AS error
+    WHERE j.last_checked_at > now() - lookback.span
+    UNION ALL
+    SELECT f.request_timestamp, f.http_status_code, f.response_time_ms, f.regex_matched, f.error_kind, f.error
+    FROM webmon.last_result(m.id, now() - lookback.span, r.region) f
+    WHERE j.last_checked_at IS NULL
+) last ON true
+CROSS JOIN LATERAL (
+    SELECT webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) AS up
+) verdict
+WHERE m.regions IS NOT NULL;
+COMMENT ON VIEW webmon.region_status IS
+    'pg_webmon: for each monitor with regions, each region''s state: up or down (its last result in the last ten intervals), unmonitored (no live probe in the region, or nobody checked its last slot), unknown (no recent result); last_slot is the slot that result belongs to.';
+
+CREATE OR REPLACE VIEW webmon.monitor_status AS
+SELECT m.id AS monitor_id,
+       m.name,
+       m.url,
+       m.enabled,
+       last.request_timestamp AS last_checked_at,
+       CASE
+           WHEN m.regions IS NULL
+           THEN webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind)
+           -- From several regions: down when at least down_quorum live regions failed in the
+           -- newest slot any live region reported; up when fewer did and at least one saw it
+           -- up in that slot; unknown otherwise (a region without a live probe never counts).
+           WHEN quorum.failing >= coalesce(m.down_quorum, quorum.regions / 2 + 1) THEN false
+           WHEN quorum.passing > 0 THEN true
+       END AS up,
+       last.http_status_code AS last_status_code,
+       last.response_time_ms AS last_response_time_ms,
+       last.error_kind AS last_error_kind,
+       last.error AS last_error,
+       jobs.next_check_at,
+       last.region AS last_region,
+       quorum.states AS region_states,
+       CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
+       -- From the open incident and the regions' verdicts (webmon.jobs), kept as results
+       -- come in: paused, maintenance (a window covers it now), down, degraded, pending (a
+       -- quorum of regions failing, below down_after), up (a region says so), or unknown.
+       CASE
+           WHEN NOT m.enabled THEN 'paused'
+           WHEN maintenance.covering IS NOT NULL THEN 'maintenance'
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.kind
+           WHEN health.pending THEN 'pending'
+           WHEN health.known THEN 'up'
+           ELSE 'unknown'
+       END AS state,
+       CASE
+           WHEN NOT m.enabled THEN NULL
+           WHEN maintenance.covering IS NOT NULL THEN lower(maintenance.covering)
+           WHEN open_incident.kind IS NOT NULL THEN open_incident.started_at
+           WHEN health.pending THEN health.failing_since
+           WHEN health.known THEN coalesce(health.up_since, m.created_at)
+       END AS state_since
+FROM webmon.monitors m
+-- Its jobs: the next slot, and from the regions' verdicts, whether any region is up and
+-- whether a quorum is failing (pending). Joined, not looked up per monitor: for all monitors
+-- one pass over the queue.
+LEFT JOIN (
+    SELECT j.monitor_id, min(j.scheduled_at) AS next_check_at, count(*) AS regions,
+           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
+    FROM webmon.jobs j
+    GROUP BY j.monitor_id
+) jobs ON jobs.monitor_id = m.id
+-- The newest result its jobs keep.
+LEFT JOIN (
+    SELECT DISTINCT ON (j.monitor_id) j.monitor_id, j.last_checked_at, j.last_status_code,
+           j.last_response_time_ms, j.last_regex_matched, j.last_error_kind, j.last_error, j.last_region
+    FROM webmon.jobs j
+    WHERE j.last_checked_at IS NOT NULL
+    ORDER BY j.monitor_id, j.last_checked_at DESC
+) kept ON kept.monitor_id = m.id
+LEFT JOIN LATERAL (
+    SELECT kept.last_checked_at AS request_timestamp, kept.last_status_code AS http_status_code,
+           kept.last_response_time_ms AS response_time_ms, kept.last_regex_matched AS regex_matched,
+           kept.last_error_kind AS error_kind, kept.last_error AS error, kept.last_region AS region
+    WHERE kept.monitor_id IS NOT NULL
+    UNION ALL
+    -- Only without one (a monitor paused, or not checked since an update from a release
+    -- before 0.8.0): its newest result of the last day, or of its last ten intervals.
+    SELECT f.* FROM webmon.last_result(
+        m.id, now() - make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 86400), 31622400)::float8)) f
+    WHERE kept.monitor_id IS NULL
+) last ON true
+LEFT JOIN LATERAL (
+    SELECT count(*) AS regions,
+           count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = s.newest) AS failing,
+           count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = s.newest) AS passing,
+           jsonb_object_agg(s.region, s.state) AS states
+    -- The monitor's regions read once; the newest slot a live region reported, beside each.
+    FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
+          FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
+) quorum ON m.regions IS NOT NULL
+LEFT JOIN (
+    SELECT DISTINCT ON (i.monitor_id) i.monitor_id, i.kind, i.started_at FROM webmon.incidents i
+    WHERE i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')
+    ORDER BY i.monitor_id, i.kind = 'down' DESC
+) open_incident ON open_incident.monitor_id = m.id
+CROSS JOIN LATERAL (
+    -- Looked up only when some window exists (the uncorrelated test runs once per query).
+    SELECT CASE WHEN (SELECT EXISTS (SELECT 1 FROM webmon.maintenance))
+                THEN webmon.maintenance_window(m.id, now()) END AS covering
+) maintenance
+CROSS JOIN LATERAL (
+    -- Pending: a quorum of regions failing now (below down_after) or down.
+    SELECT jobs.failing > 0 AND jobs.failing >= coalesce(m.down_quorum, jobs.regions / 2 + 1) AS pending,
+           jobs.failing_since, coalesce(jobs.known, false) AS known, jobs.up_since
+) health;
+COMMENT ON VIEW webmon.monitor_status IS
+    'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, maintenance, down, degraded, pending, up, unknown) and state_since follow the monitor''s maintenance windows, incidents and down_after, up_after and degraded_after_ms.';
 
 -- New functions of the library.
 CREATE  FUNCTION "results_retention"() RETURNS interval /* Interval */
@@ -127,6 +617,12 @@ BEGIN
     END IF;
     EXECUTE format('CREATE INDEX %I ON webmon.%I (monitor_id, %I)',
                    partition_name || '_monitor_time_idx', partition_name, key_column);
+    -- Rollups are also read by time for every monitor (the uptime functions), and written an
+    -- hour or a day at a time, in time order: a BRIN index finds a span in a few pages.
+    IF key_column <> 'request_timestamp' THEN
+        EXECUTE format('CREATE INDEX %I ON webmon.%I USING brin (%I)',
+                       partition_name || '_time_idx', partition_name, key_column);
+    END IF;
     EXECUTE format('ALTER TABLE webmon.%I ATTACH PARTITION webmon.%I FOR VALUES FROM (%L) TO (%L)',
                    parent_name, partition_name, range_start, range_end);
     -- A row left by a partition dropped by hand is replaced, not a key violation.
@@ -178,8 +674,8 @@ BEGIN
                    'webmon.rollup_state TO %I', role_name);
     -- Not settings: webhook URLs and SMTP passwords are credentials.
     EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz), '
-                   'webmon.sla(date) TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]), '
+                   'webmon.sla(date, bigint[]) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS
@@ -475,21 +971,23 @@ BEGIN
     END IF;
     -- The first run starts at the oldest result kept (within pg_webmon.retention): an update
     -- from a release without rollups rolls up the results it kept. Without any, this hour.
-    INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
-    SELECT s.first, s.first
-    FROM (SELECT date_trunc('hour', greatest(least(
-                     (SELECT min(p.range_start) FROM webmon.partitions p),
-                     -- Results in the default partitions, older than every partition (only
-                     -- those are read: the other partitions are pruned).
-                     (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
-                      WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
-                                                             WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
-                     (SELECT min(e.request_timestamp) FROM webmon.errors e
-                      WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
-                                                            WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
-                     now()), now() - webmon.results_retention()), 'UTC') AS first) s
-    ON CONFLICT (only_row) DO NOTHING;
-    SELECT * INTO state FROM webmon.rollup_state FOR UPDATE;
+    IF NOT EXISTS (SELECT 1 FROM webmon.rollup_state) THEN
+        INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
+        SELECT s.first, s.first
+        FROM (SELECT date_trunc('hour', greatest(least(
+                         (SELECT min(p.range_start) FROM webmon.partitions p),
+                         -- Results in the default partitions, older than every partition (only
+                         -- those are read: the other partitions are pruned).
+                         (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
+                          WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                 WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
+                         (SELECT min(e.request_timestamp) FROM webmon.errors e
+                          WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
+                         now()), now() - webmon.results_retention()), 'UTC') AS first) s
+        ON CONFLICT (only_row) DO NOTHING;
+    END IF;
+    SELECT * INTO state FROM webmon.rollup_state;
     -- Raw results older than this may be dropped already: their hours are not rolled up again.
     horizon := now() - webmon.results_retention();
 
@@ -540,7 +1038,9 @@ BEGIN
         END IF;
         done := done + 1;
     END LOOP;
-    UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+    IF done > 0 THEN
+        UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+    END IF;
 
     -- 3. Last: results before the hour that closed two minutes ago are late from now on. The
     -- exclusive lock waits for writers that read the old time (they commit first) and is held
@@ -595,30 +1095,40 @@ $$;
 COMMENT ON FUNCTION webmon.checked_range(timestamptz, timestamptz) IS
     'pg_webmon: true for a range the uptime functions can read; refuses (22023) a missing or infinite bound or a start after the end.';
 
-CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz)
+CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    WITH spans AS (
-        SELECT s.* FROM webmon.rollup_spans(from_ts, to_ts,
-                                            coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity')) s
-        WHERE webmon.checked_range(from_ts, to_ts)
-    ), parts AS (
-        SELECT d.monitor_id, d.checks, d.good, d.failed, d.maintenance, d.unmonitored, d.latency_histogram
-        FROM webmon.rollups_daily d, spans
-        WHERE d.day >= spans.day_from AND d.day < spans.day_to
+-- PL/pgSQL: the spans are worked out first, so that each read is planned for its own times
+-- (partitions pruned, the time indexes used) and monitors; never JIT-compiled, which costs
+-- seconds for a plan this size and saves nothing here.
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET jit = off
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    s record;
+BEGIN
+    PERFORM webmon.checked_range(from_ts, to_ts);
+    SELECT * INTO s FROM webmon.rollup_spans(from_ts, to_ts,
+        coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity'));
+    RETURN QUERY
+    WITH parts AS (
+        SELECT d.monitor_id, d.good, d.failed, d.maintenance, d.latency_histogram
+        FROM webmon.rollups_daily d
+        WHERE d.day >= s.day_from AND d.day < s.day_to
+          AND (monitor_ids IS NULL OR d.monitor_id = ANY (monitor_ids))
         UNION ALL
-        SELECT h.monitor_id, h.checks, h.good, h.failed, h.maintenance, h.unmonitored, h.latency_histogram
-        FROM webmon.rollups_hourly h, spans
-        WHERE h.hour >= spans.hour_from AND h.hour < spans.hour_to
-          AND NOT (h.hour >= spans.day_from AND h.hour < spans.day_to)
+        SELECT h.monitor_id, h.good, h.failed, h.maintenance, h.latency_histogram
+        FROM webmon.rollups_hourly h
+        WHERE ((h.hour >= s.hour_from AND h.hour < s.day_from) OR (h.hour >= s.day_to AND h.hour < s.hour_to))
+          AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids))
         UNION ALL
-        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
-        FROM spans, webmon.results_summary(from_ts, spans.hour_from) r
+        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
+        FROM webmon.results_summary(from_ts, s.hour_from, monitor_ids) r
+        WHERE from_ts < s.hour_from
         UNION ALL
-        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
-        FROM spans, webmon.results_summary(spans.hour_to, to_ts) r
+        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
+        FROM webmon.results_summary(s.hour_to, to_ts, monitor_ids) r
+        WHERE s.hour_to < to_ts
     ), totals AS (
         SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
                sum(p.maintenance) + sum(p.good) + sum(p.failed) AS checked,
@@ -637,22 +1147,24 @@ BEGIN ATOMIC
                                    least(to_ts, now()), coalesce(t.checked, 0))
     FROM webmon.monitors m
     LEFT JOIN totals t ON t.monitor_id = m.id
+    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
     ORDER BY m.id;
-END;
-COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz) IS
-    'pg_webmon: per monitor over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads daily and hourly rollups for whole UTC days and hours, and raw results only at the edges.';
+END
+$$;
+COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads daily and hourly rollups for whole UTC days and hours, and raw results only at the edges. For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
 
-CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day', monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT * FROM webmon.uptime_between(now() - since, now());
+    SELECT * FROM webmon.uptime_between(now() - since, now(), monitor_ids);
 END;
-COMMENT ON FUNCTION webmon.uptime(interval) IS
-    'pg_webmon: webmon.uptime_between(now() - since, now()): per monitor over the last `since`, checks, failures, uptime %, p50/p95/p99 response time in ms and unmonitored time.';
+COMMENT ON FUNCTION webmon.uptime(interval, bigint[]) IS
+    'pg_webmon: webmon.uptime_between(now() - since, now(), monitor_ids): per monitor over the last `since`, checks, failures, uptime %, p50/p95/p99 response time in ms and unmonitored time.';
 
-CREATE FUNCTION webmon.sla(month date)
+CREATE FUNCTION webmon.sla(month date, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, month_start date, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
 LANGUAGE sql STABLE
@@ -660,10 +1172,12 @@ BEGIN ATOMIC
     SELECT u.monitor_id, u.url, date_trunc('month', sla.month)::date, u.checks, u.failures, u.uptime_pct,
            u.p50_ms, u.p95_ms, u.p99_ms, u.unmonitored_time
     FROM webmon.uptime_between(date_trunc('month', sla.month)::timestamptz,
-                               (date_trunc('month', sla.month) + interval '1 month')::timestamptz) u;
+                               (date_trunc('month', sla.month) + interval '1 month')::timestamptz,
+                               sla.monitor_ids) u;
 END;
-COMMENT ON FUNCTION webmon.sla(date) IS
-    'pg_webmon: per monitor, its uptime over the calendar month that holds `month` (in the session''s time zone), as webmon.uptime_between() counts it.';
+COMMENT ON FUNCTION webmon.sla(date, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all), its uptime over the calendar month that holds `month` (in the session''s time zone), as webmon.uptime_between() counts it.';
+
 
 REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) FROM PUBLIC;
@@ -686,8 +1200,8 @@ BEGIN
         RETURN;  -- never granted nor revoked: PUBLIC may run it, as before
     END IF;
     IF NOT EXISTS (SELECT 1 FROM aclexplode(acl::aclitem[]) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
-        REVOKE ALL ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz),
-                               webmon.sla(date) FROM PUBLIC;
+        REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]),
+                               webmon.sla(date, bigint[]) FROM PUBLIC;
     END IF;
     SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ') INTO roles
     FROM aclexplode(acl::aclitem[]) a

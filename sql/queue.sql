@@ -25,6 +25,13 @@ CREATE TABLE webmon.jobs (
     verdict_since    timestamptz,
     failing_since    timestamptz,
     failing_cause    text,
+    last_checked_at  timestamptz,
+    last_status_code smallint,
+    last_response_time_ms real,
+    last_regex_matched boolean,
+    last_error_kind  text,
+    last_error       text,
+    last_region      text,
     -- The key is what a probe's job id names (webmon.job_id): a row has no id of its own,
     -- which would cost every claim (it moves the row) one more index entry.
     PRIMARY KEY (monitor_id, region)
@@ -46,6 +53,13 @@ COMMENT ON COLUMN webmon.jobs.leased_slot IS 'The slot of the last lease; with l
 COMMENT ON COLUMN webmon.jobs.leased_by IS 'The probe holding the lease; NULL when no check is in flight.';
 COMMENT ON COLUMN webmon.jobs.lease_expires_at IS 'While leased: when the lease ends. Back in the queue (a new row, an expired or released lease): when it came back, so pg_webmon.unclaimed_timeout counts from then.';
 COMMENT ON COLUMN webmon.jobs.attempts IS 'How many times a probe has leased this slot; after pg_webmon.max_attempts expired leases it is recorded as lost.';
+COMMENT ON COLUMN webmon.jobs.last_checked_at IS 'The last result from this job''s checks (written with it, so that webmon.monitor_status reads no results): when it started, or its slot for an error without a start.';
+COMMENT ON COLUMN webmon.jobs.last_status_code IS 'The last result''s HTTP status; NULL for an error.';
+COMMENT ON COLUMN webmon.jobs.last_response_time_ms IS 'The last result''s response time; NULL for an error.';
+COMMENT ON COLUMN webmon.jobs.last_regex_matched IS 'Whether the last response matched the monitor''s regex; NULL without one.';
+COMMENT ON COLUMN webmon.jobs.last_error_kind IS 'The last result''s error kind; NULL for a response.';
+COMMENT ON COLUMN webmon.jobs.last_error IS 'The last result''s error message; NULL for a response.';
+COMMENT ON COLUMN webmon.jobs.last_region IS 'The region the last result came from (the job''s, else its probe''s).';
 COMMENT ON COLUMN webmon.jobs.failed_run IS 'Consecutive failed checks from this region (reset by a good one).';
 COMMENT ON COLUMN webmon.jobs.good_run IS 'Consecutive good checks from this region, slow or not (reset by a failed one).';
 COMMENT ON COLUMN webmon.jobs.slow_run IS 'Consecutive good checks slower than the monitor''s degraded_after_ms.';
@@ -314,18 +328,27 @@ BEGIN
                 requeued = false, attempts = 0,
                 -- Nobody checks this region: its verdict is unknown, not the last one seen.
                 verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
-                failing_since = NULL, failing_cause = NULL
+                failing_since = NULL, failing_cause = NULL,
+                -- The result stored below (unless the job has a newer one).
+                last_checked_at = greatest(j.last_checked_at, u.scheduled_at),
+                last_status_code = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_status_code END,
+                last_response_time_ms = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_response_time_ms END,
+                last_regex_matched = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_regex_matched END,
+                last_error_kind = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_error_kind ELSE 'no_probe' END,
+                last_error = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_error ELSE u.message END,
+                last_region = CASE WHEN j.last_checked_at > u.scheduled_at THEN j.last_region ELSE nullif(r, '') END
             -- The rows locked above, by tuple id (a TID scan per row, never a join over the queue).
-            FROM unclaimed u WHERE j.ctid = u.tid
-            RETURNING u.monitor_id, u.scheduled_at
+            FROM (SELECT x.*,
+                         CASE WHEN r = ''
+                              THEN format('no probe claimed this check within %s', unclaimed_timeout)
+                              ELSE format('no probe of region %s claimed this check within %s', r, unclaimed_timeout)
+                         END AS message
+                  FROM unclaimed x) u
+            WHERE j.ctid = u.tid
+            RETURNING u.monitor_id, u.scheduled_at, u.message
         )
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, region)
-        SELECT scheduled_at, monitor_id, 'no_probe',
-               CASE WHEN r = ''
-                    THEN format('no probe claimed this check within %s', unclaimed_timeout)
-                    ELSE format('no probe of region %s claimed this check within %s', r, unclaimed_timeout)
-               END,
-               nullif(r, '')
+        SELECT scheduled_at, monitor_id, 'no_probe', message, nullif(r, '')
         FROM moved;
         GET DIAGNOSTICS found_here = ROW_COUNT;
         recorded := recorded + found_here;
@@ -355,15 +378,22 @@ BEGIN
         UPDATE webmon.jobs j SET leased_by = NULL, attempts = 0, requeued = false,
             -- Nobody reported this region's checks: its verdict is unknown, not the last one.
             verdict = NULL, failed_run = 0, good_run = 0, slow_run = 0,
-            failing_since = NULL, failing_cause = NULL
-        FROM expired e
+            failing_since = NULL, failing_cause = NULL,
+            -- The result stored below (unless the job has a newer one).
+            last_checked_at = greatest(j.last_checked_at, e.leased_slot),
+            last_status_code = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_status_code END,
+            last_response_time_ms = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_response_time_ms END,
+            last_regex_matched = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_regex_matched END,
+            last_error_kind = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_error_kind ELSE 'lost' END,
+            last_error = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_error ELSE e.message END,
+            last_region = CASE WHEN j.last_checked_at > e.leased_slot THEN j.last_region ELSE nullif(e.region, '') END
+        FROM (SELECT x.*, format('no result after %s leases (last probe id %s)', x.attempts, x.leased_by) AS message
+              FROM expired x) e
         WHERE j.ctid = e.tid AND e.attempts >= max_attempts
         RETURNING e.*
     ), lost AS (
         INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error, probe_id, region)
-        SELECT leased_slot, monitor_id, 'lost',
-               format('no result after %s leases (last probe id %s)', attempts, leased_by), leased_by,
-               nullif(region, '')
+        SELECT leased_slot, monitor_id, 'lost', message, leased_by, nullif(region, '')
         FROM gave_up
     ), back AS (
         UPDATE webmon.jobs j
@@ -512,6 +542,15 @@ BEGIN
         -- its verdict (webmon_core::verdict, in Rust).
         UPDATE webmon.jobs j
         SET leased_by = NULL, attempts = 0,
+            -- The result, as it is stored below: webmon.monitor_status reads it here.
+            last_checked_at = coalesce(s.checked_at, j.leased_slot),
+            last_status_code = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.http_status_code END,
+            last_response_time_ms = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.response_time_ms END,
+            last_regex_matched = CASE WHEN s.refused IS NULL AND s.error_kind IS NULL THEN s.regex_matched END,
+            last_error_kind = CASE WHEN s.refused IS NOT NULL THEN 'other' ELSE s.error_kind END,
+            last_error = CASE WHEN s.refused IS NOT NULL OR s.error_kind IS NOT NULL
+                              THEN left(coalesce(s.refused, s.error, ''), 1000) END,
+            last_region = coalesce(nullif(j.region, ''), completer_region),
             failed_run = webmon.next_run('failed', s.outcome, j.failed_run),
             good_run = webmon.next_run('good', s.outcome, j.good_run),
             slow_run = webmon.next_run('slow', s.outcome, j.slow_run),

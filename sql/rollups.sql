@@ -287,21 +287,23 @@ BEGIN
     END IF;
     -- The first run starts at the oldest result kept (within pg_webmon.retention): an update
     -- from a release without rollups rolls up the results it kept. Without any, this hour.
-    INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
-    SELECT s.first, s.first
-    FROM (SELECT date_trunc('hour', greatest(least(
-                     (SELECT min(p.range_start) FROM webmon.partitions p),
-                     -- Results in the default partitions, older than every partition (only
-                     -- those are read: the other partitions are pruned).
-                     (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
-                      WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
-                                                             WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
-                     (SELECT min(e.request_timestamp) FROM webmon.errors e
-                      WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
-                                                            WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
-                     now()), now() - webmon.results_retention()), 'UTC') AS first) s
-    ON CONFLICT (only_row) DO NOTHING;
-    SELECT * INTO state FROM webmon.rollup_state FOR UPDATE;
+    IF NOT EXISTS (SELECT 1 FROM webmon.rollup_state) THEN
+        INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
+        SELECT s.first, s.first
+        FROM (SELECT date_trunc('hour', greatest(least(
+                         (SELECT min(p.range_start) FROM webmon.partitions p),
+                         -- Results in the default partitions, older than every partition (only
+                         -- those are read: the other partitions are pruned).
+                         (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
+                          WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                 WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
+                         (SELECT min(e.request_timestamp) FROM webmon.errors e
+                          WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
+                         now()), now() - webmon.results_retention()), 'UTC') AS first) s
+        ON CONFLICT (only_row) DO NOTHING;
+    END IF;
+    SELECT * INTO state FROM webmon.rollup_state;
     -- Raw results older than this may be dropped already: their hours are not rolled up again.
     horizon := now() - webmon.results_retention();
 
@@ -352,7 +354,9 @@ BEGIN
         END IF;
         done := done + 1;
     END LOOP;
-    UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+    IF done > 0 THEN
+        UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+    END IF;
 
     -- 3. Last: results before the hour that closed two minutes ago are late from now on. The
     -- exclusive lock waits for writers that read the old time (they commit first) and is held
@@ -407,30 +411,40 @@ $$;
 COMMENT ON FUNCTION webmon.checked_range(timestamptz, timestamptz) IS
     'pg_webmon: true for a range the uptime functions can read; refuses (22023) a missing or infinite bound or a start after the end.';
 
-CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz)
+CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    WITH spans AS (
-        SELECT s.* FROM webmon.rollup_spans(from_ts, to_ts,
-                                            coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity')) s
-        WHERE webmon.checked_range(from_ts, to_ts)
-    ), parts AS (
-        SELECT d.monitor_id, d.checks, d.good, d.failed, d.maintenance, d.unmonitored, d.latency_histogram
-        FROM webmon.rollups_daily d, spans
-        WHERE d.day >= spans.day_from AND d.day < spans.day_to
+-- PL/pgSQL: the spans are worked out first, so that each read is planned for its own times
+-- (partitions pruned, the time indexes used) and monitors; never JIT-compiled, which costs
+-- seconds for a plan this size and saves nothing here.
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET jit = off
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    s record;
+BEGIN
+    PERFORM webmon.checked_range(from_ts, to_ts);
+    SELECT * INTO s FROM webmon.rollup_spans(from_ts, to_ts,
+        coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity'));
+    RETURN QUERY
+    WITH parts AS (
+        SELECT d.monitor_id, d.good, d.failed, d.maintenance, d.latency_histogram
+        FROM webmon.rollups_daily d
+        WHERE d.day >= s.day_from AND d.day < s.day_to
+          AND (monitor_ids IS NULL OR d.monitor_id = ANY (monitor_ids))
         UNION ALL
-        SELECT h.monitor_id, h.checks, h.good, h.failed, h.maintenance, h.unmonitored, h.latency_histogram
-        FROM webmon.rollups_hourly h, spans
-        WHERE h.hour >= spans.hour_from AND h.hour < spans.hour_to
-          AND NOT (h.hour >= spans.day_from AND h.hour < spans.day_to)
+        SELECT h.monitor_id, h.good, h.failed, h.maintenance, h.latency_histogram
+        FROM webmon.rollups_hourly h
+        WHERE ((h.hour >= s.hour_from AND h.hour < s.day_from) OR (h.hour >= s.day_to AND h.hour < s.hour_to))
+          AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids))
         UNION ALL
-        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
-        FROM spans, webmon.results_summary(from_ts, spans.hour_from) r
+        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
+        FROM webmon.results_summary(from_ts, s.hour_from, monitor_ids) r
+        WHERE from_ts < s.hour_from
         UNION ALL
-        SELECT r.monitor_id, r.checks, r.good, r.failed, r.maintenance, r.unmonitored, r.latency_histogram
-        FROM spans, webmon.results_summary(spans.hour_to, to_ts) r
+        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
+        FROM webmon.results_summary(s.hour_to, to_ts, monitor_ids) r
+        WHERE s.hour_to < to_ts
     ), totals AS (
         SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
                sum(p.maintenance) + sum(p.good) + sum(p.failed) AS checked,
@@ -449,22 +463,24 @@ BEGIN ATOMIC
                                    least(to_ts, now()), coalesce(t.checked, 0))
     FROM webmon.monitors m
     LEFT JOIN totals t ON t.monitor_id = m.id
+    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
     ORDER BY m.id;
-END;
-COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz) IS
-    'pg_webmon: per monitor over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads daily and hourly rollups for whole UTC days and hours, and raw results only at the edges.';
+END
+$$;
+COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads daily and hourly rollups for whole UTC days and hours, and raw results only at the edges. For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
 
-CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day')
+CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day', monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT * FROM webmon.uptime_between(now() - since, now());
+    SELECT * FROM webmon.uptime_between(now() - since, now(), monitor_ids);
 END;
-COMMENT ON FUNCTION webmon.uptime(interval) IS
-    'pg_webmon: webmon.uptime_between(now() - since, now()): per monitor over the last `since`, checks, failures, uptime %, p50/p95/p99 response time in ms and unmonitored time.';
+COMMENT ON FUNCTION webmon.uptime(interval, bigint[]) IS
+    'pg_webmon: webmon.uptime_between(now() - since, now(), monitor_ids): per monitor over the last `since`, checks, failures, uptime %, p50/p95/p99 response time in ms and unmonitored time.';
 
-CREATE FUNCTION webmon.sla(month date)
+CREATE FUNCTION webmon.sla(month date, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, month_start date, checks bigint, failures bigint, uptime_pct numeric,
                p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
 LANGUAGE sql STABLE
@@ -472,10 +488,12 @@ BEGIN ATOMIC
     SELECT u.monitor_id, u.url, date_trunc('month', sla.month)::date, u.checks, u.failures, u.uptime_pct,
            u.p50_ms, u.p95_ms, u.p99_ms, u.unmonitored_time
     FROM webmon.uptime_between(date_trunc('month', sla.month)::timestamptz,
-                               (date_trunc('month', sla.month) + interval '1 month')::timestamptz) u;
+                               (date_trunc('month', sla.month) + interval '1 month')::timestamptz,
+                               sla.monitor_ids) u;
 END;
-COMMENT ON FUNCTION webmon.sla(date) IS
-    'pg_webmon: per monitor, its uptime over the calendar month that holds `month` (in the session''s time zone), as webmon.uptime_between() counts it.';
+COMMENT ON FUNCTION webmon.sla(date, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all), its uptime over the calendar month that holds `month` (in the session''s time zone), as webmon.uptime_between() counts it.';
+
 
 REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) FROM PUBLIC;

@@ -369,8 +369,8 @@ BEGIN
                    'webmon.rollup_state TO %I', role_name);
     -- Not settings: webhook URLs and SMTP passwords are credentials.
     EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval), webmon.uptime_between(timestamptz, timestamptz), '
-                   'webmon.sla(date) TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]), '
+                   'webmon.sla(date, bigint[]) TO %I', role_name);
 END
 $$;
 COMMENT ON FUNCTION webmon.grant_reader(name) IS

@@ -10,6 +10,34 @@ $$;
 COMMENT ON FUNCTION webmon.probe_is_live(timestamptz) IS
     'pg_webmon: whether a probe last seen at this time is live (its heartbeat, every 10 seconds, is less than a minute old).';
 
+-- The newest stored result of a monitor (from one region, or any) after a time: for monitors
+-- whose jobs keep none (paused, or not checked since an update from a release before 0.8.0).
+-- A function, so that the views' plans are costed and compiled without these lookups, which
+-- run only for such monitors.
+CREATE FUNCTION webmon.last_result(monitor bigint, after timestamptz, from_region text DEFAULT NULL)
+RETURNS TABLE (request_timestamp timestamptz, http_status_code smallint, response_time_ms real,
+               regex_matched boolean, error_kind text, error text, region text)
+LANGUAGE sql STABLE ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
+    SELECT x.* FROM (
+        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
+                NULL::text AS error_kind, NULL::text AS error, mt.region
+         FROM webmon.metrics mt
+         WHERE mt.monitor_id = monitor AND mt.request_timestamp > after
+           AND (from_region IS NULL OR mt.region = from_region)
+         ORDER BY mt.request_timestamp DESC LIMIT 1)
+        UNION ALL
+        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error, e.region
+         FROM webmon.errors e
+         WHERE e.monitor_id = monitor AND e.request_timestamp > after
+           AND (from_region IS NULL OR e.region = from_region)
+         ORDER BY e.request_timestamp DESC LIMIT 1)
+    ) x
+    ORDER BY x.request_timestamp DESC
+    LIMIT 1
+$$;
+COMMENT ON FUNCTION webmon.last_result(bigint, timestamptz, text) IS
+    'pg_webmon: the newest stored result of a monitor after a time (from one region, or any when from_region is NULL); the status views read it for monitors whose jobs keep no last result.';
+
 CREATE VIEW webmon.region_status AS
 SELECT m.id AS monitor_id,
        r.region,
@@ -46,25 +74,18 @@ CROSS JOIN LATERAL (
     SELECT make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 3600), 31622400)::float8) AS span
 ) lookback
 LEFT JOIN LATERAL (
-    -- The newest result from this region, looked for over the last ten intervals (at least
-    -- an hour): older ones say nothing about now, and a region that stopped reporting must
-    -- not make this read all of the monitor's history.
-    SELECT x.* FROM (
-        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
-                NULL::text AS error_kind, NULL::text AS error
-         FROM webmon.metrics mt
-         WHERE mt.monitor_id = m.id AND mt.region = r.region
-           AND mt.request_timestamp > now() - lookback.span
-         ORDER BY mt.request_timestamp DESC LIMIT 1)
-        UNION ALL
-        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error
-         FROM webmon.errors e
-         WHERE e.monitor_id = m.id AND e.region = r.region
-           AND e.request_timestamp > now() - lookback.span
-         ORDER BY e.request_timestamp DESC LIMIT 1)
-    ) x
-    ORDER BY x.request_timestamp DESC
-    LIMIT 1
+    -- The newest result from this region in the last ten intervals (at least an hour): older
+    -- ones say nothing about now. Its job keeps it; only without one (a monitor paused, or
+    -- not checked since an update from a release before 0.8.0) is it looked for among the
+    -- results.
+    SELECT j.last_checked_at AS request_timestamp, j.last_status_code AS http_status_code,
+           j.last_response_time_ms AS response_time_ms, j.last_regex_matched AS regex_matched,
+           j.last_error_kind AS error_kind, j.last_error AS error
+    WHERE j.last_checked_at > now() - lookback.span
+    UNION ALL
+    SELECT f.request_timestamp, f.http_status_code, f.response_time_ms, f.regex_matched, f.error_kind, f.error
+    FROM webmon.last_result(m.id, now() - lookback.span, r.region) f
+    WHERE j.last_checked_at IS NULL
 ) last ON true
 CROSS JOIN LATERAL (
     SELECT webmon.result_is_up(m.expected_status, last.http_status_code, last.regex_matched, last.error_kind) AS up
@@ -92,7 +113,7 @@ SELECT m.id AS monitor_id,
        last.response_time_ms AS last_response_time_ms,
        last.error_kind AS last_error_kind,
        last.error AS last_error,
-       (SELECT min(j.scheduled_at) FROM webmon.jobs j WHERE j.monitor_id = m.id) AS next_check_at,
+       jobs.next_check_at,
        last.region AS last_region,
        quorum.states AS region_states,
        CASE WHEN m.regions IS NOT NULL THEN coalesce(m.down_quorum, quorum.regions / 2 + 1) END AS down_quorum,
@@ -115,19 +136,36 @@ SELECT m.id AS monitor_id,
            WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
+-- Its jobs: the next slot, and from the regions' verdicts, whether any region is up and
+-- whether a quorum is failing (pending). Joined, not looked up per monitor: for all monitors
+-- one pass over the queue.
+LEFT JOIN (
+    SELECT j.monitor_id, min(j.scheduled_at) AS next_check_at, count(*) AS regions,
+           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
+           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
+           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
+    FROM webmon.jobs j
+    GROUP BY j.monitor_id
+) jobs ON jobs.monitor_id = m.id
+-- The newest result its jobs keep.
+LEFT JOIN (
+    SELECT DISTINCT ON (j.monitor_id) j.monitor_id, j.last_checked_at, j.last_status_code,
+           j.last_response_time_ms, j.last_regex_matched, j.last_error_kind, j.last_error, j.last_region
+    FROM webmon.jobs j
+    WHERE j.last_checked_at IS NOT NULL
+    ORDER BY j.monitor_id, j.last_checked_at DESC
+) kept ON kept.monitor_id = m.id
 LEFT JOIN LATERAL (
-    SELECT r.* FROM (
-        (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
-                NULL::text AS error_kind, NULL::text AS error, mt.region
-         FROM webmon.metrics mt WHERE mt.monitor_id = m.id
-         ORDER BY mt.request_timestamp DESC LIMIT 1)
-        UNION ALL
-        (SELECT e.request_timestamp, NULL::smallint, NULL::real, NULL::boolean, e.error_kind, e.error, e.region
-         FROM webmon.errors e WHERE e.monitor_id = m.id
-         ORDER BY e.request_timestamp DESC LIMIT 1)
-    ) r
-    ORDER BY r.request_timestamp DESC
-    LIMIT 1
+    SELECT kept.last_checked_at AS request_timestamp, kept.last_status_code AS http_status_code,
+           kept.last_response_time_ms AS response_time_ms, kept.last_regex_matched AS regex_matched,
+           kept.last_error_kind AS error_kind, kept.last_error AS error, kept.last_region AS region
+    WHERE kept.monitor_id IS NOT NULL
+    UNION ALL
+    -- Only without one (a monitor paused, or not checked since an update from a release
+    -- before 0.8.0): its newest result of the last day, or of its last ten intervals.
+    SELECT f.* FROM webmon.last_result(
+        m.id, now() - make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 86400), 31622400)::float8)) f
+    WHERE kept.monitor_id IS NULL
 ) last ON true
 LEFT JOIN LATERAL (
     SELECT count(*) AS regions,
@@ -138,11 +176,11 @@ LEFT JOIN LATERAL (
     FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
           FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
 ) quorum ON m.regions IS NOT NULL
-LEFT JOIN LATERAL (
-    SELECT i.kind, i.started_at FROM webmon.incidents i
-    WHERE i.monitor_id = m.id AND i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')
-    ORDER BY i.kind = 'down' DESC LIMIT 1
-) open_incident ON true
+LEFT JOIN (
+    SELECT DISTINCT ON (i.monitor_id) i.monitor_id, i.kind, i.started_at FROM webmon.incidents i
+    WHERE i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')
+    ORDER BY i.monitor_id, i.kind = 'down' DESC
+) open_incident ON open_incident.monitor_id = m.id
 CROSS JOIN LATERAL (
     -- Looked up only when some window exists (the uncorrelated test runs once per query).
     SELECT CASE WHEN (SELECT EXISTS (SELECT 1 FROM webmon.maintenance))
@@ -150,12 +188,8 @@ CROSS JOIN LATERAL (
 ) maintenance
 CROSS JOIN LATERAL (
     -- Pending: a quorum of regions failing now (below down_after) or down.
-    SELECT f.failing > 0 AND f.failing >= coalesce(m.down_quorum, f.regions / 2 + 1) AS pending, f.*
-    FROM (SELECT count(*) AS regions,
-                 count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
-                 min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
-                 max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
-          FROM webmon.jobs j WHERE j.monitor_id = m.id) f
+    SELECT jobs.failing > 0 AND jobs.failing >= coalesce(m.down_quorum, jobs.regions / 2 + 1) AS pending,
+           jobs.failing_since, coalesce(jobs.known, false) AS known, jobs.up_since
 ) health;
 COMMENT ON VIEW webmon.monitor_status IS
     'pg_webmon: each monitor''s last result (when, status code, response time, error, region) and whether it is up. Up = got a response, status in expected_status, regex (if any) matched; NULL when nobody checked it (no_probe, lost). With regions: down when down_quorum live regions failed in the newest slot reported, with each region''s state in region_states; a region without a live probe is unmonitored, never down. state (paused, maintenance, down, degraded, pending, up, unknown) and state_since follow the monitor''s maintenance windows, incidents and down_after, up_after and degraded_after_ms.';

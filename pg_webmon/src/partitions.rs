@@ -197,6 +197,13 @@ pub fn run_step(step: &Step, lock_timeout: &str) -> Result<StepOutcome, String> 
                 "CREATE INDEX IF NOT EXISTS {name}_monitor_time_idx ON {default} (monitor_id, {})",
                 time_column(parent)
             )))?;
+            if is_rollups(parent) {
+                // As create_partition() makes for rollups: they are read by time too.
+                sql(Spi::run(&format!(
+                    "CREATE INDEX IF NOT EXISTS {name}_time_idx ON {default} USING brin ({})",
+                    time_column(parent)
+                )))?;
+            }
             sql(Spi::run(&format!(
                 "COMMENT ON TABLE {default} IS 'pg_webmon: catches {what} whose timestamp has no partition yet; run_maintenance moves them into a new partition when it makes one.'"
             )))?;

@@ -1248,6 +1248,8 @@ mod tests {
     /// Rolls up every hour since `hours` ago in this transaction (the worker's own runs wait):
     /// the first run marks the closed hours, the second rolls them up.
     fn roll_up_since(hours: i32) {
+        // The worker's runs skip while this transaction holds their lock.
+        Spi::run("SELECT pg_advisory_xact_lock(webmon.rollup_flag_lock() + 1)").unwrap();
         Spi::run(&format!(
             "INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
                  VALUES (date_trunc('hour', now() - interval '{hours} hours', 'UTC'),

@@ -973,8 +973,8 @@ async fn uptime_grants_are_not_widened_by_the_update_from_0_7_0(cluster: &Cluste
             grants
                 .query_one(
                     "SELECT bool_or(has_function_privilege($1, f, 'EXECUTE'))
-                     FROM unnest(ARRAY['webmon.uptime(interval)', 'webmon.uptime_between(timestamptz, timestamptz)',
-                                       'webmon.sla(date)']) f",
+                     FROM unnest(ARRAY['webmon.uptime(interval, bigint[])', 'webmon.uptime_between(timestamptz, timestamptz, bigint[])',
+                                       'webmon.sla(date, bigint[])']) f",
                     &[&role],
                 )
                 .await
