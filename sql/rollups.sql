@@ -11,10 +11,15 @@
 --   transaction of its own: recomputes the hours with late results from their raw rows, rolls
 --   up the hours between rolled_up_to and flagged_before, and moves flagged_before to the last
 --   hour that closed two minutes ago.
--- * No result slips between the two: the trigger holds a shared advisory lock while it reads
---   flagged_before, and run_rollups takes that lock exclusively to move it, as its last step.
---   A writer that read the old time commits before the move does, so the next run_rollups
---   (a new transaction) sees its rows; a writer after the move sees the new time.
+-- * No result slips between the two: the trigger holds a lock on webmon.rollup_gate (ROW
+--   EXCLUSIVE: writers never wait for each other) while it reads flagged_before, and
+--   run_rollups takes it in SHARE mode to move it, in a run that took no pending hour. A
+--   writer that read the old time commits before the move does, so the next run_rollups (a new
+--   transaction) sees its rows; a writer after the move sees the new time. Only the extension's
+--   owner may lock that table (an advisory lock anyone could hold).
+-- * A writer notes its hour with a row lock (ON CONFLICT … DO UPDATE) that it holds until it
+--   commits, and run_rollups takes pending hours with SKIP LOCKED: an hour is never taken while
+--   a writer that noted it may still add a result.
 
 -- ---------------------------------------------------------------------------------------------
 -- Tables. Partitioned by their time like the results, with a (monitor_id, time) index on each
@@ -79,12 +84,15 @@ COMMENT ON TABLE webmon.rollup_state IS
 
 CREATE TABLE webmon.rollup_pending (
     monitor_id bigint      NOT NULL,
-    region     text        NOT NULL,
     hour       timestamptz NOT NULL,
-    PRIMARY KEY (monitor_id, region, hour)
+    PRIMARY KEY (monitor_id, hour)
 );
 COMMENT ON TABLE webmon.rollup_pending IS
-    'pg_webmon: hours that got a result after they were rolled up; webmon.run_rollups() rolls them up again from their results.';
+    'pg_webmon: hours of monitors that got a result (or a maintenance window) after they were rolled up; webmon.run_rollups() rolls them up again from their results.';
+
+CREATE TABLE webmon.rollup_gate ();
+COMMENT ON TABLE webmon.rollup_gate IS
+    'pg_webmon: never holds rows; writers of results lock it (ROW EXCLUSIVE) while they note late results, webmon.run_rollups() (SHARE) while it moves rollup_state.flagged_before.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Latency histograms (latency.rs; buckets in webmon-core): response times into a histogram,
@@ -117,23 +125,19 @@ COMMENT ON AGGREGATE webmon.latency_merge(bytea) IS
 -- ---------------------------------------------------------------------------------------------
 -- Late results
 -- ---------------------------------------------------------------------------------------------
--- The advisory lock key that orders writers of results and the move of flagged_before.
-CREATE FUNCTION webmon.rollup_flag_lock() RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN 8675309042017;
-COMMENT ON FUNCTION webmon.rollup_flag_lock() IS
-    'pg_webmon: the advisory lock key that writers of results hold shared while they note late results, and webmon.run_rollups() exclusively while it moves flagged_before.';
-
+-- SECURITY DEFINER: whoever may write results may note them (and lock the gate).
 CREATE FUNCTION webmon.note_late_results() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    -- Shared: writers never wait for each other; only for run_rollups moving the time.
-    PERFORM pg_advisory_xact_lock_shared(webmon.rollup_flag_lock());
-    INSERT INTO webmon.rollup_pending AS p (monitor_id, region, hour)
-    SELECT DISTINCT n.monitor_id, coalesce(n.region, ''), date_trunc('hour', n.request_timestamp, 'UTC')
+    -- Writers never wait for each other; only for run_rollups moving the time.
+    LOCK TABLE webmon.rollup_gate IN ROW EXCLUSIVE MODE;
+    -- DO UPDATE, not DO NOTHING: the row stays locked until this transaction ends, so
+    -- run_rollups (SKIP LOCKED) leaves the hour until these results can be seen.
+    INSERT INTO webmon.rollup_pending AS p (monitor_id, hour)
+    SELECT DISTINCT n.monitor_id, date_trunc('hour', n.request_timestamp, 'UTC')
     FROM new_rows n
     WHERE n.request_timestamp < (SELECT s.flagged_before FROM webmon.rollup_state s)
-    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO NOTHING;
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO UPDATE SET hour = EXCLUDED.hour;
     RETURN NULL;
 END
 $$;
@@ -241,17 +245,14 @@ RETURN (SELECT jsonb_object_agg(e.kind, e.n)
 COMMENT ON FUNCTION webmon.sum_error_kinds(jsonb[]) IS
     'pg_webmon: error kind counts added up, key by key.';
 
-CREATE FUNCTION webmon.rollup_day(day timestamptz, monitor_ids bigint[] DEFAULT NULL, regions text[] DEFAULT NULL)
+CREATE FUNCTION webmon.rollup_day(day timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     written int;
 BEGIN
-    -- (monitor, region) pairs when both arrays are given; every monitor when monitor_ids is NULL.
     DELETE FROM webmon.rollups_daily d
-    WHERE d.day = rollup_day.day
-      AND (monitor_ids IS NULL
-           OR (d.monitor_id, d.region) IN (SELECT * FROM unnest(monitor_ids, regions)));
+    WHERE d.day = rollup_day.day AND (monitor_ids IS NULL OR d.monitor_id = ANY (monitor_ids));
     INSERT INTO webmon.rollups_daily
     SELECT h.monitor_id, h.region, rollup_day.day,
            sum(h.checks), sum(h.good), sum(h.failed), sum(h.maintenance), sum(h.unmonitored),
@@ -260,15 +261,54 @@ BEGIN
            webmon.latency_merge(h.latency_histogram)
     FROM webmon.rollups_hourly h
     WHERE h.hour >= rollup_day.day AND h.hour < rollup_day.day + interval '24 hours'
-      AND (monitor_ids IS NULL
-           OR (h.monitor_id, h.region) IN (SELECT * FROM unnest(monitor_ids, regions)))
+      AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids))
     GROUP BY h.monitor_id, h.region;
     GET DIAGNOSTICS written = ROW_COUNT;
     RETURN written;
 END
 $$;
-COMMENT ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) IS
-    'pg_webmon: (re)write the daily rollups of a UTC day from its hourly ones, for every monitor or for the given (monitor, region) pairs. Called by webmon.run_rollups().';
+COMMENT ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) IS
+    'pg_webmon: (re)write the daily rollups of a UTC day from its hourly ones, for every monitor or those in monitor_ids. Called by webmon.run_rollups().';
+
+-- (Re)writes the hourly rollups of one hour from its results, for every monitor or those in
+-- monitor_ids. When that fails (a row no rule foresaw), each monitor is rolled up on its own,
+-- and those that fail are skipped with a WARNING: one bad row never stops the others.
+CREATE FUNCTION webmon.rollup_hour(hour timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    one bigint;
+BEGIN
+    BEGIN
+        DELETE FROM webmon.rollups_hourly h
+        WHERE h.hour = rollup_hour.hour AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids));
+        INSERT INTO webmon.rollups_hourly
+        SELECT s.monitor_id, s.region, rollup_hour.hour, s.checks, s.good, s.failed, s.maintenance,
+               s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
+               s.latency_sum_ms, s.latency_histogram
+        FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', monitor_ids) s;
+        RETURN;
+    EXCEPTION WHEN OTHERS THEN
+        RAISE WARNING 'pg_webmon: rolling up the hour from % failed (%); rolling it up monitor by monitor',
+            rollup_hour.hour, SQLERRM;
+    END;
+    FOR one IN SELECT m.id FROM webmon.monitors m WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids) LOOP
+        BEGIN
+            DELETE FROM webmon.rollups_hourly h WHERE h.hour = rollup_hour.hour AND h.monitor_id = one;
+            INSERT INTO webmon.rollups_hourly
+            SELECT s.monitor_id, s.region, rollup_hour.hour, s.checks, s.good, s.failed, s.maintenance,
+                   s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
+                   s.latency_sum_ms, s.latency_histogram
+            FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', ARRAY[one]) s;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
+                one, rollup_hour.hour, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION webmon.rollup_hour(timestamptz, bigint[]) IS
+    'pg_webmon: (re)write the hourly rollups of one UTC hour from its results, for every monitor or those in monitor_ids; a monitor whose results cannot be rolled up is left out with a WARNING. Called by webmon.run_rollups().';
 
 CREATE FUNCTION webmon.run_rollups(max_hours int DEFAULT 24, max_late int DEFAULT 10000)
 RETURNS int
@@ -281,17 +321,16 @@ DECLARE
     done int := 0;
     late record;
 BEGIN
-    -- One run at a time; a run in progress is left alone.
-    IF NOT pg_try_advisory_xact_lock(webmon.rollup_flag_lock() + 1) THEN
-        RETURN 0;
-    END IF;
-    -- The first run starts at the oldest result kept (within pg_webmon.retention): an update
-    -- from a release without rollups rolls up the results it kept. Without any, this hour.
+    -- One run at a time (the row lock on the state); a run in progress is left alone.
     IF NOT EXISTS (SELECT 1 FROM webmon.rollup_state) THEN
+        -- The first run starts at the oldest result kept (within pg_webmon.retention): an
+        -- update from a release without rollups rolls up the results it kept. Without any, at
+        -- this hour.
         INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
         SELECT s.first, s.first
         FROM (SELECT date_trunc('hour', greatest(least(
-                         (SELECT min(p.range_start) FROM webmon.partitions p),
+                         (SELECT min(p.range_start) FROM webmon.partitions p
+                          WHERE p.parent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)),
                          -- Results in the default partitions, older than every partition (only
                          -- those are read: the other partitions are pruned).
                          (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
@@ -303,36 +342,58 @@ BEGIN
                          now()), now() - webmon.results_retention()), 'UTC') AS first) s
         ON CONFLICT (only_row) DO NOTHING;
     END IF;
-    SELECT * INTO state FROM webmon.rollup_state;
+    SELECT * INTO state FROM webmon.rollup_state FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- Results before the hour that closed two minutes ago are late from now on: a run of its
+    -- own, which the next one follows with the rollup of that hour. The SHARE lock waits (100 ms
+    -- at most, then the next run tries again) for writers that read the old time; they commit
+    -- first, so the next run sees their rows. A run that did more would hold the lock (and
+    -- every writer) for as long, or hold pending rows a writer may wait for (a deadlock).
+    IF closed > state.flagged_before THEN
+        PERFORM set_config('lock_timeout', '100ms', true);
+        BEGIN
+            LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            UPDATE webmon.rollup_state SET flagged_before = closed;
+        EXCEPTION WHEN lock_not_available THEN
+            IF now() - state.flagged_before > interval '15 minutes' AND extract(second FROM now()) < 2 THEN
+                RAISE WARNING 'pg_webmon: rollups wait for transactions that wrote results and are still open (process ids %)',
+                    (SELECT string_agg(DISTINCT l.pid::text, ', ') FROM pg_catalog.pg_locks l
+                     WHERE l.relation = 'webmon.rollup_gate'::regclass AND l.granted)
+                    USING HINT = 'Rollups are behind from ' || state.flagged_before || '; end those transactions.';
+            END IF;
+        END;
+        RETURN 0;
+    END IF;
     -- Raw results older than this may be dropped already: their hours are not rolled up again.
     horizon := now() - webmon.results_retention();
 
-    -- 1. Hours that got late results: rolled up again from their results, then their days.
+    -- 1. Hours that got late results (or a maintenance window): rolled up again from their
+    -- results for those monitors, then their days. An hour a writer may still add to is
+    -- locked by it, and left for a later run.
     FOR late IN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
-            WHERE (p.monitor_id, p.region, p.hour) IN (
-                SELECT q.monitor_id, q.region, q.hour FROM webmon.rollup_pending q
+            WHERE (p.monitor_id, p.hour) IN (
+                SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
         -- Hours not rolled up yet are left to step 2.
-        SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids, array_agg(t.region) AS regions
+        SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids
         FROM taken t
         WHERE t.hour < state.rolled_up_to AND t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
-        DELETE FROM webmon.rollups_hourly h
-        WHERE h.hour = late.hour
-          AND (h.monitor_id, h.region) IN (SELECT * FROM unnest(late.monitor_ids, late.regions));
-        INSERT INTO webmon.rollups_hourly
-        SELECT s.monitor_id, s.region, late.hour, s.checks, s.good, s.failed, s.maintenance,
-               s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
-               s.latency_sum_ms, s.latency_histogram
-        FROM webmon.results_summary(late.hour, late.hour + interval '1 hour', late.monitor_ids) s
-        WHERE (s.monitor_id, s.region) IN (SELECT * FROM unnest(late.monitor_ids, late.regions));
+        PERFORM webmon.rollup_hour(late.hour, late.monitor_ids);
         IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
-            PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids, late.regions);
+            BEGIN
+                PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'pg_webmon: the daily rollups of % for % monitors are out of date: %',
+                    date_trunc('day', late.hour, 'UTC'), cardinality(late.monitor_ids), SQLERRM;
+            END;
         END IF;
         done := done + 1;
     END LOOP;
@@ -341,16 +402,16 @@ BEGIN
     WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
         this_hour := state.rolled_up_to;
         IF this_hour + interval '1 hour' > horizon THEN
-            DELETE FROM webmon.rollups_hourly h WHERE h.hour = this_hour;
-            INSERT INTO webmon.rollups_hourly
-            SELECT s.monitor_id, s.region, this_hour, s.checks, s.good, s.failed, s.maintenance,
-                   s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
-                   s.latency_sum_ms, s.latency_histogram
-            FROM webmon.results_summary(this_hour, this_hour + interval '1 hour') s;
+            PERFORM webmon.rollup_hour(this_hour);
         END IF;
         state.rolled_up_to := this_hour + interval '1 hour';
         IF state.rolled_up_to = date_trunc('day', state.rolled_up_to, 'UTC') THEN
-            PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
+            BEGIN
+                PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
+            EXCEPTION WHEN OTHERS THEN
+                RAISE WARNING 'pg_webmon: the daily rollups of % are missing: %',
+                    state.rolled_up_to - interval '24 hours', SQLERRM;
+            END;
         END IF;
         done := done + 1;
     END LOOP;
@@ -358,41 +419,56 @@ BEGIN
         UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
     END IF;
 
-    -- 3. Last: results before the hour that closed two minutes ago are late from now on. The
-    -- exclusive lock waits for writers that read the old time (they commit first) and is held
-    -- until this transaction ends; the next run rolls those hours up.
-    IF closed > state.flagged_before THEN
-        BEGIN
-            PERFORM pg_advisory_xact_lock(webmon.rollup_flag_lock());
-            UPDATE webmon.rollup_state SET flagged_before = closed;
-        EXCEPTION WHEN lock_not_available THEN
-            -- Writers held it longer than lock_timeout: the next run tries again.
-            NULL;
-        END;
-    END IF;
     RETURN done;
 END
 $$;
 COMMENT ON FUNCTION webmon.run_rollups(int, int) IS
-    'pg_webmon: bring the rollups up to date: roll up again the hours that got late results (at most max_late of them), roll up at most max_hours closed hours, and mark the hours closed until two minutes ago for the next run. Returns how many hours it rolled up; the maintenance worker calls it every second. Call it again while it returns more than 0.';
+    'pg_webmon: bring the rollups up to date, one step per call: mark the hours closed until two minutes ago (a call of its own), or roll up again the hours that got late results (at most max_late monitor-hours) and roll up at most max_hours closed hours. Returns how many hours it rolled up; the maintenance worker calls it every second.';
+
+-- Maintenance windows count for rollups: a one-off window added, changed or removed for a
+-- time already rolled up has those hours rolled up again (within pg_webmon.retention, while
+-- the results are kept). Weekly windows count from when they are added.
+CREATE FUNCTION webmon.maintenance_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO webmon.rollup_pending AS p (monitor_id, hour)
+    SELECT DISTINCT m.id, h.hour
+    FROM (SELECT NEW.monitor_id AS monitor_id, NEW.during AS during WHERE TG_OP <> 'DELETE'
+          UNION ALL
+          SELECT OLD.monitor_id, OLD.during WHERE TG_OP <> 'INSERT') w
+    CROSS JOIN webmon.rollup_state s
+    CROSS JOIN LATERAL generate_series(
+        date_trunc('hour', greatest(lower(w.during), now() - webmon.results_retention()), 'UTC'),
+        least(upper(w.during), s.rolled_up_to) - interval '1 microsecond', interval '1 hour') h(hour)
+    JOIN webmon.monitors m ON w.monitor_id IS NULL OR m.id = w.monitor_id
+    WHERE w.during IS NOT NULL AND lower(w.during) < s.rolled_up_to
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO NOTHING;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.maintenance_changed() IS
+    'pg_webmon: trigger of webmon.maintenance: a one-off window added, changed or removed for hours already rolled up has them rolled up again.';
+CREATE TRIGGER maintenance_rollups AFTER INSERT OR UPDATE OR DELETE ON webmon.maintenance
+    FOR EACH ROW EXECUTE FUNCTION webmon.maintenance_changed();
 
 -- ---------------------------------------------------------------------------------------------
 -- Reading them
 -- ---------------------------------------------------------------------------------------------
 -- How long a monitor's slots in [from_ts, to_ts) went unchecked, given how many got a check:
 -- the slots its interval fits in the range (per region), less those checked, times the
--- interval, averaged over its regions. The slot still in flight is not counted yet.
+-- interval, averaged over its regions. The slot still in flight is not counted yet. In
+-- seconds, so that no stored interval can overflow a timestamp. The interval and regions are
+-- the monitor's current ones.
 CREATE FUNCTION webmon.unmonitored_time(check_interval interval, regions text[], from_ts timestamptz,
                                         to_ts timestamptz, checked bigint)
 RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN make_interval(secs => greatest(0,
-           floor(greatest(0, extract(epoch FROM (to_ts - check_interval) - from_ts))
-                 / greatest(extract(epoch FROM check_interval), 1))
-           * greatest(coalesce(cardinality(regions), 1), 1)
-           - checked)
-       * greatest(extract(epoch FROM check_interval), 1)::float8
-       / greatest(coalesce(cardinality(regions), 1), 1));
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN (SELECT make_interval(secs => greatest(0::float8,
+                   floor(greatest(0::float8, extract(epoch FROM to_ts)::float8 - extract(epoch FROM from_ts)::float8 - x.step)
+                         / x.step) * x.regions - checked)
+               * x.step / x.regions)
+        FROM (SELECT greatest(extract(epoch FROM check_interval)::float8, 1) AS step,
+                     greatest((SELECT count(DISTINCT r) FROM unnest(regions) r WHERE r <> ''), 1)::float8 AS regions) x);
 COMMENT ON FUNCTION webmon.unmonitored_time(interval, text[], timestamptz, timestamptz, bigint) IS
     'pg_webmon: how long a monitor''s slots in a range went unchecked, given how many got a check: the slots that fit in it per region (the one in flight not yet), less those checked, times the interval, averaged over its regions.';
 
@@ -417,7 +493,9 @@ RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, upti
 -- PL/pgSQL: the spans are worked out first, so that each read is planned for its own times
 -- (partitions pruned, the time indexes used) and monitors; never JIT-compiled, which costs
 -- seconds for a plan this size and saves nothing here.
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp SET jit = off
+-- SECURITY DEFINER: it reads rollups, results and monitors for roles that may read uptime
+-- (webmon.grant_reader), whatever they were granted before the rollups existed.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
 SET plan_cache_mode = force_custom_plan AS $$
 #variable_conflict use_column
 DECLARE
@@ -496,7 +574,9 @@ COMMENT ON FUNCTION webmon.sla(date, bigint[]) IS
 
 
 REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[], text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;
 
 -- pg_dump keeps how far rollups go and the hours still to roll up again (the rollups

@@ -17,7 +17,9 @@ COMMENT ON FUNCTION webmon.probe_is_live(timestamptz) IS
 CREATE FUNCTION webmon.last_result(monitor bigint, after timestamptz, from_region text DEFAULT NULL)
 RETURNS TABLE (request_timestamp timestamptz, http_status_code smallint, response_time_ms real,
                regex_matched boolean, error_kind text, error text, region text)
-LANGUAGE sql STABLE ROWS 1 SET search_path = pg_catalog, pg_temp AS $$
+-- SECURITY DEFINER: the views call it as their reader (a probe role reads monitor_status and
+-- no table).
+LANGUAGE sql STABLE ROWS 1 SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     SELECT x.* FROM (
         (SELECT mt.request_timestamp, mt.http_status_code, mt.response_time_ms, mt.regex_matched,
                 NULL::text AS error_kind, NULL::text AS error, mt.region
@@ -136,46 +138,54 @@ SELECT m.id AS monitor_id,
            WHEN health.known THEN coalesce(health.up_since, m.created_at)
        END AS state_since
 FROM webmon.monitors m
--- Its jobs: the next slot, and from the regions' verdicts, whether any region is up and
--- whether a quorum is failing (pending). Joined, not looked up per monitor: for all monitors
--- one pass over the queue.
+-- Its jobs, in one pass over the queue (joined, not looked up per monitor): the next slot;
+-- from the regions' verdicts, whether any region is up and whether a quorum is failing
+-- (pending); and the newest last result they keep.
 LEFT JOIN (
-    SELECT j.monitor_id, min(j.scheduled_at) AS next_check_at, count(*) AS regions,
-           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) AS failing,
-           min(j.failing_since) AS failing_since, bool_or(j.verdict = 'up') AS known,
-           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') AS up_since
+    SELECT DISTINCT ON (j.monitor_id) j.monitor_id,
+           min(j.scheduled_at) OVER w AS next_check_at, count(*) OVER w AS regions,
+           count(*) FILTER (WHERE j.verdict = 'down' OR j.failed_run > 0) OVER w AS failing,
+           min(j.failing_since) OVER w AS failing_since, bool_or(j.verdict = 'up') OVER w AS known,
+           max(j.verdict_since) FILTER (WHERE j.verdict = 'up') OVER w AS up_since,
+           j.last_checked_at, j.last_status_code, j.last_response_time_ms, j.last_regex_matched,
+           j.last_error_kind, j.last_error, j.last_region
     FROM webmon.jobs j
-    GROUP BY j.monitor_id
+    WINDOW w AS (PARTITION BY j.monitor_id)
+    ORDER BY j.monitor_id, j.last_checked_at DESC NULLS LAST
 ) jobs ON jobs.monitor_id = m.id
--- The newest result its jobs keep.
-LEFT JOIN (
-    SELECT DISTINCT ON (j.monitor_id) j.monitor_id, j.last_checked_at, j.last_status_code,
-           j.last_response_time_ms, j.last_regex_matched, j.last_error_kind, j.last_error, j.last_region
-    FROM webmon.jobs j
-    WHERE j.last_checked_at IS NOT NULL
-    ORDER BY j.monitor_id, j.last_checked_at DESC
-) kept ON kept.monitor_id = m.id
+-- Only for monitors whose jobs keep no last result (paused, or not checked since an update
+-- from a release before 0.8.0): their newest result of the last day, or of their last ten
+-- intervals, from the results.
 LEFT JOIN LATERAL (
-    SELECT kept.last_checked_at AS request_timestamp, kept.last_status_code AS http_status_code,
-           kept.last_response_time_ms AS response_time_ms, kept.last_regex_matched AS regex_matched,
-           kept.last_error_kind AS error_kind, kept.last_error AS error, kept.last_region AS region
-    WHERE kept.monitor_id IS NOT NULL
-    UNION ALL
-    -- Only without one (a monitor paused, or not checked since an update from a release
-    -- before 0.8.0): its newest result of the last day, or of its last ten intervals.
-    SELECT f.* FROM webmon.last_result(
+    SELECT f.*
+    FROM webmon.last_result(
         m.id, now() - make_interval(secs => least(greatest(10 * extract(epoch FROM m.check_interval), 86400), 31622400)::float8)) f
-    WHERE kept.monitor_id IS NULL
-) last ON true
-LEFT JOIN LATERAL (
-    SELECT count(*) AS regions,
+    WHERE jobs.last_checked_at IS NULL
+    -- Kept a subquery, so that the test comes before the call (flattened, it would follow it).
+    OFFSET 0
+) looked_up ON true
+CROSS JOIN LATERAL (
+    SELECT CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_checked_at ELSE looked_up.request_timestamp END AS request_timestamp,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_status_code ELSE looked_up.http_status_code END AS http_status_code,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_response_time_ms ELSE looked_up.response_time_ms END AS response_time_ms,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_regex_matched ELSE looked_up.regex_matched END AS regex_matched,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_error_kind ELSE looked_up.error_kind END AS error_kind,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_error ELSE looked_up.error END AS error,
+           CASE WHEN jobs.last_checked_at IS NOT NULL THEN jobs.last_region ELSE looked_up.region END AS region
+) last
+-- With regions: each region's state, and how many failed or passed in the newest slot a live
+-- region reported. Joined, not looked up per monitor (for all monitors, one pass over those
+-- with regions).
+LEFT JOIN (
+    SELECT s.monitor_id, count(*) AS regions,
            count(*) FILTER (WHERE s.state = 'down' AND s.last_slot = s.newest) AS failing,
            count(*) FILTER (WHERE s.state = 'up' AND s.last_slot = s.newest) AS passing,
            jsonb_object_agg(s.region, s.state) AS states
-    -- The monitor's regions read once; the newest slot a live region reported, beside each.
-    FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down')) OVER () AS newest
-          FROM webmon.region_status rs WHERE rs.monitor_id = m.id) s
-) quorum ON m.regions IS NOT NULL
+    FROM (SELECT rs.*, max(rs.last_slot) FILTER (WHERE rs.state IN ('up', 'down'))
+                           OVER (PARTITION BY rs.monitor_id) AS newest
+          FROM webmon.region_status rs) s
+    GROUP BY s.monitor_id
+) quorum ON quorum.monitor_id = m.id
 LEFT JOIN (
     SELECT DISTINCT ON (i.monitor_id) i.monitor_id, i.kind, i.started_at FROM webmon.incidents i
     WHERE i.resolved_at IS NULL AND i.kind IN ('down', 'degraded')

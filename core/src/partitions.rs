@@ -83,11 +83,60 @@ pub fn plan(now: i64, interval: i64, premake: i64, retention: i64, existing: &[R
     Plan { create, drop }
 }
 
+/// Like `plan`, with partitions made from `history` before now too (not only from the current
+/// one): rollups are written for hours that are already past (the results kept before an
+/// update), which must find their partitions rather than the default one. `history` is
+/// capped at `retention` (nothing older would be kept).
+pub fn plan_with_history(
+    now: i64,
+    history: i64,
+    interval: i64,
+    premake: i64,
+    retention: i64,
+    existing: &[Range],
+) -> Plan {
+    let history = history.clamp(0, retention.max(0));
+    let from = now.saturating_sub(history);
+    let back = (bucket_start(now, interval.max(1)) - bucket_start(from, interval.max(1)))
+        / interval.max(1);
+    // From `from`, the horizon of `ranges_to_drop` stays now - retention.
+    plan(
+        from,
+        interval,
+        back + premake,
+        retention - history,
+        existing,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     const HOUR: i64 = 3_600_000_000;
     const DAY: i64 = 24 * HOUR;
+
+    #[test]
+    fn a_plan_with_history_makes_partitions_back_to_it_and_drops_as_plan_does() {
+        let month = 30 * DAY;
+        let now = 1000 * DAY + 5 * HOUR;
+        let existing = [Range {
+            start: 0,
+            end: month,
+        }];
+        let planned = plan_with_history(now, 31 * DAY, month, 1, 400 * DAY, &existing);
+        assert_eq!(planned.drop, plan(now, month, 1, 400 * DAY, &existing).drop);
+        let first = planned.create.first().copied().unwrap();
+        let last = planned.create.last().copied().unwrap();
+        assert!(first.start <= now - 31 * DAY && first.end > now - 31 * DAY);
+        assert!(last.start > now && last.end > now + month - DAY);
+        // History beyond retention is not made; none at all is `plan`.
+        let short = plan_with_history(now, 90 * DAY, month, 1, 40 * DAY, &[]);
+        assert!(short.create.first().unwrap().end > now - 40 * DAY);
+        assert_eq!(
+            plan_with_history(now, 0, month, 1, 400 * DAY, &[]),
+            plan(now, month, 1, 400 * DAY, &[])
+        );
+    }
 
     fn days(from: i64, to: i64) -> Vec<Range> {
         (from..to)

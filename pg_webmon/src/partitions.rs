@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::gucs;
 use crate::transactions::{in_subtransaction, set_lock_timeout};
 use pgrx::prelude::*;
-use webmon_core::partitions::{plan, Range};
+use webmon_core::partitions::{plan, plan_with_history, Range};
 
 /// The partitioned tables, results first. Results follow `pg_webmon.partition_interval` and
 /// `pg_webmon.retention`; rollups have partitions of `ROLLUP_PARTITION_DAYS` and follow
@@ -35,15 +35,6 @@ fn time_column(parent: &str) -> &'static str {
         "webmon.rollups_hourly" => "hour",
         "webmon.rollups_daily" => "day",
         _ => "request_timestamp",
-    }
-}
-
-/// Length of a partition of `parent`, in microseconds.
-fn partition_micros(parent: &str) -> Result<i64, ApiError> {
-    if is_rollups(parent) {
-        Ok(ROLLUP_PARTITION_MICROS)
-    } else {
-        gucs::partition_interval_micros()
     }
 }
 
@@ -131,19 +122,27 @@ pub fn plan_steps() -> Result<Vec<Step>, ApiError> {
     for &parent in &parents {
         steps.push(Step::ForgetDropped { parent });
         let retention = retention_of(parent)?;
-        // A rollup partition spans 30 days: one ahead is enough.
-        let ahead = if is_rollups(parent) {
-            premake.min(1)
+        let existing = existing_ranges(parent)?;
+        let planned = if is_rollups(parent) {
+            // A rollup partition spans 30 days: one ahead is enough; and back as far as
+            // results are kept, whose hours are rolled up after an update.
+            plan_with_history(
+                now,
+                gucs::retention_micros()?,
+                ROLLUP_PARTITION_MICROS,
+                premake.min(1),
+                retention,
+                &existing,
+            )
         } else {
-            premake
+            plan(
+                now,
+                gucs::partition_interval_micros()?,
+                premake,
+                retention,
+                &existing,
+            )
         };
-        let planned = plan(
-            now,
-            partition_micros(parent)?,
-            ahead,
-            retention,
-            &existing_ranges(parent)?,
-        );
         steps.extend(
             planned
                 .create

@@ -1080,6 +1080,29 @@ mod tests {
                         AND monitor_id = (SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role')"),
             1
         );
+        // The probe role reads monitor_status, whose last results come from the jobs or, for a
+        // paused monitor (no job), from the results: the role reads no table for either.
+        Spi::run(
+            "INSERT INTO webmon.monitors (url, enabled) VALUES ('http://127.0.0.1:9/role-paused', false);
+             INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)
+             SELECT now() - interval '1 minute', id, 12, 503 FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/role-paused'",
+        )
+        .unwrap();
+        Spi::run("SET LOCAL ROLE webmon_test_probe").unwrap();
+        let seen = Spi::get_two::<String, String>(
+            "SELECT string_agg(s.url || '=' || coalesce(s.last_status_code::text, s.last_error_kind), ',' ORDER BY s.url),
+                    string_agg(s.state, ',' ORDER BY s.url)
+             FROM webmon.monitor_status s WHERE s.url LIKE 'http://127.0.0.1:9/role%'",
+        );
+        Spi::run("RESET ROLE").unwrap();
+        let (last, states) = seen.unwrap();
+        assert_eq!(
+            (last.unwrap_or_default(), states.unwrap_or_default()),
+            (
+                "http://127.0.0.1:9/role=connect,http://127.0.0.1:9/role-paused=503".to_string(),
+                "pending,paused".to_string()
+            )
+        );
     }
 
     #[pg_test]
@@ -1248,8 +1271,6 @@ mod tests {
     /// Rolls up every hour since `hours` ago in this transaction (the worker's own runs wait):
     /// the first run marks the closed hours, the second rolls them up.
     fn roll_up_since(hours: i32) {
-        // The worker's runs skip while this transaction holds their lock.
-        Spi::run("SELECT pg_advisory_xact_lock(webmon.rollup_flag_lock() + 1)").unwrap();
         Spi::run(&format!(
             "INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
                  VALUES (date_trunc('hour', now() - interval '{hours} hours', 'UTC'),
@@ -1258,8 +1279,18 @@ mod tests {
                                                   flagged_before = EXCLUDED.flagged_before"
         ))
         .unwrap();
-        one::<i32>("SELECT webmon.run_rollups(10000)");
-        assert!(one::<i32>("SELECT webmon.run_rollups(10000)") >= hours - 1);
+        // (The state row stays locked by this transaction: the worker's runs skip.) One run
+        // marks the closed hours, the next rolls them up.
+        let mut rolled = 0;
+        for _ in 0..5 {
+            rolled += one::<i32>("SELECT webmon.run_rollups(10000)");
+            if one::<bool>(
+                "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state",
+            ) {
+                break;
+            }
+        }
+        assert!(rolled >= hours - 1, "{rolled}");
         assert!(one::<bool>(
             "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state"
         ));
@@ -1415,28 +1446,43 @@ mod tests {
                 "SELECT sum(maintenance) FROM webmon.rollups_hourly WHERE monitor_id = {b}"
             )) > 0
         );
-        // Whole hours and days are read from the rollups, not from the raw results.
+        // Whole hours and days are read from the rollups, not from the raw results: an hour and
+        // a day of the range that the split reads from rollups, changed, change the figures.
         let checks = |from: &str, to: &str| {
             one::<i64>(&format!(
                 "SELECT checks FROM webmon.uptime_between({from}, {to}) WHERE monitor_id = {c}"
             ))
         };
         let (from, to) = ranges[0];
+        let spans = format!(
+            "webmon.rollup_spans({from}, {to}, (SELECT rolled_up_to FROM webmon.rollup_state))"
+        );
         let before = checks(from, to);
-        Spi::run(&format!(
-            "UPDATE webmon.rollups_hourly SET good = good + 1000
-             WHERE monitor_id = {c} AND hour = date_trunc('hour', now() - interval '3 hours', 'UTC');
-             UPDATE webmon.rollups_daily SET good = good + 100000
-             WHERE monitor_id = {c} AND day = date_trunc('day', now() - interval '26 hours', 'UTC')"
-        ))
-        .unwrap();
-        let whole_day = one::<bool>(
-            "SELECT date_trunc('day', now() - interval '26 hours', 'UTC') >= now() - interval '50 hours'",
+        let changed = one::<i64>(&format!(
+            "WITH h AS (UPDATE webmon.rollups_hourly SET good = good + 1000
+                        WHERE monitor_id = {c} AND hour = (SELECT CASE WHEN hour_from < day_from THEN hour_from
+                                                                        ELSE hour_to - interval '1 hour' END FROM {spans})
+                        RETURNING 1000),
+                  d AS (UPDATE webmon.rollups_daily SET good = good + 100000
+                        WHERE monitor_id = {c} AND day = (SELECT day_from FROM {spans} WHERE day_to > day_from)
+                        RETURNING 100000)
+             SELECT (coalesce((SELECT sum(1000) FROM h), 0) + coalesce((SELECT sum(100000) FROM d), 0))::bigint"
+        ));
+        assert!(
+            changed >= 1000,
+            "no hourly rollup row of the range was changed"
         );
-        assert_eq!(
-            checks(from, to),
-            before + 1000 + if whole_day { 100_000 } else { 0 }
-        );
+        assert_eq!(checks(from, to), before + changed);
+        // Unmonitored slots and error kinds, against the raw rows.
+        assert!(one::<bool>(&format!(
+            "SELECT (SELECT sum(unmonitored) FROM webmon.rollups_hourly WHERE monitor_id IN ({a}, {b}, {c}))
+                    = (SELECT count(*) FROM webmon.errors WHERE monitor_id IN ({a}, {b}, {c})
+                       AND error_kind IN ('lost', 'no_probe')
+                       AND request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))
+                AND (SELECT sum((error_kinds ->> 'timeout')::int) FROM webmon.rollups_hourly WHERE monitor_id IN ({a}, {b}, {c}))
+                    = (SELECT count(*) FROM webmon.errors WHERE monitor_id IN ({a}, {b}, {c}) AND error_kind = 'timeout'
+                       AND request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))"
+        )));
     }
 
     #[pg_test]
@@ -1530,6 +1576,34 @@ mod tests {
         );
         assert!(
             outcome("SELECT webmon.latency_percentile('\\x0501'::bytea, 2)").starts_with("22023")
+        );
+        // In a parallel plan (partial aggregates combined through their stored form) the
+        // histograms are the same.
+        Spi::run(
+            "CREATE TABLE tests.latencies AS SELECT g % 100 AS k, (g % 997)::real AS ms FROM generate_series(1, 200000) g;
+             ANALYZE tests.latencies;",
+        )
+        .unwrap();
+        let serial = one::<Vec<u8>>("SELECT webmon.latency_histogram(ms) FROM tests.latencies");
+        Spi::run(
+            "SET LOCAL parallel_setup_cost = 0; SET LOCAL parallel_tuple_cost = 0;
+             SET LOCAL min_parallel_table_scan_size = 0; SET LOCAL max_parallel_workers_per_gather = 2;",
+        )
+        .unwrap();
+        let plan = Spi::get_one::<pgrx::Json>(
+            "EXPLAIN (FORMAT JSON) SELECT webmon.latency_histogram(ms) FROM tests.latencies",
+        )
+        .unwrap()
+        .map(|j| j.0.to_string())
+        .unwrap_or_default();
+        assert!(plan.contains("Partial"), "{plan}");
+        assert_eq!(
+            one::<Vec<u8>>("SELECT webmon.latency_histogram(ms) FROM tests.latencies"),
+            serial
+        );
+        assert_eq!(
+            one::<Vec<u8>>("SELECT webmon.latency_merge(h) FROM (SELECT webmon.latency_histogram(ms) AS h FROM tests.latencies GROUP BY k) x"),
+            serial
         );
     }
 
