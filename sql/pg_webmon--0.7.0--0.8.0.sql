@@ -56,8 +56,9 @@ CREATE OR REPLACE FUNCTION webmon.complete_checks(
 RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- One index lookup per result, whatever the planner guesses of a batch's size: never a scan of
--- the whole queue for a hash or merge join.
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+-- the whole queue for a hash or merge join. Never JIT-compiled: with sequential scans priced
+-- out, a statement that has no other path would be, at every call.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     completer smallint := webmon.probe_id(probe);
     completer_region text;
@@ -242,7 +243,7 @@ COMMENT ON FUNCTION webmon.complete_checks(text, bigint[], timestamptz[], timest
 CREATE OR REPLACE FUNCTION webmon.record_unclaimed_checks(unclaimed_timeout interval DEFAULT '2 minutes',
                                                max_rows int DEFAULT 100000)
 RETURNS int
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     recorded int := 0;
     found_here int;
@@ -843,9 +844,12 @@ COMMENT ON AGGREGATE webmon.latency_merge(bytea) IS
 -- ---------------------------------------------------------------------------------------------
 -- Late results
 -- ---------------------------------------------------------------------------------------------
--- SECURITY DEFINER: whoever may write results may note them (and lock the gate).
+-- SECURITY DEFINER: whoever may write results may note them (and lock the gate). Its own
+-- planner settings: it runs inside complete_checks, whose `enable_seqscan = off` would price
+-- the read of rollup_state (a one-row table) so high that each call was JIT-compiled (3 ms).
 CREATE FUNCTION webmon.note_late_results() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = on SET jit = off AS $$
 BEGIN
     -- Writers never wait for each other; only for run_rollups moving the time.
     LOCK TABLE webmon.rollup_gate IN ROW EXCLUSIVE MODE;

@@ -301,7 +301,7 @@ COMMENT ON FUNCTION webmon.wake_probes(timestamptz, interval) IS
 CREATE FUNCTION webmon.record_unclaimed_checks(unclaimed_timeout interval DEFAULT '2 minutes',
                                                max_rows int DEFAULT 100000)
 RETURNS int
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET enable_seqscan = off SET jit = off AS $$
 DECLARE
     recorded int := 0;
     found_here int;
@@ -523,8 +523,9 @@ CREATE FUNCTION webmon.complete_checks(
 RETURNS int
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- One index lookup per result, whatever the planner guesses of a batch's size: never a scan of
--- the whole queue for a hash or merge join.
-SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off AS $$
+-- the whole queue for a hash or merge join. Never JIT-compiled: with sequential scans priced
+-- out, a statement that has no other path would be, at every call.
+SET enable_seqscan = off SET enable_hashjoin = off SET enable_mergejoin = off SET jit = off AS $$
 DECLARE
     completer smallint := webmon.probe_id(probe);
     completer_region text;

@@ -125,9 +125,12 @@ COMMENT ON AGGREGATE webmon.latency_merge(bytea) IS
 -- ---------------------------------------------------------------------------------------------
 -- Late results
 -- ---------------------------------------------------------------------------------------------
--- SECURITY DEFINER: whoever may write results may note them (and lock the gate).
+-- SECURITY DEFINER: whoever may write results may note them (and lock the gate). Its own
+-- planner settings: it runs inside complete_checks, whose `enable_seqscan = off` would price
+-- the read of rollup_state (a one-row table) so high that each call was JIT-compiled (3 ms).
 CREATE FUNCTION webmon.note_late_results() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = on SET jit = off AS $$
 BEGIN
     -- Writers never wait for each other; only for run_rollups moving the time.
     LOCK TABLE webmon.rollup_gate IN ROW EXCLUSIVE MODE;
