@@ -10,7 +10,7 @@ use webmon_core::latency::{bounds, Histogram, InvalidHistogram};
 
 /// The histogram of an aggregate's state, made in the aggregate's memory context the first
 /// time (dropped with it).
-fn histogram<'a>(state: &'a mut Internal, fcinfo: pg_sys::FunctionCallInfo) -> &'a mut Histogram {
+fn histogram(state: &mut Internal, fcinfo: pg_sys::FunctionCallInfo) -> &mut Histogram {
     if !state.initialized() {
         let mut context = std::ptr::null_mut();
         // SAFETY: fcinfo is this call's; AggCheckCallContext only reads it.

@@ -217,13 +217,9 @@ async fn make_history(db: &Client, monitors: i64) -> Result<()> {
 /// One live hour of raw results (every monitor, every minute) rolled up by
 /// `webmon.run_rollups()`, as the maintenance worker does each hour.
 async fn live_hour(db: &Client, monitors: i64) -> Result<()> {
-    // The last rolled-up hour, rolled up again from a full hour of results.
-    db.batch_execute(
-        "UPDATE webmon.rollup_state SET rolled_up_to = (SELECT rolled FROM bounds) - interval '1 hour',
-                                        flagged_before = (SELECT rolled FROM bounds);
-         DELETE FROM webmon.rollups_hourly WHERE hour = (SELECT rolled FROM bounds) - interval '1 hour';",
-    )
-    .await?;
+    // The last rolled-up hour, rolled up again from a full hour of results: written first
+    // (history: the late-result trigger is off), then handed back to the rollups, then timed
+    // until it is rolled up (by this session or the maintenance worker, whichever comes first).
     db.batch_execute(&format!(
         "ALTER TABLE webmon.metrics DISABLE TRIGGER metrics_note_late;
          INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
@@ -234,12 +230,20 @@ async fn live_hour(db: &Client, monitors: i64) -> Result<()> {
     ))
     .await?;
     db.batch_execute("VACUUM ANALYZE webmon.metrics").await?;
+    db.batch_execute(
+        "DELETE FROM webmon.rollups_hourly WHERE hour = (SELECT rolled FROM bounds) - interval '1 hour';
+         UPDATE webmon.rollup_state SET rolled_up_to = (SELECT rolled FROM bounds) - interval '1 hour',
+                                        flagged_before = greatest(flagged_before, (SELECT rolled FROM bounds));",
+    )
+    .await?;
     let start = Instant::now();
     let done: i32 = loop {
         // The maintenance worker may take the hour first: then it is timed here too.
         let rolled: bool = db
             .query_one(
-                "SELECT rolled_up_to >= (SELECT rolled FROM bounds) FROM webmon.rollup_state",
+                "SELECT rolled_up_to >= (SELECT rolled FROM bounds)
+                        AND EXISTS (SELECT 1 FROM webmon.rollups_hourly WHERE hour = (SELECT rolled FROM bounds) - interval '1 hour')
+                 FROM webmon.rollup_state",
                 &[],
             )
             .await?
