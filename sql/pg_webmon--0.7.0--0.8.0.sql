@@ -3,9 +3,8 @@
 -- Rollups: webmon.rollups_hourly and webmon.rollups_daily (partitioned by the maintenance
 -- worker like results), the latency histogram aggregates, webmon.run_rollups() with its
 -- trigger for late results, and webmon.uptime_between() and webmon.sla(). webmon.uptime()
--- reads rollups now and gains a column (unmonitored_time): it is made again (taken from PUBLIC
--- before, it stays so; roles granted it are named in a WARNING: grant_reader() grants it
--- again). Jobs keep their last result for webmon.monitor_status, which no longer reads
+-- reads rollups now and gains a column (unmonitored_time): it is made again, for the roles
+-- webmon.grant_reader() grants it to (a WARNING names the roles to grant again). Jobs keep their last result for webmon.monitor_status, which no longer reads
 -- results (until a job's first check after the update, it still does). Stored rows are kept;
 -- the results kept before the update are rolled up by the maintenance worker after it, an
 -- hour at a time.
@@ -13,16 +12,7 @@
 -- Every table the update changes, first, in the order monitor_status and probes use them.
 LOCK TABLE webmon.monitors, webmon.jobs, webmon.metrics, webmon.errors IN ACCESS EXCLUSIVE MODE;
 
--- webmon.uptime()'s return type changes, so it is dropped and made again: who may run it
--- is remembered until then (a setting of this transaction).
-DO $$
-DECLARE
-    acl aclitem[] := (SELECT p.proacl FROM pg_catalog.pg_proc p
-                      WHERE p.oid = 'webmon.uptime(interval)'::regprocedure);
-BEGIN
-    PERFORM set_config('webmon_upgrade.uptime_acl', coalesce(acl::text, ''), true);
-END
-$$;
+-- webmon.uptime()'s return type changes: it is made again.
 DROP FUNCTION webmon.uptime(interval);
 
 -- Jobs keep their last result, so that webmon.monitor_status reads no results.
@@ -851,6 +841,10 @@ CREATE FUNCTION webmon.note_late_results() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = on SET jit = off AS $$
 BEGIN
+    -- A statement that wrote nothing holds nothing.
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;
+    END IF;
     -- Writers never wait for each other; only for run_rollups moving the time.
     LOCK TABLE webmon.rollup_gate IN ROW EXCLUSIVE MODE;
     -- DO UPDATE, not DO NOTHING: the row stays locked until this transaction ends, so
@@ -1011,6 +1005,11 @@ BEGIN
         FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', monitor_ids) s;
         RETURN;
     EXCEPTION WHEN OTHERS THEN
+        -- A lock, a deadlock, resources, a shutdown: not the data's fault, the run fails and
+        -- the next one tries again. Only a row no rule foresaw is worked around.
+        IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+            RAISE;
+        END IF;
         RAISE WARNING 'pg_webmon: rolling up the hour from % failed (%); rolling it up monitor by monitor',
             rollup_hour.hour, SQLERRM;
     END;
@@ -1023,6 +1022,9 @@ BEGIN
                    s.latency_sum_ms, s.latency_histogram
             FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', ARRAY[one]) s;
         EXCEPTION WHEN OTHERS THEN
+            IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                RAISE;
+            END IF;
             RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
                 one, rollup_hour.hour, SQLERRM;
         END;
@@ -1069,14 +1071,20 @@ BEGIN
         RETURN 0;
     END IF;
     -- Results before the hour that closed two minutes ago are late from now on: a run of its
-    -- own, which the next one follows with the rollup of that hour. The SHARE lock waits (100 ms
-    -- at most, then the next run tries again) for writers that read the old time; they commit
-    -- first, so the next run sees their rows. A run that did more would hold the lock (and
+    -- own, which the next one follows with the rollup of that hour. The SHARE lock is taken
+    -- when no writer holds the gate (then the next run tries again): writers that read the old
+    -- time have committed, so the next run sees their rows. A run that did more would hold the lock (and
     -- every writer) for as long, or hold pending rows a writer may wait for (a deadlock).
     IF closed > state.flagged_before THEN
-        PERFORM set_config('lock_timeout', '100ms', true);
         BEGIN
-            LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            -- Without waiting (writers queue behind a waiting SHARE request), unless that has
+            -- failed for five minutes: then for 100 ms at most.
+            IF now() - closed > interval '7 minutes' THEN
+                PERFORM set_config('lock_timeout', '100ms', true);
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            ELSE
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE NOWAIT;
+            END IF;
             UPDATE webmon.rollup_state SET flagged_before = closed;
         EXCEPTION WHEN lock_not_available THEN
             IF now() - state.flagged_before > interval '15 minutes' AND extract(second FROM now()) < 2 THEN
@@ -1098,14 +1106,16 @@ BEGIN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
             WHERE (p.monitor_id, p.hour) IN (
+                -- Hours not rolled up yet wait for step 2 (which rolls them up anyway).
                 SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
+                WHERE q.hour < state.rolled_up_to
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
-        -- Hours not rolled up yet are left to step 2.
+        -- Hours whose results may be dropped already are not rolled up again.
         SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids
         FROM taken t
-        WHERE t.hour < state.rolled_up_to AND t.hour + interval '1 hour' > horizon
+        WHERE t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
         PERFORM webmon.rollup_hour(late.hour, late.monitor_ids);
@@ -1113,12 +1123,20 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
             EXCEPTION WHEN OTHERS THEN
+                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                    RAISE;
+                END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % for % monitors are out of date: %',
                     date_trunc('day', late.hour, 'UTC'), cardinality(late.monitor_ids), SQLERRM;
             END;
         END IF;
         done := done + 1;
     END LOOP;
+    -- The pending rows this run took stay locked until it ends: a writer with another late
+    -- result for one of them waits for that, not for an hour's rollup as well.
+    IF done > 0 THEN
+        RETURN done;
+    END IF;
 
     -- 2. Closed hours, oldest first; a day once its last hour is in.
     WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
@@ -1131,6 +1149,9 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
             EXCEPTION WHEN OTHERS THEN
+                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                    RAISE;
+                END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % are missing: %',
                     state.rolled_up_to - interval '24 hours', SQLERRM;
             END;
@@ -1159,12 +1180,15 @@ BEGIN
           UNION ALL
           SELECT OLD.monitor_id, OLD.during WHERE TG_OP <> 'INSERT') w
     CROSS JOIN webmon.rollup_state s
+    -- Whole hours after the horizon only: a window purged past retention changes nothing.
     CROSS JOIN LATERAL generate_series(
-        date_trunc('hour', greatest(lower(w.during), now() - webmon.results_retention()), 'UTC'),
+        greatest(date_trunc('hour', lower(w.during), 'UTC'),
+                 date_trunc('hour', now() - webmon.results_retention(), 'UTC') + interval '1 hour'),
         least(upper(w.during), s.rolled_up_to) - interval '1 microsecond', interval '1 hour') h(hour)
     JOIN webmon.monitors m ON w.monitor_id IS NULL OR m.id = w.monitor_id
     WHERE w.during IS NOT NULL AND lower(w.during) < s.rolled_up_to
-    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO NOTHING;
+    -- Locked until this transaction ends, as writers of results do (run_rollups skips it).
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO UPDATE SET hour = EXCLUDED.hour;
     RETURN NULL;
 END
 $$;
@@ -1184,9 +1208,10 @@ CREATE TRIGGER maintenance_rollups AFTER INSERT OR UPDATE OR DELETE ON webmon.ma
 CREATE FUNCTION webmon.unmonitored_time(check_interval interval, regions text[], from_ts timestamptz,
                                         to_ts timestamptz, checked bigint)
 RETURNS interval
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (SELECT make_interval(secs => greatest(0::float8,
-                   floor(greatest(0::float8, extract(epoch FROM to_ts)::float8 - extract(epoch FROM from_ts)::float8 - x.step)
+                   floor(greatest(0::float8, least(extract(epoch FROM to_ts)::float8, extract(epoch FROM now())::float8 - x.step)
+                                             - extract(epoch FROM from_ts)::float8)
                          / x.step) * x.regions - checked)
                * x.step / x.regions)
         FROM (SELECT greatest(extract(epoch FROM check_interval)::float8, 1) AS step,
@@ -1296,6 +1321,11 @@ COMMENT ON FUNCTION webmon.sla(date, bigint[]) IS
 
 
 REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
+-- uptime_between reads every monitor's results as the owner: for roles granted it
+-- (webmon.grant_reader), not for every role that can use the schema (probe roles).
+REVOKE ALL ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
@@ -1306,29 +1336,21 @@ REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_state', '');
 SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_pending', '');
 
--- webmon.uptime() taken from PUBLIC before stays so, with the new uptime functions. The
--- update grants nothing to roles (such grants would be recorded as the extension's own and
--- left out of dumps): webmon.grant_reader() grants them again.
+-- The uptime functions are for the roles webmon.grant_reader() grants them to. The update
+-- grants nothing (such grants would be recorded as the extension's own and left out of
+-- dumps): it names the roles that read results and must be granted again.
 DO $$
 DECLARE
-    acl text := current_setting('webmon_upgrade.uptime_acl', true);
     roles text;
 BEGIN
-    IF coalesce(acl, '') = '' THEN
-        RETURN;  -- never granted nor revoked: PUBLIC may run it, as before
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM aclexplode(acl::aclitem[]) a WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE') THEN
-        REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]),
-                               webmon.sla(date, bigint[]) FROM PUBLIC;
-    END IF;
-    SELECT string_agg(DISTINCT a.grantee::regrole::text, ', ') INTO roles
-    FROM aclexplode(acl::aclitem[]) a
-    WHERE a.grantee <> 0 AND a.privilege_type = 'EXECUTE'
-      AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee)
-      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles r WHERE r.oid = a.grantee AND r.rolsuper);
+    SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) INTO roles
+    FROM pg_catalog.pg_roles r
+    WHERE NOT r.rolsuper
+      AND has_table_privilege(r.oid, 'webmon.metrics', 'SELECT')
+      AND NOT has_function_privilege(r.oid, 'webmon.uptime_between(timestamptz, timestamptz, bigint[])', 'EXECUTE');
     IF roles IS NOT NULL THEN
-        RAISE WARNING 'pg_webmon: webmon.uptime() was made anew; these roles may no longer run it: %', roles
-            USING HINT = 'Run SELECT webmon.grant_reader(role) for each: it grants webmon.uptime(), webmon.uptime_between() and webmon.sla().';
+        RAISE WARNING 'pg_webmon: these roles read results but may not run webmon.uptime() until granted again: %', roles
+            USING HINT = 'Run SELECT webmon.grant_reader(role) for each: it grants webmon.uptime(), webmon.uptime_between(), webmon.sla() and the rollups.';
     END IF;
 END
 $$;

@@ -132,6 +132,10 @@ CREATE FUNCTION webmon.note_late_results() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = on SET jit = off AS $$
 BEGIN
+    -- A statement that wrote nothing holds nothing.
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;
+    END IF;
     -- Writers never wait for each other; only for run_rollups moving the time.
     LOCK TABLE webmon.rollup_gate IN ROW EXCLUSIVE MODE;
     -- DO UPDATE, not DO NOTHING: the row stays locked until this transaction ends, so
@@ -292,6 +296,11 @@ BEGIN
         FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', monitor_ids) s;
         RETURN;
     EXCEPTION WHEN OTHERS THEN
+        -- A lock, a deadlock, resources, a shutdown: not the data's fault, the run fails and
+        -- the next one tries again. Only a row no rule foresaw is worked around.
+        IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+            RAISE;
+        END IF;
         RAISE WARNING 'pg_webmon: rolling up the hour from % failed (%); rolling it up monitor by monitor',
             rollup_hour.hour, SQLERRM;
     END;
@@ -304,6 +313,9 @@ BEGIN
                    s.latency_sum_ms, s.latency_histogram
             FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', ARRAY[one]) s;
         EXCEPTION WHEN OTHERS THEN
+            IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                RAISE;
+            END IF;
             RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
                 one, rollup_hour.hour, SQLERRM;
         END;
@@ -350,14 +362,20 @@ BEGIN
         RETURN 0;
     END IF;
     -- Results before the hour that closed two minutes ago are late from now on: a run of its
-    -- own, which the next one follows with the rollup of that hour. The SHARE lock waits (100 ms
-    -- at most, then the next run tries again) for writers that read the old time; they commit
-    -- first, so the next run sees their rows. A run that did more would hold the lock (and
+    -- own, which the next one follows with the rollup of that hour. The SHARE lock is taken
+    -- when no writer holds the gate (then the next run tries again): writers that read the old
+    -- time have committed, so the next run sees their rows. A run that did more would hold the lock (and
     -- every writer) for as long, or hold pending rows a writer may wait for (a deadlock).
     IF closed > state.flagged_before THEN
-        PERFORM set_config('lock_timeout', '100ms', true);
         BEGIN
-            LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            -- Without waiting (writers queue behind a waiting SHARE request), unless that has
+            -- failed for five minutes: then for 100 ms at most.
+            IF now() - closed > interval '7 minutes' THEN
+                PERFORM set_config('lock_timeout', '100ms', true);
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            ELSE
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE NOWAIT;
+            END IF;
             UPDATE webmon.rollup_state SET flagged_before = closed;
         EXCEPTION WHEN lock_not_available THEN
             IF now() - state.flagged_before > interval '15 minutes' AND extract(second FROM now()) < 2 THEN
@@ -379,14 +397,16 @@ BEGIN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
             WHERE (p.monitor_id, p.hour) IN (
+                -- Hours not rolled up yet wait for step 2 (which rolls them up anyway).
                 SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
+                WHERE q.hour < state.rolled_up_to
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
-        -- Hours not rolled up yet are left to step 2.
+        -- Hours whose results may be dropped already are not rolled up again.
         SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids
         FROM taken t
-        WHERE t.hour < state.rolled_up_to AND t.hour + interval '1 hour' > horizon
+        WHERE t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
         PERFORM webmon.rollup_hour(late.hour, late.monitor_ids);
@@ -394,12 +414,20 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
             EXCEPTION WHEN OTHERS THEN
+                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                    RAISE;
+                END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % for % monitors are out of date: %',
                     date_trunc('day', late.hour, 'UTC'), cardinality(late.monitor_ids), SQLERRM;
             END;
         END IF;
         done := done + 1;
     END LOOP;
+    -- The pending rows this run took stay locked until it ends: a writer with another late
+    -- result for one of them waits for that, not for an hour's rollup as well.
+    IF done > 0 THEN
+        RETURN done;
+    END IF;
 
     -- 2. Closed hours, oldest first; a day once its last hour is in.
     WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
@@ -412,6 +440,9 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
             EXCEPTION WHEN OTHERS THEN
+                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                    RAISE;
+                END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % are missing: %',
                     state.rolled_up_to - interval '24 hours', SQLERRM;
             END;
@@ -440,12 +471,15 @@ BEGIN
           UNION ALL
           SELECT OLD.monitor_id, OLD.during WHERE TG_OP <> 'INSERT') w
     CROSS JOIN webmon.rollup_state s
+    -- Whole hours after the horizon only: a window purged past retention changes nothing.
     CROSS JOIN LATERAL generate_series(
-        date_trunc('hour', greatest(lower(w.during), now() - webmon.results_retention()), 'UTC'),
+        greatest(date_trunc('hour', lower(w.during), 'UTC'),
+                 date_trunc('hour', now() - webmon.results_retention(), 'UTC') + interval '1 hour'),
         least(upper(w.during), s.rolled_up_to) - interval '1 microsecond', interval '1 hour') h(hour)
     JOIN webmon.monitors m ON w.monitor_id IS NULL OR m.id = w.monitor_id
     WHERE w.during IS NOT NULL AND lower(w.during) < s.rolled_up_to
-    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO NOTHING;
+    -- Locked until this transaction ends, as writers of results do (run_rollups skips it).
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO UPDATE SET hour = EXCLUDED.hour;
     RETURN NULL;
 END
 $$;
@@ -465,9 +499,10 @@ CREATE TRIGGER maintenance_rollups AFTER INSERT OR UPDATE OR DELETE ON webmon.ma
 CREATE FUNCTION webmon.unmonitored_time(check_interval interval, regions text[], from_ts timestamptz,
                                         to_ts timestamptz, checked bigint)
 RETURNS interval
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 RETURN (SELECT make_interval(secs => greatest(0::float8,
-                   floor(greatest(0::float8, extract(epoch FROM to_ts)::float8 - extract(epoch FROM from_ts)::float8 - x.step)
+                   floor(greatest(0::float8, least(extract(epoch FROM to_ts)::float8, extract(epoch FROM now())::float8 - x.step)
+                                             - extract(epoch FROM from_ts)::float8)
                          / x.step) * x.regions - checked)
                * x.step / x.regions)
         FROM (SELECT greatest(extract(epoch FROM check_interval)::float8, 1) AS step,
@@ -577,6 +612,11 @@ COMMENT ON FUNCTION webmon.sla(date, bigint[]) IS
 
 
 REVOKE ALL ON FUNCTION webmon.run_rollups(int, int) FROM PUBLIC;
+-- uptime_between reads every monitor's results as the owner: for roles granted it
+-- (webmon.grant_reader), not for every role that can use the schema (probe roles).
+REVOKE ALL ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
