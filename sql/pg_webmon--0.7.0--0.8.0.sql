@@ -986,6 +986,32 @@ $$;
 COMMENT ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) IS
     'pg_webmon: (re)write the daily rollups of a UTC day from its hourly ones, for every monitor or those in monitor_ids. Called by webmon.run_rollups().';
 
+-- Whether an error is the moment's, not the data's (a lock, a deadlock, resources, a
+-- shutdown): a rollup that hits one fails and the next run tries again; only other errors
+-- (a row no rule foresaw) are worked around.
+CREATE FUNCTION webmon.transient_error(sqlstate text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN sqlstate ~ '^(40|53|57|58)' OR sqlstate = '55P03';
+COMMENT ON FUNCTION webmon.transient_error(text) IS
+    'pg_webmon: whether an SQLSTATE is the moment''s (transaction rollback, resources, lock not available, operator intervention, system error): rollups retry those instead of leaving a row out.';
+
+-- Writes the hourly rollups of one hour from its results, for every monitor or those in
+-- monitor_ids, in place of the ones there.
+CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, monitor_ids bigint[])
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    DELETE FROM webmon.rollups_hourly h
+    WHERE h.hour = write_hourly_rollups.hour AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids));
+    INSERT INTO webmon.rollups_hourly
+    SELECT s.monitor_id, s.region, write_hourly_rollups.hour, s.checks, s.good, s.failed, s.maintenance,
+           s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
+           s.latency_sum_ms, s.latency_histogram
+    FROM webmon.results_summary(write_hourly_rollups.hour, write_hourly_rollups.hour + interval '1 hour', monitor_ids) s;
+END;
+COMMENT ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[]) IS
+    'pg_webmon: write the hourly rollups of one UTC hour from its results, for every monitor or those in monitor_ids, in place of the ones there. Called by webmon.rollup_hour().';
+
 -- (Re)writes the hourly rollups of one hour from its results, for every monitor or those in
 -- monitor_ids. When that fails (a row no rule foresaw), each monitor is rolled up on its own,
 -- and those that fail are skipped with a WARNING: one bad row never stops the others.
@@ -996,18 +1022,10 @@ DECLARE
     one bigint;
 BEGIN
     BEGIN
-        DELETE FROM webmon.rollups_hourly h
-        WHERE h.hour = rollup_hour.hour AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids));
-        INSERT INTO webmon.rollups_hourly
-        SELECT s.monitor_id, s.region, rollup_hour.hour, s.checks, s.good, s.failed, s.maintenance,
-               s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
-               s.latency_sum_ms, s.latency_histogram
-        FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', monitor_ids) s;
+        PERFORM webmon.write_hourly_rollups(rollup_hour.hour, monitor_ids);
         RETURN;
     EXCEPTION WHEN OTHERS THEN
-        -- A lock, a deadlock, resources, a shutdown: not the data's fault, the run fails and
-        -- the next one tries again. Only a row no rule foresaw is worked around.
-        IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+        IF webmon.transient_error(SQLSTATE) THEN
             RAISE;
         END IF;
         RAISE WARNING 'pg_webmon: rolling up the hour from % failed (%); rolling it up monitor by monitor',
@@ -1015,14 +1033,9 @@ BEGIN
     END;
     FOR one IN SELECT m.id FROM webmon.monitors m WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids) LOOP
         BEGIN
-            DELETE FROM webmon.rollups_hourly h WHERE h.hour = rollup_hour.hour AND h.monitor_id = one;
-            INSERT INTO webmon.rollups_hourly
-            SELECT s.monitor_id, s.region, rollup_hour.hour, s.checks, s.good, s.failed, s.maintenance,
-                   s.unmonitored, s.error_kinds, s.responses, s.latency_min_ms, s.latency_max_ms,
-                   s.latency_sum_ms, s.latency_histogram
-            FROM webmon.results_summary(rollup_hour.hour, rollup_hour.hour + interval '1 hour', ARRAY[one]) s;
+            PERFORM webmon.write_hourly_rollups(rollup_hour.hour, ARRAY[one]);
         EXCEPTION WHEN OTHERS THEN
-            IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+            IF webmon.transient_error(SQLSTATE) THEN
                 RAISE;
             END IF;
             RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
@@ -1123,7 +1136,7 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
             EXCEPTION WHEN OTHERS THEN
-                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                IF webmon.transient_error(SQLSTATE) THEN
                     RAISE;
                 END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % for % monitors are out of date: %',
@@ -1149,7 +1162,7 @@ BEGIN
             BEGIN
                 PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
             EXCEPTION WHEN OTHERS THEN
-                IF SQLSTATE ~ '^(40|53|57|58)' OR SQLSTATE = '55P03' THEN
+                IF webmon.transient_error(SQLSTATE) THEN
                     RAISE;
                 END IF;
                 RAISE WARNING 'pg_webmon: the daily rollups of % are missing: %',
@@ -1328,6 +1341,7 @@ REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;
 
