@@ -68,6 +68,24 @@ COMMENT ON FUNCTION webmon.latency_percentile(bytea, float8) IS
     'pg_webmon: a percentile (fraction 0 to 1, nearest rank like percentile_disc) of a latency histogram, within 4.4 % of the exact value; NULL when empty.';
 COMMENT ON FUNCTION webmon.latency_buckets(bytea) IS
     'pg_webmon: the buckets of a latency histogram that counted something: [lower_ms, upper_ms) and count.';
+COMMENT ON FUNCTION webmon.latency_sum(bytea, bytea) IS
+    'pg_webmon: two latency histograms added up (NULL counts as empty).';
+COMMENT ON FUNCTION webmon.latency_subtract(bytea, bytea) IS
+    'pg_webmon: a latency histogram less another, bucket by bucket and never below zero: what running totals held between two times.';
+COMMENT ON FUNCTION webmon.timeline_add(internal, bigint, int, real) IS
+    'pg_webmon: transition function of webmon.result_timeline.';
+COMMENT ON FUNCTION webmon.timeline_combine(internal, internal) IS
+    'pg_webmon: combine function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_final(internal) IS
+    'pg_webmon: final function of webmon.result_timeline: the stored form, NULL when there were no results.';
+COMMENT ON FUNCTION webmon.timeline_serialize(internal) IS
+    'pg_webmon: serial function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_deserialize(bytea, internal) IS
+    'pg_webmon: deserial function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_counts(bytea, bigint) IS
+    'pg_webmon: of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, how many were {good, failed, maintenance, unmonitored}.';
+COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint) IS
+    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start.';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal

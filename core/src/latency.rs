@@ -89,6 +89,17 @@ impl Histogram {
         }
     }
 
+    /// Takes another histogram off this one, bucket by bucket, never below zero: what a range
+    /// of running totals holds is the later total less the earlier one.
+    pub fn subtract(&mut self, other: &Histogram) {
+        for &(bucket, count) in &other.counts {
+            if let Ok(i) = self.counts.binary_search_by_key(&bucket, |&(b, _)| b) {
+                self.counts[i].1 = self.counts[i].1.saturating_sub(count);
+            }
+        }
+        self.counts.retain(|&(_, count)| count > 0);
+    }
+
     /// Adds a stored histogram to this one, without building it first.
     pub fn merge_encoded(&mut self, bytes: &[u8]) -> Result<(), InvalidHistogram> {
         for entry in Entries::new(bytes) {
@@ -331,6 +342,32 @@ mod tests {
         }
         assert!(hour.encode().len() <= 12, "{}", hour.encode().len());
         assert_eq!(Histogram::decode(&[]), Ok(Histogram::new()));
+    }
+
+    #[test]
+    fn a_subtracted_histogram_holds_what_was_added_after() {
+        let mut rng = Lcg(11);
+        let mut before = Histogram::new();
+        let mut after = Histogram::new();
+        for i in 0..2000 {
+            let ms = 5.0 + 200.0 * rng.next();
+            if i < 1200 {
+                before.record(ms);
+            } else {
+                after.record(ms);
+            }
+        }
+        let mut total = before.clone();
+        total.merge(&after);
+        total.subtract(&before);
+        assert_eq!(total, after);
+        // Never below zero, and empty buckets go.
+        let mut small = Histogram::new();
+        small.record(10.0);
+        small.subtract(&before);
+        small.subtract(&after);
+        assert_eq!(small.total(), 0);
+        assert!(small.buckets().is_empty());
     }
 
     #[test]

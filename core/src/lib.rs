@@ -12,6 +12,7 @@ pub mod latency;
 pub mod partitions;
 pub mod slots;
 pub mod text;
+pub mod timeline;
 pub mod vacuum;
 pub mod validate;
 pub mod verdict;

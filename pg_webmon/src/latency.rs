@@ -128,6 +128,39 @@ fn latency_percentile(histogram: &[u8], fraction: f64) -> Option<f32> {
     }
 }
 
+fn decoded(bytes: Option<&[u8]>) -> Histogram {
+    match bytes.map(Histogram::decode) {
+        None => Histogram::new(),
+        Some(Ok(histogram)) => histogram,
+        Some(Err(e)) => raise(e),
+    }
+}
+
+fn stored(histogram: &Histogram) -> Option<Vec<u8>> {
+    (histogram.total() > 0).then(|| histogram.encode())
+}
+
+/// Two stored histograms added up (NULL counts as empty; NULL when the sum is).
+#[pg_extern(immutable, parallel_safe)]
+fn latency_sum(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut sum = decoded(a);
+    if let Some(b) = b {
+        if let Err(e) = sum.merge_encoded(b) {
+            raise(e);
+        }
+    }
+    stored(&sum)
+}
+
+/// A stored histogram less another, bucket by bucket and never below zero: what running totals
+/// held between two times (NULL counts as empty; NULL when nothing is left).
+#[pg_extern(immutable, parallel_safe)]
+fn latency_subtract(total: Option<&[u8]>, earlier: Option<&[u8]>) -> Option<Vec<u8>> {
+    let mut rest = decoded(total);
+    rest.subtract(&decoded(earlier));
+    stored(&rest)
+}
+
 /// The buckets of a stored histogram that counted something: [lower_ms, upper_ms) and count.
 #[pg_extern(immutable, parallel_safe, strict)]
 fn latency_buckets(

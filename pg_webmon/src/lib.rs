@@ -13,6 +13,7 @@ mod maintenance;
 mod partitions;
 mod scheduler;
 mod statements;
+mod timeline;
 mod transactions;
 mod vacuum;
 
@@ -63,7 +64,16 @@ extension_sql_file!(
         latency_final,
         latency_serialize,
         latency_deserialize,
-        latency_percentile
+        latency_percentile,
+        latency_sum,
+        latency_subtract,
+        timeline_add,
+        timeline_combine,
+        timeline_final,
+        timeline_serialize,
+        timeline_deserialize,
+        timeline_counts,
+        timeline_histogram
     ]
 );
 extension_sql_file!(

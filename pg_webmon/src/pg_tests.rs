@@ -1234,12 +1234,12 @@ mod tests {
         let s2 = one::<i64>("SELECT id FROM webmon.monitors WHERE url = 'http://127.0.0.1:9/s2'");
         Spi::run(&format!(
             "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, regex_matched)
-             VALUES (now() - interval '3 minutes', {s1}, 10, 200, true),
-                    (now() - interval '2 minutes', {s1}, 20, 200, false),
-                    (now() - interval '1 minute',  {s1}, 30, 500, true),
-                    (now() - interval '3 minutes', {s2}, 40, 200, NULL);
+             VALUES (now() - interval '70 seconds', {s1}, 10, 200, true),
+                    (now() - interval '60 seconds', {s1}, 20, 200, false),
+                    (now() - interval '50 seconds', {s1}, 30, 500, true),
+                    (now() - interval '70 seconds', {s2}, 40, 200, NULL);
              INSERT INTO webmon.errors (request_timestamp, monitor_id, error_kind, error)
-             VALUES (now() - interval '1 minute', {s2}, 'timeout', 'timed out after 5000 ms');"
+             VALUES (now() - interval '50 seconds', {s2}, 'timeout', 'timed out after 5000 ms');"
         ))
         .unwrap();
         // s1: last is a 500 (down); s2: last is an error (down).
@@ -1285,15 +1285,45 @@ mod tests {
         for _ in 0..5 {
             rolled += one::<i32>("SELECT webmon.run_rollups(10000)");
             if one::<bool>(
-                "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state",
+                "SELECT rolled_up_to = webmon.rollups_closed_before(now()) FROM webmon.rollup_state",
             ) {
                 break;
             }
         }
         assert!(rolled >= hours - 1, "{rolled}");
         assert!(one::<bool>(
-            "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state"
+            "SELECT rolled_up_to = webmon.rollups_closed_before(now()) FROM webmon.rollup_state"
         ));
+        running_totals_add_up();
+    }
+
+    /// Every hourly row's running totals are what the rows before it add up to, and
+    /// webmon.rollup_totals what all of them do.
+    fn running_totals_add_up() {
+        let wrong = one::<i64>(
+            "WITH r AS (
+                 SELECT h.*, sum(h.good) OVER w - h.good AS good_before, sum(h.failed) OVER w - h.failed AS failed_before,
+                        sum(h.maintenance) OVER w - h.maintenance AS maintenance_before,
+                        (SELECT webmon.latency_merge(e.latency_histogram) FROM webmon.rollups_hourly e
+                         WHERE (e.monitor_id, e.region) = (h.monitor_id, h.region) AND e.hour < h.hour) AS histogram_before
+                 FROM webmon.rollups_hourly h
+                 WINDOW w AS (PARTITION BY h.monitor_id, h.region ORDER BY h.hour))
+             SELECT count(*) FROM r
+             WHERE (r.cum_good, r.cum_failed, r.cum_maintenance) IS DISTINCT FROM (r.good_before, r.failed_before, r.maintenance_before)
+                OR r.cum_histogram IS DISTINCT FROM r.histogram_before",
+        );
+        assert_eq!(wrong, 0, "hourly rows whose running totals are wrong");
+        let wrong_totals = one::<i64>(
+            "SELECT count(*) FROM webmon.rollup_totals t
+             FULL JOIN (SELECT monitor_id, region, sum(good) AS good, sum(failed) AS failed, sum(maintenance) AS maintenance,
+                               webmon.latency_merge(latency_histogram) AS histogram
+                        FROM webmon.rollups_hourly GROUP BY 1, 2) h USING (monitor_id, region)
+             WHERE (t.good, t.failed, t.maintenance, t.latency_histogram) IS DISTINCT FROM (h.good, h.failed, h.maintenance, h.histogram)",
+        );
+        assert_eq!(
+            wrong_totals, 0,
+            "totals that are not what the hourly rows add up to"
+        );
     }
 
     /// Random results over the last 50 hours for monitors a, b (regions eu and us, a
@@ -1377,9 +1407,10 @@ mod tests {
         let wrong_hours = one::<i64>(&format!(
             "SELECT count(*) FROM webmon.rollups_hourly h
              FULL JOIN (SELECT s.*, g.hour FROM generate_series(date_trunc('hour', now() - interval '52 hours', 'UTC'),
-                                                                (SELECT rolled_up_to FROM webmon.rollup_state) - interval '1 hour',
+                                                                (SELECT rolled_up_to FROM webmon.rollup_state) - interval '1 microsecond',
                                                                 interval '1 hour') g(hour),
-                               webmon.results_summary(g.hour, g.hour + interval '1 hour', ARRAY[{a}, {b}, {c}]) s) r
+                               webmon.results_summary(g.hour, least(g.hour + interval '1 hour', (SELECT rolled_up_to FROM webmon.rollup_state)),
+                                                      ARRAY[{a}, {b}, {c}]) s) r
                  ON (r.monitor_id, r.region, r.hour) = (h.monitor_id, h.region, h.hour)
              WHERE coalesce(h.monitor_id, r.monitor_id) IN ({a}, {b}, {c})
                AND (h.monitor_id IS NULL OR r.monitor_id IS NULL
@@ -1446,33 +1477,44 @@ mod tests {
                 "SELECT sum(maintenance) FROM webmon.rollups_hourly WHERE monitor_id = {b}"
             )) > 0
         );
-        // Whole hours and days are read from the rollups, not from the raw results: an hour and
-        // a day of the range that the split reads from rollups, changed, change the figures.
+        // Rows written before 0.9.0 have no timeline: the parts of their hours are read from the
+        // results instead, to the same figures.
+        Spi::run(&format!(
+            "UPDATE webmon.rollups_hourly SET timeline = NULL WHERE monitor_id = {c}"
+        ))
+        .unwrap();
+        for (from, to) in &ranges[..2] {
+            let (checks, failures, _) = exact(c, from, to);
+            assert!(one::<bool>(&format!(
+                "SELECT checks = {checks} AND failures = {failures} FROM webmon.uptime_between({from}, {to})
+                 WHERE monitor_id = {c}"
+            )), "{c} over {from} .. {to} without timelines");
+        }
+        // Ranges are read from the rollups, not from the raw results: the totals (the range's end)
+        // and the running totals of the hour it starts in, changed, change the figures.
         let checks = |from: &str, to: &str| {
             one::<i64>(&format!(
                 "SELECT checks FROM webmon.uptime_between({from}, {to}) WHERE monitor_id = {c}"
             ))
         };
-        let (from, to) = ranges[0];
-        let spans = format!(
-            "webmon.rollup_spans({from}, {to}, (SELECT rolled_up_to FROM webmon.rollup_state))"
-        );
+        let (from, to) = ranges[1];
         let before = checks(from, to);
         let changed = one::<i64>(&format!(
-            "WITH h AS (UPDATE webmon.rollups_hourly SET good = good + 1000
-                        WHERE monitor_id = {c} AND hour = (SELECT CASE WHEN hour_from < day_from THEN hour_from
-                                                                        ELSE hour_to - interval '1 hour' END FROM {spans})
-                        RETURNING 1000),
-                  d AS (UPDATE webmon.rollups_daily SET good = good + 100000
-                        WHERE monitor_id = {c} AND day = (SELECT day_from FROM {spans} WHERE day_to > day_from)
-                        RETURNING 100000)
-             SELECT (coalesce((SELECT sum(1000) FROM h), 0) + coalesce((SELECT sum(100000) FROM d), 0))::bigint"
+            "WITH h AS (UPDATE webmon.rollups_hourly SET cum_good = cum_good + 100
+                        WHERE monitor_id = {c} AND hour = date_trunc('hour', {from}, 'UTC') RETURNING 1),
+                  e AS (UPDATE webmon.rollups_hourly SET cum_good = cum_good + 10000
+                        WHERE monitor_id = {c} AND hour = date_trunc('hour', {to}, 'UTC') RETURNING 1)
+             SELECT ((SELECT count(*) FROM e) * 10000 - (SELECT count(*) FROM h) * 100)::bigint"
         ));
-        assert!(
-            changed >= 1000,
-            "no hourly rollup row of the range was changed"
-        );
+        assert_eq!(changed, 9900, "the hours of the range's ends have no row");
         assert_eq!(checks(from, to), before + changed);
+        let (from, to) = ranges[0];
+        let before = checks(from, to);
+        Spi::run(&format!(
+            "UPDATE webmon.rollup_totals SET good = good + 1000 WHERE monitor_id = {c}"
+        ))
+        .unwrap();
+        assert_eq!(checks(from, to), before + 1000);
         // Unmonitored slots and error kinds, against the raw rows.
         assert!(one::<bool>(&format!(
             "SELECT (SELECT sum(unmonitored) FROM webmon.rollups_hourly WHERE monitor_id IN ({a}, {b}, {c}))
@@ -1521,6 +1563,8 @@ mod tests {
             "SELECT checks = {before} + 3 AND (error_kinds ->> 'tls')::int >= 1
              FROM webmon.rollups_hourly WHERE monitor_id = {a} AND region = '' AND hour = {hour}"
         )));
+        // The running totals of the hours after it, and the totals, grew with it.
+        running_totals_add_up();
         if one::<bool>(&format!(
             "SELECT {day} < date_trunc('day', now() - interval '2 minutes', 'UTC')"
         )) {
