@@ -366,7 +366,7 @@ BEGIN
     EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
                    'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents, '
                    'webmon.notifications, webmon.maintenance, webmon.rollups_hourly, webmon.rollups_daily, '
-                   'webmon.rollup_state TO %I', role_name);
+                   'webmon.rollup_state, webmon.rollup_totals TO %I', role_name);
     -- Not settings: webhook URLs and SMTP passwords are credentials.
     EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
     EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]), '

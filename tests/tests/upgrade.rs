@@ -182,6 +182,78 @@ async fn update(db: &Client) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_0_8_0_keeps_rollups_gives_them_running_totals_and_equals_a_fresh_install()
+{
+    // The 33 hours of results kept are rolled up by 0.8.0 before the update.
+    let (cluster, db) = keeps_rows_and_leases(
+        "0.8.0",
+        "SELECT webmon.run_rollups(10000) FROM generate_series(1, 3);",
+    )
+    .await;
+    assert_same_schema_as_a_fresh_install(&cluster, &db).await;
+    let kept: i64 = db
+        .query_one(
+            "SELECT count(*) FROM webmon.rollups_hourly WHERE timeline IS NULL AND cum_good IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(kept >= 20 * 30, "hourly rows kept from 0.8.0: {kept}");
+    let rolled = wait_until(Duration::from_secs(120), || async {
+        db.query_one(
+            "SELECT rolled_up_to = webmon.rollups_closed_before(now()) FROM webmon.rollup_state",
+            &[],
+        )
+        .await
+        .is_ok_and(|row| row.get::<_, bool>(0))
+    })
+    .await;
+    assert!(rolled, "{}", cluster.server_log());
+    // Every hourly row's running totals are what the rows before it add up to; the totals
+    // what all of them do.
+    let wrong: (i64, i64) = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM (
+                         SELECT h.cum_good IS DISTINCT FROM coalesce(sum(h.good) OVER w - h.good, 0)
+                                OR h.cum_failed IS DISTINCT FROM coalesce(sum(h.failed) OVER w - h.failed, 0) AS wrong
+                         FROM webmon.rollups_hourly h
+                         WINDOW w AS (PARTITION BY h.monitor_id, h.region ORDER BY h.hour)) x WHERE x.wrong),
+                    (SELECT count(*) FROM webmon.rollup_totals t
+                     FULL JOIN (SELECT monitor_id, region, sum(good) AS good, sum(failed) AS failed,
+                                       webmon.latency_merge(latency_histogram) AS histogram
+                                FROM webmon.rollups_hourly GROUP BY 1, 2) h USING (monitor_id, region)
+                     WHERE (t.good, t.failed, t.latency_histogram) IS DISTINCT FROM (h.good, h.failed, h.histogram))",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        wrong,
+        (0, 0),
+        "rows and totals whose running totals are wrong"
+    );
+    // A range that starts and ends inside hours kept from 0.8.0 (no timeline) reads as many
+    // checks as the results hold.
+    let sums: (i64, i64) = db
+        .query_one(
+            "WITH r AS (SELECT now() - interval '20 hours 17 minutes' AS from_ts, now() - interval '3 hours 41 minutes' AS to_ts)
+             SELECT (SELECT sum(u.checks) FROM r, webmon.uptime_between(r.from_ts, r.to_ts) u)::bigint,
+                    (SELECT count(*) FROM r, webmon.metrics m WHERE m.request_timestamp >= r.from_ts AND m.request_timestamp < r.to_ts)
+                    + (SELECT count(*) FROM r, webmon.errors e WHERE e.error_kind = 'dns'
+                       AND e.request_timestamp >= r.from_ts AND e.request_timestamp < r.to_ts)",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert!(sums.1 > 900, "{sums:?}");
+    assert_eq!(sums.0, sums.1, "uptime over rows kept from 0.8.0");
+    probes_again(&cluster, &db, 2, "kept-probe").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_from_0_7_0_keeps_leases_rolls_up_the_results_it_kept_and_equals_a_fresh_install(
 ) {
     let (cluster, db) = keeps_rows_and_leases("0.7.0", "").await;
@@ -190,7 +262,7 @@ async fn an_upgrade_from_0_7_0_keeps_leases_rolls_up_the_results_it_kept_and_equ
     // The maintenance worker rolls up the results kept before the update (33 hours of them).
     let rolled = wait_until(Duration::from_secs(120), || async {
         db.query_one(
-            "SELECT rolled_up_to = date_trunc('hour', now() - interval '2 minutes', 'UTC') FROM webmon.rollup_state",
+            "SELECT rolled_up_to = webmon.rollups_closed_before(now()) FROM webmon.rollup_state",
             &[],
         )
         .await

@@ -1,0 +1,696 @@
+-- pg_webmon 0.8.0 → 0.9.0
+--
+-- Uptime over any range from two hourly rows per monitor and region: hourly rollups gain
+-- running totals (cum_*) and a timeline of their results, webmon.rollup_totals holds the
+-- totals of everything rolled up, and rollups advance in five-minute steps. The running
+-- totals of the hourly rows kept are computed here, oldest hour first; those rows have no
+-- timeline, so a range that starts or ends inside one of their hours reads that part from the
+-- results (as 0.8.0 did). Stored rows are kept.
+
+-- The rollups this update rewrites; run_rollups waits for it.
+LOCK TABLE webmon.rollups_hourly IN ACCESS EXCLUSIVE MODE;
+
+-- Functions whose arguments or results change are made again.
+DROP FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[]);
+DROP FUNCTION webmon.rollup_hour(timestamptz, bigint[]);
+DROP FUNCTION webmon.rollup_spans(timestamptz, timestamptz, timestamptz);
+DROP FUNCTION webmon.results_summary(timestamptz, timestamptz, bigint[]);
+
+-- Hourly rollups carry running totals and a timeline of their results.
+ALTER TABLE webmon.rollups_hourly
+    ADD COLUMN timeline bytea,
+    ADD COLUMN cum_good bigint,
+    ADD COLUMN cum_failed bigint,
+    ADD COLUMN cum_maintenance bigint,
+    ADD COLUMN cum_histogram bytea;
+COMMENT ON TABLE webmon.rollups_hourly IS
+    'pg_webmon: per monitor, region and hour (UTC), what its results add up to. Written by webmon.run_rollups() in five-minute steps as the hour goes (and again when a late result arrives), kept for pg_webmon.rollup_retention.';
+COMMENT ON COLUMN webmon.rollups_hourly.timeline IS 'The hour''s results in a compact form (time, how each counts, its latency bucket), read with webmon.timeline_counts() and webmon.timeline_histogram() where a range starts or ends inside the hour. NULL in rows written before 0.9.0.';
+COMMENT ON COLUMN webmon.rollups_hourly.cum_good IS 'Running total: good checks of the monitor and region in every earlier hour rolled up (also those dropped since).';
+COMMENT ON COLUMN webmon.rollups_hourly.cum_failed IS 'Running total of failed, as cum_good.';
+COMMENT ON COLUMN webmon.rollups_hourly.cum_maintenance IS 'Running total of maintenance, as cum_good.';
+COMMENT ON COLUMN webmon.rollups_hourly.cum_histogram IS 'Running total of latency_histogram, as cum_good.';
+COMMENT ON TABLE webmon.rollup_state IS
+    'pg_webmon: how far rollups go. Results before rolled_up_to are in webmon.rollups_hourly; results that arrive for a time before flagged_before are late and their hours are rolled up again. Made by the first webmon.run_rollups().';
+
+CREATE TABLE webmon.rollup_totals (
+    monitor_id         bigint NOT NULL REFERENCES webmon.monitors (id) ON DELETE CASCADE,
+    region             text   NOT NULL,
+    good               bigint NOT NULL,
+    failed             bigint NOT NULL,
+    maintenance        bigint NOT NULL,
+    latency_histogram  bytea,
+    PRIMARY KEY (monitor_id, region)
+);
+COMMENT ON TABLE webmon.rollup_totals IS
+    'pg_webmon: per monitor and region, what every hour rolled up so far (up to rollup_state.rolled_up_to) adds up to: the running totals after the last hourly row.';
+
+-- New functions of the library.
+CREATE  FUNCTION "latency_sum"(
+	"a" bytea, /* Option < & [u8] > */
+	"b" bytea /* Option < & [u8] > */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_sum_wrapper';
+CREATE  FUNCTION "latency_subtract"(
+	"total" bytea, /* Option < & [u8] > */
+	"earlier" bytea /* Option < & [u8] > */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'latency_subtract_wrapper';
+CREATE  FUNCTION "timeline_add"(
+	"state" internal, /* Internal */
+	"us" bigint, /* Option < i64 > */
+	"status" INT, /* Option < i32 > */
+	"response_time_ms" real /* Option < f32 > */
+) RETURNS internal /* Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_add_wrapper';
+CREATE  FUNCTION "timeline_combine"(
+	"state" internal, /* Internal */
+	"other" internal /* Internal */
+) RETURNS internal /* Internal */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_combine_wrapper';
+CREATE  FUNCTION "timeline_final"(
+	"state" internal /* Internal */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_final_wrapper';
+CREATE  FUNCTION "timeline_serialize"(
+	"state" internal /* Internal */
+) RETURNS bytea /* Vec < u8 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_serialize_wrapper';
+CREATE  FUNCTION "timeline_deserialize"(
+	"bytes" bytea, /* & [u8] */
+	"_unused" internal /* Internal */
+) RETURNS internal /* Internal */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_deserialize_wrapper';
+CREATE  FUNCTION "timeline_counts"(
+	"timeline" bytea, /* & [u8] */
+	"before_us" bigint /* i64 */
+) RETURNS bigint[] /* Vec < i64 > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_counts_wrapper';
+CREATE  FUNCTION "timeline_histogram"(
+	"timeline" bytea, /* & [u8] */
+	"before_us" bigint /* i64 */
+) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'timeline_histogram_wrapper';
+COMMENT ON FUNCTION webmon.latency_sum(bytea, bytea) IS
+    'pg_webmon: two latency histograms added up (NULL counts as empty).';
+COMMENT ON FUNCTION webmon.latency_subtract(bytea, bytea) IS
+    'pg_webmon: a latency histogram less another, bucket by bucket and never below zero: what running totals held between two times.';
+COMMENT ON FUNCTION webmon.timeline_add(internal, bigint, int, real) IS
+    'pg_webmon: transition function of webmon.result_timeline.';
+COMMENT ON FUNCTION webmon.timeline_combine(internal, internal) IS
+    'pg_webmon: combine function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_final(internal) IS
+    'pg_webmon: final function of webmon.result_timeline: the stored form, NULL when there were no results.';
+COMMENT ON FUNCTION webmon.timeline_serialize(internal) IS
+    'pg_webmon: serial function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_deserialize(bytea, internal) IS
+    'pg_webmon: deserial function of webmon.result_timeline (parallel plans).';
+COMMENT ON FUNCTION webmon.timeline_counts(bytea, bigint) IS
+    'pg_webmon: of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, how many were {good, failed, maintenance, unmonitored}.';
+COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint) IS
+    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start.';
+
+CREATE AGGREGATE webmon.result_timeline(bigint, int, real) (
+    SFUNC = webmon.timeline_add,
+    STYPE = internal,
+    FINALFUNC = webmon.timeline_final,
+    COMBINEFUNC = webmon.timeline_combine,
+    SERIALFUNC = webmon.timeline_serialize,
+    DESERIALFUNC = webmon.timeline_deserialize,
+    PARALLEL = SAFE
+);
+COMMENT ON AGGREGATE webmon.result_timeline(bigint, int, real) IS
+    'pg_webmon: results (microseconds after the start of their hour, how each counts: 0 good, 1 failed, 2 maintenance, 3 unmonitored, response time in ms) in the form of webmon.rollups_hourly.timeline.';
+
+-- How a result counts: 0 good and 1 failed (outside maintenance windows), 2 in a maintenance
+-- window (neither), 3 unmonitored (nobody checked the slot: lost, no_probe; neither).
+CREATE FUNCTION webmon.result_status(up boolean, in_window boolean) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN up IS NULL THEN 3 WHEN in_window THEN 2 WHEN up THEN 0 ELSE 1 END;
+COMMENT ON FUNCTION webmon.result_status(boolean, boolean) IS
+    'pg_webmon: how a result counts in rollups, from webmon.result_is_up() and whether it fell in a maintenance window: 0 good, 1 failed, 2 maintenance, 3 unmonitored.';
+
+-- Microseconds from the start of a time's UTC hour: where a result lies in its hour's timeline.
+CREATE FUNCTION webmon.microseconds_into_hour(at_ts timestamptz) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN floor(extract(epoch FROM at_ts - date_trunc('hour', at_ts, 'UTC')) * 1000000)::bigint;
+COMMENT ON FUNCTION webmon.microseconds_into_hour(timestamptz) IS
+    'pg_webmon: microseconds from the start of the UTC hour of a time (its place in a webmon.rollups_hourly.timeline).';
+
+-- Per monitor (NULL: every monitor) and region, over [from_ts, to_ts), read through each
+-- monitor's (monitor_id, request_timestamp) index: what rollups are written from.
+CREATE FUNCTION webmon.results_summary(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, region text, checks int, good int, failed int, maintenance int,
+               unmonitored int, error_kinds jsonb, responses int, latency_min_ms real,
+               latency_max_ms real, latency_sum_ms float8, latency_histogram bytea, timeline bytea)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT m.id, k.region,
+           sum(k.checks)::int, sum(k.good)::int, sum(k.failed)::int, sum(k.maintenance)::int,
+           sum(k.unmonitored)::int,
+           jsonb_object_agg(k.error_kind, k.checks) FILTER (WHERE k.error_kind IS NOT NULL),
+           sum(k.responses)::int, min(k.latency_min_ms), max(k.latency_max_ms),
+           sum(k.latency_sum_ms), webmon.latency_merge(k.latency_histogram),
+           string_agg(k.timeline, ''::bytea)
+    FROM webmon.monitors m
+    -- Monitors with a maintenance window (or any window for every monitor) look each
+    -- result up in their windows; the others do not.
+    CROSS JOIN LATERAL (
+        SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw
+                       WHERE mw.monitor_id = m.id OR mw.monitor_id IS NULL) AS has_windows
+    ) win
+    CROSS JOIN LATERAL (
+        SELECT r.region, r.error_kind,
+               count(*) AS checks,
+               count(*) FILTER (WHERE r.status = 0) AS good,
+               count(*) FILTER (WHERE r.status = 1) AS failed,
+               count(*) FILTER (WHERE r.status = 2) AS maintenance,
+               count(*) FILTER (WHERE r.status = 3) AS unmonitored,
+               count(r.response_time_ms) AS responses,
+               min(r.response_time_ms) AS latency_min_ms,
+               max(r.response_time_ms) AS latency_max_ms,
+               sum(r.response_time_ms::float8) AS latency_sum_ms,
+               webmon.latency_histogram(r.response_time_ms) AS latency_histogram,
+               webmon.result_timeline(webmon.microseconds_into_hour(r.request_timestamp), r.status,
+                                      r.response_time_ms) AS timeline
+        FROM (
+            SELECT coalesce(x.region, '') AS region, x.error_kind, x.response_time_ms, x.request_timestamp,
+                   webmon.result_status(
+                       webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind),
+                       win.has_windows AND webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL) AS status
+            FROM (
+                SELECT mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
+                       mt.regex_matched, mt.request_timestamp
+                FROM webmon.metrics mt
+                WHERE mt.monitor_id = m.id AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+                UNION ALL
+                SELECT e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+                FROM webmon.errors e
+                WHERE e.monitor_id = m.id AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+            ) x
+        ) r
+        GROUP BY r.region, r.error_kind
+    ) k
+    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
+    GROUP BY m.id, k.region;
+END;
+COMMENT ON FUNCTION webmon.results_summary(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (all when monitor_ids is NULL) and region, what its stored results in [from_ts, to_ts) add up to, in the columns of webmon.rollups_hourly.';
+
+-- Per monitor (NULL: every monitor), what its results in [from_ts, to_ts) add up to for the
+-- uptime functions, read by time: the few minutes not rolled up yet, for every monitor at once.
+CREATE FUNCTION webmon.results_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, good bigint, failed bigint, maintenance bigint, latency_histogram bytea)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT r.monitor_id, count(*) FILTER (WHERE r.status = 0), count(*) FILTER (WHERE r.status = 1),
+           count(*) FILTER (WHERE r.status = 2), webmon.latency_histogram(r.response_time_ms)
+    FROM (
+        SELECT x.monitor_id, x.response_time_ms,
+               webmon.result_status(
+                   webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind),
+                   -- Only monitors with a maintenance window (or any window for every monitor)
+                   -- look each result up in their windows.
+                   CASE WHEN m.id IN (SELECT mw.monitor_id FROM webmon.maintenance mw WHERE mw.monitor_id IS NOT NULL)
+                             OR (SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw WHERE mw.monitor_id IS NULL))
+                        THEN webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL
+                        ELSE false END) AS status
+        FROM (
+            SELECT mt.monitor_id, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
+                   mt.regex_matched, mt.request_timestamp
+            FROM webmon.metrics mt
+            WHERE mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+              AND (monitor_ids IS NULL OR mt.monitor_id = ANY (monitor_ids))
+            UNION ALL
+            SELECT e.monitor_id, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+            FROM webmon.errors e
+            WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+              AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
+        ) x
+        JOIN webmon.monitors m ON m.id = x.monitor_id
+    ) r
+    GROUP BY r.monitor_id;
+END;
+COMMENT ON FUNCTION webmon.results_between(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (all when monitor_ids is NULL), its good, failed and maintenance checks and latency histogram over [from_ts, to_ts), read from the results by time.';
+
+-- Writes the hourly rollups of one hour from its results in [from_ts, to_ts), for every monitor
+-- or those in monitor_ids: from the start of the hour, in place of the rows there (an hour
+-- rolled up again); from later, added to them (the next step of the hour). The running totals
+-- of the later hours and webmon.rollup_totals change by as much as the rows did.
+CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, from_ts timestamptz, to_ts timestamptz,
+                                            monitor_ids bigint[])
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH fresh AS (
+        SELECT * FROM webmon.results_summary(write_hourly_rollups.from_ts, write_hourly_rollups.to_ts, monitor_ids)
+    ), old AS (
+        DELETE FROM webmon.rollups_hourly h
+        WHERE h.hour = write_hourly_rollups.hour
+          AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids))
+          AND (write_hourly_rollups.from_ts = write_hourly_rollups.hour
+               OR (h.monitor_id, h.region) IN (SELECT f.monitor_id, f.region FROM fresh f))
+        RETURNING h.*
+    ), parts AS (
+        SELECT f.monitor_id, f.region, f.checks, f.good, f.failed, f.maintenance, f.unmonitored, f.error_kinds,
+               f.responses, f.latency_min_ms, f.latency_max_ms, f.latency_sum_ms, f.latency_histogram, f.timeline
+        FROM fresh f
+        UNION ALL
+        -- A later step of the hour: what the hour held so far.
+        SELECT o.monitor_id, o.region, o.checks, o.good, o.failed, o.maintenance, o.unmonitored, o.error_kinds,
+               o.responses, o.latency_min_ms, o.latency_max_ms, o.latency_sum_ms, o.latency_histogram, o.timeline
+        FROM old o
+        WHERE write_hourly_rollups.from_ts > write_hourly_rollups.hour
+    ), merged AS (
+        SELECT p.monitor_id, p.region, sum(p.checks)::int AS checks, sum(p.good)::int AS good,
+               sum(p.failed)::int AS failed, sum(p.maintenance)::int AS maintenance,
+               sum(p.unmonitored)::int AS unmonitored,
+               webmon.sum_error_kinds(array_agg(p.error_kinds) FILTER (WHERE p.error_kinds IS NOT NULL)) AS error_kinds,
+               sum(p.responses)::int AS responses, min(p.latency_min_ms) AS latency_min_ms,
+               max(p.latency_max_ms) AS latency_max_ms, sum(p.latency_sum_ms) AS latency_sum_ms,
+               webmon.latency_merge(p.latency_histogram) AS latency_histogram,
+               string_agg(p.timeline, ''::bytea) AS timeline
+        FROM parts p
+        GROUP BY p.monitor_id, p.region
+    ), changes AS (
+        SELECT coalesce(n.monitor_id, o.monitor_id) AS monitor_id, coalesce(n.region, o.region) AS region,
+               coalesce(n.good, 0) - coalesce(o.good, 0) AS good,
+               coalesce(n.failed, 0) - coalesce(o.failed, 0) AS failed,
+               coalesce(n.maintenance, 0) - coalesce(o.maintenance, 0) AS maintenance,
+               o.latency_histogram AS old_histogram, n.latency_histogram AS new_histogram,
+               o.monitor_id IS NOT NULL AS had_row, o.cum_good, o.cum_failed, o.cum_maintenance, o.cum_histogram
+        FROM merged n
+        FULL JOIN old o ON (o.monitor_id, o.region) = (n.monitor_id, n.region)
+    ), written AS (
+        INSERT INTO webmon.rollups_hourly (monitor_id, region, hour, checks, good, failed, maintenance, unmonitored,
+                                           error_kinds, responses, latency_min_ms, latency_max_ms, latency_sum_ms,
+                                           latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
+                                           cum_histogram)
+        -- The running totals before the hour: as they were; for a monitor and region new in the
+        -- hour, those of its next hour, or else its totals.
+        SELECT n.monitor_id, n.region, write_hourly_rollups.hour, n.checks, n.good, n.failed, n.maintenance,
+               n.unmonitored, n.error_kinds, n.responses, n.latency_min_ms, n.latency_max_ms, n.latency_sum_ms,
+               n.latency_histogram, n.timeline,
+               CASE WHEN c.had_row THEN c.cum_good ELSE coalesce(x.cum_good, t.good, 0) END,
+               CASE WHEN c.had_row THEN c.cum_failed ELSE coalesce(x.cum_failed, t.failed, 0) END,
+               CASE WHEN c.had_row THEN c.cum_maintenance ELSE coalesce(x.cum_maintenance, t.maintenance, 0) END,
+               CASE WHEN c.had_row THEN c.cum_histogram WHEN x.found THEN x.cum_histogram ELSE t.latency_histogram END
+        FROM merged n
+        JOIN changes c ON (c.monitor_id, c.region) = (n.monitor_id, n.region)
+        LEFT JOIN webmon.rollup_totals t ON NOT c.had_row AND (t.monitor_id, t.region) = (n.monitor_id, n.region)
+        LEFT JOIN LATERAL (
+            SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
+            FROM webmon.rollups_hourly l
+            WHERE NOT c.had_row AND l.monitor_id = n.monitor_id AND l.region = n.region
+              AND l.hour > write_hourly_rollups.hour
+            ORDER BY l.hour LIMIT 1
+        ) x ON true
+        RETURNING 1
+    ), later AS (
+        UPDATE webmon.rollups_hourly l
+        SET cum_good = l.cum_good + c.good, cum_failed = l.cum_failed + c.failed,
+            cum_maintenance = l.cum_maintenance + c.maintenance,
+            cum_histogram = webmon.latency_sum(webmon.latency_subtract(l.cum_histogram, c.old_histogram),
+                                               c.new_histogram)
+        FROM changes c
+        WHERE l.monitor_id = c.monitor_id AND l.region = c.region AND l.hour > write_hourly_rollups.hour
+        RETURNING 1
+    ), totals AS (
+        UPDATE webmon.rollup_totals t
+        SET good = t.good + c.good, failed = t.failed + c.failed, maintenance = t.maintenance + c.maintenance,
+            latency_histogram = webmon.latency_sum(webmon.latency_subtract(t.latency_histogram, c.old_histogram),
+                                                   c.new_histogram)
+        FROM changes c
+        WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region)
+        RETURNING 1
+    )
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
+    SELECT c.monitor_id, c.region, c.good, c.failed, c.maintenance, c.new_histogram
+    FROM changes c
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region))
+      -- A monitor deleted since (its totals go with it).
+      AND EXISTS (SELECT 1 FROM webmon.monitors m WHERE m.id = c.monitor_id);
+END;
+COMMENT ON FUNCTION webmon.write_hourly_rollups(timestamptz, timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: write the hourly rollups of one UTC hour from its results in [from_ts, to_ts), for every monitor or those in monitor_ids: in place of the rows there when from_ts is the start of the hour, added to them otherwise; the running totals after them follow. Called by webmon.rollup_hour().';
+
+-- (Re)writes the hourly rollups of one hour from its results in [from_ts, to_ts) (see
+-- write_hourly_rollups), for every monitor or those in monitor_ids. When that fails (a row no
+-- rule foresaw), each monitor is rolled up on its own, and those that fail are skipped with a
+-- WARNING: one bad row never stops the others.
+CREATE FUNCTION webmon.rollup_hour(hour timestamptz, from_ts timestamptz, to_ts timestamptz,
+                                   monitor_ids bigint[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    one bigint;
+BEGIN
+    BEGIN
+        PERFORM webmon.write_hourly_rollups(rollup_hour.hour, from_ts, to_ts, monitor_ids);
+        RETURN;
+    EXCEPTION WHEN OTHERS THEN
+        IF webmon.transient_error(SQLSTATE) THEN
+            RAISE;
+        END IF;
+        RAISE WARNING 'pg_webmon: rolling up the results from % to % failed (%); rolling them up monitor by monitor',
+            from_ts, to_ts, SQLERRM;
+    END;
+    FOR one IN SELECT m.id FROM webmon.monitors m WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids) LOOP
+        BEGIN
+            PERFORM webmon.write_hourly_rollups(rollup_hour.hour, from_ts, to_ts, ARRAY[one]);
+        EXCEPTION WHEN OTHERS THEN
+            IF webmon.transient_error(SQLSTATE) THEN
+                RAISE;
+            END IF;
+            RAISE WARNING 'pg_webmon: monitor % left out of the rollups from % to %: %',
+                one, from_ts, to_ts, SQLERRM;
+        END;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION webmon.rollup_hour(timestamptz, timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: (re)write the hourly rollups of one UTC hour from its results in [from_ts, to_ts), for every monitor or those in monitor_ids; a monitor whose results cannot be rolled up is left out with a WARNING. Called by webmon.run_rollups().';
+
+-- Results before this time are rolled up (and late from then on): the five-minute step that
+-- closed two minutes before `at_ts`.
+CREATE FUNCTION webmon.rollups_closed_before(at_ts timestamptz) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+RETURN date_bin(interval '5 minutes', at_ts - interval '2 minutes', timestamptz '2000-01-01 00:00:00+00');
+COMMENT ON FUNCTION webmon.rollups_closed_before(timestamptz) IS
+    'pg_webmon: how far rollups go at a time: the end of the five-minute step that closed two minutes before it.';
+
+CREATE OR REPLACE FUNCTION webmon.run_rollups(max_hours int DEFAULT 24, max_late int DEFAULT 10000)
+RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    state webmon.rollup_state;
+    horizon timestamptz;
+    closed timestamptz := webmon.rollups_closed_before(now());
+    step_hour timestamptz;
+    step_to timestamptz;
+    done int := 0;
+    late record;
+BEGIN
+    -- One run at a time (the row lock on the state); a run in progress is left alone.
+    IF NOT EXISTS (SELECT 1 FROM webmon.rollup_state) THEN
+        -- The first run starts at the oldest result kept (within pg_webmon.retention): an
+        -- update from a release without rollups rolls up the results it kept. Without any, at
+        -- this hour.
+        INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before)
+        SELECT s.first, s.first
+        FROM (SELECT date_trunc('hour', greatest(least(
+                         (SELECT min(p.range_start) FROM webmon.partitions p
+                          WHERE p.parent IN ('webmon.metrics'::regclass, 'webmon.errors'::regclass)),
+                         -- Results in the default partitions, older than every partition (only
+                         -- those are read: the other partitions are pruned).
+                         (SELECT min(mt.request_timestamp) FROM webmon.metrics mt
+                          WHERE mt.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                 WHERE p.parent = 'webmon.metrics'::regclass), 'infinity')),
+                         (SELECT min(e.request_timestamp) FROM webmon.errors e
+                          WHERE e.request_timestamp < coalesce((SELECT min(p.range_start) FROM webmon.partitions p
+                                                                WHERE p.parent = 'webmon.errors'::regclass), 'infinity')),
+                         now()), now() - webmon.results_retention()), 'UTC') AS first) s
+        ON CONFLICT (only_row) DO NOTHING;
+    END IF;
+    SELECT * INTO state FROM webmon.rollup_state FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    -- Results before the step that closed two minutes ago are late from now on: a run of its
+    -- own, which the next one follows with the rollup of that hour. The SHARE lock is taken
+    -- when no writer holds the gate (then the next run tries again): writers that read the old
+    -- time have committed, so the next run sees their rows. A run that did more would hold the lock (and
+    -- every writer) for as long, or hold pending rows a writer may wait for (a deadlock).
+    IF closed > state.flagged_before THEN
+        BEGIN
+            -- Without waiting (writers queue behind a waiting SHARE request), unless that has
+            -- failed for two steps: then for 100 ms at most.
+            IF now() - state.flagged_before > interval '12 minutes' THEN
+                PERFORM set_config('lock_timeout', '100ms', true);
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE;
+            ELSE
+                LOCK TABLE webmon.rollup_gate IN SHARE MODE NOWAIT;
+            END IF;
+            UPDATE webmon.rollup_state SET flagged_before = closed;
+        EXCEPTION WHEN lock_not_available THEN
+            IF now() - state.flagged_before > interval '15 minutes' AND extract(second FROM now()) < 2 THEN
+                RAISE WARNING 'pg_webmon: rollups wait for transactions that wrote results and are still open (process ids %)',
+                    (SELECT string_agg(DISTINCT l.pid::text, ', ') FROM pg_catalog.pg_locks l
+                     WHERE l.relation = 'webmon.rollup_gate'::regclass AND l.granted)
+                    USING HINT = 'Rollups are behind from ' || state.flagged_before || '; end those transactions.';
+            END IF;
+        END;
+        RETURN 0;
+    END IF;
+    -- Raw results older than this may be dropped already: their hours are not rolled up again.
+    horizon := now() - webmon.results_retention();
+
+    -- 1. Hours that got late results (or a maintenance window): rolled up again from their
+    -- results for those monitors, then their days. An hour a writer may still add to is
+    -- locked by it, and left for a later run.
+    FOR late IN
+        WITH taken AS (
+            DELETE FROM webmon.rollup_pending p
+            WHERE (p.monitor_id, p.hour) IN (
+                -- Hours not rolled up yet wait for step 2 (which rolls them up anyway).
+                SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
+                WHERE q.hour < state.rolled_up_to
+                ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
+            RETURNING p.*
+        )
+        -- Hours whose results may be dropped already are not rolled up again.
+        SELECT t.hour, array_agg(t.monitor_id) AS monitor_ids
+        FROM taken t
+        WHERE t.hour + interval '1 hour' > horizon
+        GROUP BY t.hour ORDER BY t.hour
+    LOOP
+        PERFORM webmon.rollup_hour(late.hour, late.hour, least(late.hour + interval '1 hour', state.rolled_up_to),
+                                   late.monitor_ids);
+        IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
+            BEGIN
+                PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
+            EXCEPTION WHEN OTHERS THEN
+                IF webmon.transient_error(SQLSTATE) THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'pg_webmon: the daily rollups of % for % monitors are out of date: %',
+                    date_trunc('day', late.hour, 'UTC'), cardinality(late.monitor_ids), SQLERRM;
+            END;
+        END IF;
+        done := done + 1;
+    END LOOP;
+    -- The pending rows this run took stay locked until it ends: a writer with another late
+    -- result for one of them waits for that, not for an hour's rollup as well.
+    IF done > 0 THEN
+        RETURN done;
+    END IF;
+
+    -- 2. Closed steps, oldest first, each added to its hour (at most an hour at a time); a day
+    -- once its last hour is in.
+    WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
+        step_hour := date_trunc('hour', state.rolled_up_to, 'UTC');
+        step_to := least(step_hour + interval '1 hour', state.flagged_before);
+        IF step_hour + interval '1 hour' > horizon THEN
+            PERFORM webmon.rollup_hour(step_hour, state.rolled_up_to, step_to);
+        END IF;
+        state.rolled_up_to := step_to;
+        IF state.rolled_up_to = date_trunc('day', state.rolled_up_to, 'UTC') THEN
+            BEGIN
+                PERFORM webmon.rollup_day(state.rolled_up_to - interval '24 hours');
+            EXCEPTION WHEN OTHERS THEN
+                IF webmon.transient_error(SQLSTATE) THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'pg_webmon: the daily rollups of % are missing: %',
+                    state.rolled_up_to - interval '24 hours', SQLERRM;
+            END;
+        END IF;
+        done := done + 1;
+    END LOOP;
+    IF done > 0 THEN
+        UPDATE webmon.rollup_state SET rolled_up_to = state.rolled_up_to;
+    END IF;
+
+    RETURN done;
+END
+$$;
+COMMENT ON FUNCTION webmon.run_rollups(int, int) IS
+    'pg_webmon: bring the rollups up to date, one step per call: mark the results closed until webmon.rollups_closed_before(now()) (a call of its own), or roll up again the hours that got late results (at most max_late monitor-hours), or roll up at most max_hours closed steps (each at most an hour). Returns how many it rolled up; the maintenance worker calls it every second.';
+
+-- What the rollups of each monitor and region (those in monitor_ids, or all) hold before a
+-- time no later than rolled_up_to: the running totals of the hour it falls in plus the part of
+-- that hour's timeline before it. Without a row in that hour: the running totals of its next
+-- hour, or else all its totals. One row per monitor and region, whatever the time.
+CREATE FUNCTION webmon.rollups_before(at_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, region text, good bigint, failed bigint, maintenance bigint,
+               latency_histogram bytea)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT t.monitor_id, t.region,
+           CASE WHEN at_ts >= s.rolled_up_to THEN t.good
+                WHEN e.monitor_id IS NOT NULL THEN e.cum_good + coalesce(c.counts[1], r.good, 0)
+                ELSE coalesce(n.cum_good, t.good) END,
+           CASE WHEN at_ts >= s.rolled_up_to THEN t.failed
+                WHEN e.monitor_id IS NOT NULL THEN e.cum_failed + coalesce(c.counts[2], r.failed, 0)
+                ELSE coalesce(n.cum_failed, t.failed) END,
+           CASE WHEN at_ts >= s.rolled_up_to THEN t.maintenance
+                WHEN e.monitor_id IS NOT NULL THEN e.cum_maintenance + coalesce(c.counts[3], r.maintenance, 0)
+                ELSE coalesce(n.cum_maintenance, t.maintenance) END,
+           CASE WHEN at_ts >= s.rolled_up_to THEN t.latency_histogram
+                WHEN e.monitor_id IS NOT NULL
+                    THEN webmon.latency_sum(e.cum_histogram, CASE WHEN c.counts IS NOT NULL THEN c.histogram
+                                                                  ELSE r.latency_histogram END)
+                WHEN n.found THEN n.cum_histogram
+                ELSE t.latency_histogram END
+    FROM webmon.rollup_state s
+    CROSS JOIN webmon.rollup_totals t
+    LEFT JOIN webmon.rollups_hourly e
+           ON at_ts < s.rolled_up_to AND e.hour = date_trunc('hour', at_ts, 'UTC')
+          AND e.monitor_id = t.monitor_id AND e.region = t.region
+    LEFT JOIN LATERAL (
+        SELECT webmon.timeline_counts(e.timeline, webmon.microseconds_into_hour(at_ts)) AS counts,
+               webmon.timeline_histogram(e.timeline, webmon.microseconds_into_hour(at_ts)) AS histogram
+        WHERE e.timeline IS NOT NULL
+    ) c ON true
+    -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results.
+    LEFT JOIN LATERAL (
+        SELECT x.good, x.failed, x.maintenance, x.latency_histogram
+        FROM webmon.results_summary(e.hour, at_ts, ARRAY[t.monitor_id]) x
+        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL AND x.region = t.region
+    ) r ON true
+    LEFT JOIN LATERAL (
+        SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
+        FROM webmon.rollups_hourly l
+        WHERE at_ts < s.rolled_up_to AND e.monitor_id IS NULL
+          AND l.monitor_id = t.monitor_id AND l.region = t.region AND l.hour > date_trunc('hour', at_ts, 'UTC')
+        ORDER BY l.hour LIMIT 1
+    ) n ON true
+    WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids);
+END;
+COMMENT ON FUNCTION webmon.rollups_before(timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all) and region, the good, failed and maintenance checks and the latency histogram of everything rolled up before at_ts (at most rollup_state.rolled_up_to), read from one hourly row.';
+
+CREATE OR REPLACE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
+               p50_ms real, p95_ms real, p99_ms real, unmonitored_time interval)
+-- PL/pgSQL: each read is planned for its own times (partitions pruned, the time indexes used)
+-- and monitors; never JIT-compiled, which costs seconds for a plan this size and saves nothing.
+-- SECURITY DEFINER: it reads rollups, results and monitors for roles that may read uptime
+-- (webmon.grant_reader), whatever they were granted before the rollups existed.
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
+SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+DECLARE
+    rolled timestamptz;
+BEGIN
+    PERFORM webmon.checked_range(from_ts, to_ts);
+    rolled := coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity');
+    RETURN QUERY
+    WITH parts AS (
+        -- Rolled up: what the rollups hold before the end, less what they hold before the start.
+        SELECT e.monitor_id, e.good - coalesce(b.good, 0) AS good, e.failed - coalesce(b.failed, 0) AS failed,
+               e.maintenance - coalesce(b.maintenance, 0) AS maintenance,
+               webmon.latency_subtract(e.latency_histogram, b.latency_histogram) AS latency_histogram
+        FROM webmon.rollups_before(least(to_ts, rolled), monitor_ids) e
+        LEFT JOIN webmon.rollups_before(least(from_ts, rolled), monitor_ids) b
+               ON (b.monitor_id, b.region) = (e.monitor_id, e.region)
+        WHERE from_ts < rolled
+        UNION ALL
+        -- Not rolled up yet: the results themselves.
+        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
+        FROM webmon.results_between(greatest(from_ts, rolled), to_ts, monitor_ids) r
+        WHERE greatest(from_ts, rolled) < to_ts
+    ), totals AS (
+        SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
+               sum(p.maintenance) + sum(p.good) + sum(p.failed) AS checked,
+               webmon.latency_merge(p.latency_histogram) AS histogram
+        FROM parts p
+        GROUP BY p.monitor_id
+    )
+    SELECT m.id, m.url,
+           coalesce(t.good + t.failed, 0)::bigint,
+           coalesce(t.failed, 0)::bigint,
+           round(100.0 * t.good / nullif(t.good + t.failed, 0), 3),
+           webmon.latency_percentile(t.histogram, 0.5),
+           webmon.latency_percentile(t.histogram, 0.95),
+           webmon.latency_percentile(t.histogram, 0.99),
+           webmon.unmonitored_time(m.check_interval, m.regions, greatest(from_ts, m.created_at),
+                                   least(to_ts, now()), coalesce(t.checked, 0)::bigint)
+    FROM webmon.monitors m
+    LEFT JOIN totals t ON t.monitor_id = m.id
+    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
+    ORDER BY m.id;
+END
+$$;
+COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads two hourly rollup rows per monitor and region, whatever the range, and only the results of the last few minutes (not rolled up yet). For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
+
+-- Readers read the totals too.
+CREATE OR REPLACE FUNCTION webmon.grant_reader(role_name name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('GRANT USAGE ON SCHEMA webmon TO %I', role_name);
+    -- Not headers and body: they can hold credentials (Authorization, API keys).
+    EXECUTE format('GRANT SELECT (id, url, name, method, check_interval, timeout, regex, expected_status, '
+                   'follow_redirects, regions, down_quorum, enabled, next_check_at, created_at, down_after, up_after, '
+                   'degraded_after_ms, remind_every, channels) ON webmon.monitors TO %I', role_name);
+    EXECUTE format('GRANT SELECT ON webmon.metrics, webmon.errors, webmon.probes, webmon.jobs, webmon.partitions, '
+                   'webmon.monitor_status, webmon.region_status, webmon.regions, webmon.incidents, '
+                   'webmon.notifications, webmon.maintenance, webmon.rollups_hourly, webmon.rollups_daily, '
+                   'webmon.rollup_state, webmon.rollup_totals TO %I', role_name);
+    -- Not settings: webhook URLs and SMTP passwords are credentials.
+    EXECUTE format('GRANT SELECT (name, kind, is_default, created_at) ON webmon.channels TO %I', role_name);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION webmon.uptime(interval, bigint[]), webmon.uptime_between(timestamptz, timestamptz, bigint[]), '
+                   'webmon.sla(date, bigint[]) TO %I', role_name);
+END
+$$;
+COMMENT ON FUNCTION webmon.grant_reader(name) IS
+    'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, rollups, webmon.monitor_status, webmon.region_status, webmon.regions, webmon.uptime(), webmon.uptime_between() and webmon.sla(); nothing it can change.';
+
+REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, timestamptz, timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, timestamptz, timestamptz, bigint[]) FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_totals', '');
+
+-- Running totals of the hourly rows kept, oldest hour first, and the totals after them.
+DO $$
+DECLARE
+    one_hour timestamptz;
+BEGIN
+    FOR one_hour IN SELECT DISTINCT r.hour FROM webmon.rollups_hourly r ORDER BY 1 LOOP
+        INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
+        SELECT r.monitor_id, r.region, 0, 0, 0, NULL
+        FROM webmon.rollups_hourly r
+        WHERE r.hour = one_hour AND EXISTS (SELECT 1 FROM webmon.monitors m WHERE m.id = r.monitor_id)
+        ON CONFLICT (monitor_id, region) DO NOTHING;
+        UPDATE webmon.rollups_hourly r
+        SET cum_good = t.good, cum_failed = t.failed, cum_maintenance = t.maintenance,
+            cum_histogram = t.latency_histogram
+        FROM webmon.rollup_totals t
+        WHERE r.hour = one_hour AND (t.monitor_id, t.region) = (r.monitor_id, r.region);
+        UPDATE webmon.rollup_totals t
+        SET good = t.good + r.good, failed = t.failed + r.failed, maintenance = t.maintenance + r.maintenance,
+            latency_histogram = webmon.latency_sum(t.latency_histogram, r.latency_histogram)
+        FROM webmon.rollups_hourly r
+        WHERE r.hour = one_hour AND (t.monitor_id, t.region) = (r.monitor_id, r.region);
+    END LOOP;
+END
+$$;
