@@ -68,6 +68,8 @@ COMMENT ON FUNCTION webmon.latency_percentile(bytea, float8) IS
     'pg_webmon: a percentile (fraction 0 to 1, nearest rank like percentile_disc) of a latency histogram, within 4.4 % of the exact value; NULL when empty.';
 COMMENT ON FUNCTION webmon.latency_buckets(bytea) IS
     'pg_webmon: the buckets of a latency histogram that counted something: [lower_ms, upper_ms) and count.';
+COMMENT ON FUNCTION webmon.unmonitored_time(interval, text[], timestamptz, timestamptz, bigint) IS
+    'pg_webmon: how long a monitor''s slots in a range went unchecked, given how many got a check: the slots that fit in it per region (the one in flight not yet), less those checked, times the interval, averaged over its regions.';
 COMMENT ON FUNCTION webmon.latency_sum(bytea, bytea) IS
     'pg_webmon: two latency histograms added up (NULL counts as empty).';
 COMMENT ON FUNCTION webmon.latency_subtract(bytea, bytea) IS

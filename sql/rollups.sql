@@ -5,7 +5,8 @@
 -- How a range is read in a few rows per monitor, whatever its length:
 -- * Each hourly row carries running totals (cum_*): what every earlier hour of its monitor and
 --   region added up to, and its results in time order (timeline), so that a time inside the
---   hour is cut exactly. webmon.rollup_totals holds the totals of everything rolled up.
+--   hour is cut exactly. webmon.rollup_totals holds the totals of everything rolled up: the
+--   closed hours and the five-minute steps of the hour in progress.
 -- * What the rollups hold before a time is then one row: the running totals of its hour plus
 --   the part of its timeline before it (webmon.rollups_before). A range is the difference of
 --   its two ends; only results after rolled_up_to (a few minutes) are read raw.
@@ -18,8 +19,8 @@
 -- * webmon.run_rollups(), called every second by the maintenance worker, each time in a
 --   transaction of its own: recomputes the hours with late results from their raw rows (and the
 --   running totals after them), adds the five-minute steps between rolled_up_to and
---   flagged_before to their hours, and moves flagged_before to the step that closed two minutes
---   ago (webmon.rollups_closed_before).
+--   flagged_before to the totals and writes an hour's rows once it has closed, and moves
+--   flagged_before to the step that closed two minutes ago (webmon.rollups_closed_before).
 -- * No result slips between the two: the trigger holds a lock on webmon.rollup_gate (ROW
 --   EXCLUSIVE: writers never wait for each other) while it reads flagged_before, and
 --   run_rollups takes it in SHARE mode to move it, in a run that took no pending hour. A
@@ -94,16 +95,23 @@ COMMENT ON TABLE webmon.rollups_daily IS
 COMMENT ON COLUMN webmon.rollups_daily.day IS 'Start of the day (UTC midnight).';
 
 CREATE TABLE webmon.rollup_totals (
-    monitor_id         bigint NOT NULL REFERENCES webmon.monitors (id) ON DELETE CASCADE,
-    region             text   NOT NULL,
-    good               bigint NOT NULL,
-    failed             bigint NOT NULL,
-    maintenance        bigint NOT NULL,
+    monitor_id         bigint      NOT NULL REFERENCES webmon.monitors (id) ON DELETE CASCADE,
+    region             text        NOT NULL,
+    good               bigint      NOT NULL,
+    failed             bigint      NOT NULL,
+    maintenance        bigint      NOT NULL,
     latency_histogram  bytea,
+    hour               timestamptz,
+    before_good        bigint      NOT NULL DEFAULT 0,
+    before_failed      bigint      NOT NULL DEFAULT 0,
+    before_maintenance bigint      NOT NULL DEFAULT 0,
+    before_histogram   bytea,
     PRIMARY KEY (monitor_id, region)
-);
+) WITH (fillfactor = 50);
 COMMENT ON TABLE webmon.rollup_totals IS
-    'pg_webmon: per monitor and region, what every hour rolled up so far (up to rollup_state.rolled_up_to) adds up to: the running totals after the last hourly row.';
+    'pg_webmon: per monitor and region, what every result rolled up so far (before rollup_state.rolled_up_to) adds up to: the closed hours and the five-minute steps of the hour in progress. Updated in place (fillfactor 50).';
+COMMENT ON COLUMN webmon.rollup_totals.hour IS 'The hour the before_* columns are the totals before: when it is the hour in progress, those are what its hourly rows will start from.';
+COMMENT ON COLUMN webmon.rollup_totals.before_good IS 'good before the start of `hour` (and likewise before_failed, before_maintenance, before_histogram).';
 
 CREATE TABLE webmon.rollup_state (
     only_row       boolean     PRIMARY KEY DEFAULT true CHECK (only_row),
@@ -214,113 +222,79 @@ COMMENT ON FUNCTION webmon.result_status(boolean, boolean) IS
 -- Microseconds from the start of a time's UTC hour: where a result lies in its hour's timeline.
 CREATE FUNCTION webmon.microseconds_into_hour(at_ts timestamptz) RETURNS bigint
 LANGUAGE sql STABLE PARALLEL SAFE
-RETURN floor(extract(epoch FROM at_ts - date_trunc('hour', at_ts, 'UTC')) * 1000000)::bigint;
+RETURN round(date_part('epoch', at_ts - date_trunc('hour', at_ts, 'UTC')) * 1000000)::bigint;
 COMMENT ON FUNCTION webmon.microseconds_into_hour(timestamptz) IS
     'pg_webmon: microseconds from the start of the UTC hour of a time (its place in a webmon.rollups_hourly.timeline).';
 
--- Per monitor (NULL: every monitor) and region, over [from_ts, to_ts), read through each
--- monitor's (monitor_id, request_timestamp) index: what rollups are written from.
+-- Error kinds counted: {timeout, dns, timeout} is {"timeout": 2, "dns": 1}; NULL for none.
+CREATE FUNCTION webmon.count_error_kinds(kinds text[]) RETURNS jsonb
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+RETURN (SELECT jsonb_object_agg(k.kind, k.n)
+        FROM (SELECT u.kind, count(*) AS n FROM unnest(kinds) AS u(kind) GROUP BY u.kind) k);
+COMMENT ON FUNCTION webmon.count_error_kinds(text[]) IS
+    'pg_webmon: error kinds counted, e.g. {"timeout": 2, "dns": 1}; NULL for none.';
+
+-- The results of monitors (NULL: every monitor) in [from_ts, to_ts), each with how it counts
+-- (webmon.result_status): read by time for every monitor, through each monitor's
+-- (monitor_id, request_timestamp) index for a few. Inlined into the queries that use it.
+CREATE FUNCTION webmon.classified_results(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
+RETURNS TABLE (monitor_id bigint, region text, error_kind text, response_time_ms real,
+               request_timestamp timestamptz, status int)
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    SELECT x.monitor_id, coalesce(x.region, ''), x.error_kind, x.response_time_ms, x.request_timestamp,
+           webmon.result_status(
+               webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind),
+               -- Only monitors with a maintenance window (or any window for every monitor)
+               -- look each result up in their windows.
+               CASE WHEN m.id IN (SELECT mw.monitor_id FROM webmon.maintenance mw WHERE mw.monitor_id IS NOT NULL)
+                         OR (SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw WHERE mw.monitor_id IS NULL))
+                    THEN webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL
+                    ELSE false END)
+    FROM (
+        SELECT mt.monitor_id, mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
+               mt.regex_matched, mt.request_timestamp
+        FROM webmon.metrics mt
+        WHERE mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+          AND (monitor_ids IS NULL OR mt.monitor_id = ANY (monitor_ids))
+        UNION ALL
+        SELECT e.monitor_id, e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+        FROM webmon.errors e
+        WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+          AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
+    ) x
+    JOIN webmon.monitors m ON m.id = x.monitor_id;
+END;
+COMMENT ON FUNCTION webmon.classified_results(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: the results of monitors (all when monitor_ids is NULL) in [from_ts, to_ts), each with how it counts in rollups (webmon.result_status).';
+
+-- Per monitor and region, what its results in [from_ts, to_ts) add up to: what rollups are
+-- written from.
 CREATE FUNCTION webmon.results_summary(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, region text, checks int, good int, failed int, maintenance int,
                unmonitored int, error_kinds jsonb, responses int, latency_min_ms real,
                latency_max_ms real, latency_sum_ms float8, latency_histogram bytea, timeline bytea)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
-    SELECT m.id, k.region,
-           sum(k.checks)::int, sum(k.good)::int, sum(k.failed)::int, sum(k.maintenance)::int,
-           sum(k.unmonitored)::int,
-           jsonb_object_agg(k.error_kind, k.checks) FILTER (WHERE k.error_kind IS NOT NULL),
-           sum(k.responses)::int, min(k.latency_min_ms), max(k.latency_max_ms),
-           sum(k.latency_sum_ms), webmon.latency_merge(k.latency_histogram),
-           string_agg(k.timeline, ''::bytea)
-    FROM webmon.monitors m
-    -- Monitors with a maintenance window (or any window for every monitor) look each
-    -- result up in their windows; the others do not.
-    CROSS JOIN LATERAL (
-        SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw
-                       WHERE mw.monitor_id = m.id OR mw.monitor_id IS NULL) AS has_windows
-    ) win
-    CROSS JOIN LATERAL (
-        SELECT r.region, r.error_kind,
-               count(*) AS checks,
-               count(*) FILTER (WHERE r.status = 0) AS good,
-               count(*) FILTER (WHERE r.status = 1) AS failed,
-               count(*) FILTER (WHERE r.status = 2) AS maintenance,
-               count(*) FILTER (WHERE r.status = 3) AS unmonitored,
-               count(r.response_time_ms) AS responses,
-               min(r.response_time_ms) AS latency_min_ms,
-               max(r.response_time_ms) AS latency_max_ms,
-               sum(r.response_time_ms::float8) AS latency_sum_ms,
-               webmon.latency_histogram(r.response_time_ms) AS latency_histogram,
-               webmon.result_timeline(webmon.microseconds_into_hour(r.request_timestamp), r.status,
-                                      r.response_time_ms) AS timeline
-        FROM (
-            SELECT coalesce(x.region, '') AS region, x.error_kind, x.response_time_ms, x.request_timestamp,
-                   webmon.result_status(
-                       webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind),
-                       win.has_windows AND webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL) AS status
-            FROM (
-                SELECT mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
-                       mt.regex_matched, mt.request_timestamp
-                FROM webmon.metrics mt
-                WHERE mt.monitor_id = m.id AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
-                UNION ALL
-                SELECT e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
-                FROM webmon.errors e
-                WHERE e.monitor_id = m.id AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
-            ) x
-        ) r
-        GROUP BY r.region, r.error_kind
-    ) k
-    WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids)
-    GROUP BY m.id, k.region;
+    SELECT r.monitor_id, r.region, count(*)::int,
+           count(*) FILTER (WHERE r.status = 0)::int, count(*) FILTER (WHERE r.status = 1)::int,
+           count(*) FILTER (WHERE r.status = 2)::int, count(*) FILTER (WHERE r.status = 3)::int,
+           webmon.count_error_kinds(array_agg(r.error_kind) FILTER (WHERE r.error_kind IS NOT NULL)),
+           count(r.response_time_ms)::int, min(r.response_time_ms), max(r.response_time_ms),
+           sum(r.response_time_ms::float8), webmon.latency_histogram(r.response_time_ms),
+           webmon.result_timeline(webmon.microseconds_into_hour(r.request_timestamp), r.status, r.response_time_ms)
+    FROM webmon.classified_results(from_ts, to_ts, monitor_ids) r
+    GROUP BY r.monitor_id, r.region;
 END;
 COMMENT ON FUNCTION webmon.results_summary(timestamptz, timestamptz, bigint[]) IS
     'pg_webmon: per monitor (all when monitor_ids is NULL) and region, what its stored results in [from_ts, to_ts) add up to, in the columns of webmon.rollups_hourly.';
-
--- Per monitor (NULL: every monitor), what its results in [from_ts, to_ts) add up to for the
--- uptime functions, read by time: the few minutes not rolled up yet, for every monitor at once.
-CREATE FUNCTION webmon.results_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
-RETURNS TABLE (monitor_id bigint, good bigint, failed bigint, maintenance bigint, latency_histogram bytea)
-LANGUAGE sql STABLE
-BEGIN ATOMIC
-    SELECT r.monitor_id, count(*) FILTER (WHERE r.status = 0), count(*) FILTER (WHERE r.status = 1),
-           count(*) FILTER (WHERE r.status = 2), webmon.latency_histogram(r.response_time_ms)
-    FROM (
-        SELECT x.monitor_id, x.response_time_ms,
-               webmon.result_status(
-                   webmon.result_is_up(m.expected_status, x.http_status_code, x.regex_matched, x.error_kind),
-                   -- Only monitors with a maintenance window (or any window for every monitor)
-                   -- look each result up in their windows.
-                   CASE WHEN m.id IN (SELECT mw.monitor_id FROM webmon.maintenance mw WHERE mw.monitor_id IS NOT NULL)
-                             OR (SELECT EXISTS (SELECT 1 FROM webmon.maintenance mw WHERE mw.monitor_id IS NULL))
-                        THEN webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL
-                        ELSE false END) AS status
-        FROM (
-            SELECT mt.monitor_id, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
-                   mt.regex_matched, mt.request_timestamp
-            FROM webmon.metrics mt
-            WHERE mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
-              AND (monitor_ids IS NULL OR mt.monitor_id = ANY (monitor_ids))
-            UNION ALL
-            SELECT e.monitor_id, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
-            FROM webmon.errors e
-            WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
-              AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
-        ) x
-        JOIN webmon.monitors m ON m.id = x.monitor_id
-    ) r
-    GROUP BY r.monitor_id;
-END;
-COMMENT ON FUNCTION webmon.results_between(timestamptz, timestamptz, bigint[]) IS
-    'pg_webmon: per monitor (all when monitor_ids is NULL), its good, failed and maintenance checks and latency histogram over [from_ts, to_ts), read from the results by time.';
 
 -- ---------------------------------------------------------------------------------------------
 -- Maintaining them
 -- ---------------------------------------------------------------------------------------------
 -- Error kind counts added up: {"timeout": 2} and {"timeout": 1, "dns": 1} are {"timeout": 3, "dns": 1}.
 CREATE FUNCTION webmon.sum_error_kinds(kinds jsonb[]) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
 RETURN (SELECT jsonb_object_agg(e.kind, e.n)
         FROM (SELECT j.key AS kind, sum(j.value::bigint) AS n
               FROM unnest(kinds) AS u(counts), jsonb_each_text(u.counts) AS j
@@ -362,143 +336,180 @@ RETURN sqlstate ~ '^(40|53|57|58)' OR sqlstate = '55P03';
 COMMENT ON FUNCTION webmon.transient_error(text) IS
     'pg_webmon: whether an SQLSTATE is the moment''s (transaction rollback, resources, lock not available, operator intervention, system error): rollups retry those instead of leaving a row out.';
 
--- Writes the hourly rollups of one hour from its results in [from_ts, to_ts), for every monitor
--- or those in monitor_ids: from the start of the hour, in place of the rows there (an hour
--- rolled up again); from later, added to them (the next step of the hour). The running totals
--- of the later hours and webmon.rollup_totals change by as much as the rows did.
-CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, from_ts timestamptz, to_ts timestamptz,
-                                            monitor_ids bigint[])
+-- Adds the results in [from_ts, to_ts), a step of the hour in progress, to the totals of their
+-- monitors and regions; the first time in an hour, what the totals were before it is kept
+-- (before_*), for the hour's rows when it closes.
+CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz)
 RETURNS void
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
 BEGIN ATOMIC
     WITH fresh AS (
-        SELECT * FROM webmon.results_summary(write_hourly_rollups.from_ts, write_hourly_rollups.to_ts, monitor_ids)
+        SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
+               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
+               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
+        FROM webmon.classified_results(add_to_totals.from_ts, add_to_totals.to_ts) r
+        GROUP BY r.monitor_id, r.region
+    ), updated AS (
+        UPDATE webmon.rollup_totals t
+        SET before_good = CASE WHEN t.hour IS DISTINCT FROM date_trunc('hour', add_to_totals.from_ts, 'UTC') THEN t.good ELSE t.before_good END,
+            before_failed = CASE WHEN t.hour IS DISTINCT FROM date_trunc('hour', add_to_totals.from_ts, 'UTC') THEN t.failed ELSE t.before_failed END,
+            before_maintenance = CASE WHEN t.hour IS DISTINCT FROM date_trunc('hour', add_to_totals.from_ts, 'UTC') THEN t.maintenance ELSE t.before_maintenance END,
+            before_histogram = CASE WHEN t.hour IS DISTINCT FROM date_trunc('hour', add_to_totals.from_ts, 'UTC') THEN t.latency_histogram ELSE t.before_histogram END,
+            hour = date_trunc('hour', add_to_totals.from_ts, 'UTC'),
+            good = t.good + f.good, failed = t.failed + f.failed, maintenance = t.maintenance + f.maintenance,
+            latency_histogram = webmon.latency_sum(t.latency_histogram, f.latency_histogram)
+        FROM fresh f
+        WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region)
+        RETURNING 1
+    )
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram,
+           date_trunc('hour', add_to_totals.from_ts, 'UTC')
+    FROM fresh f
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
+END;
+COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
+    'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals. Called by webmon.run_rollups().';
+
+-- Writes the hourly rollups of one hour from its results, for every monitor or those in
+-- monitor_ids. An hour that has just closed: its rows start from the totals before it, and the
+-- totals become those plus the hour (late results of the hour included). With `again`, an hour
+-- rolled up before: its rows are replaced, and the running totals of the later hours and the
+-- totals change by as much as the rows did.
+CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, monitor_ids bigint[], again boolean)
+RETURNS void
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+BEGIN ATOMIC
+    WITH fresh AS (
+        SELECT * FROM webmon.results_summary(write_hourly_rollups.hour, write_hourly_rollups.hour + interval '1 hour', monitor_ids)
     ), old AS (
         DELETE FROM webmon.rollups_hourly h
-        WHERE h.hour = write_hourly_rollups.hour
+        WHERE again AND h.hour = write_hourly_rollups.hour
           AND (monitor_ids IS NULL OR h.monitor_id = ANY (monitor_ids))
-          AND (write_hourly_rollups.from_ts = write_hourly_rollups.hour
-               OR (h.monitor_id, h.region) IN (SELECT f.monitor_id, f.region FROM fresh f))
         RETURNING h.*
-    ), parts AS (
-        SELECT f.monitor_id, f.region, f.checks, f.good, f.failed, f.maintenance, f.unmonitored, f.error_kinds,
-               f.responses, f.latency_min_ms, f.latency_max_ms, f.latency_sum_ms, f.latency_histogram, f.timeline
+    ), start AS (
+        -- What each monitor and region held before the hour: its rows' running totals when the
+        -- hour is written again; the totals before it when it has just closed.
+        SELECT coalesce(f.monitor_id, o.monitor_id, t.monitor_id) AS monitor_id,
+               coalesce(f.region, o.region, t.region) AS region,
+               o.monitor_id IS NOT NULL AS had_row,
+               o.good AS old_good, o.failed AS old_failed, o.maintenance AS old_maintenance,
+               o.latency_histogram AS old_histogram,
+               CASE WHEN again THEN o.cum_good WHEN t.hour = write_hourly_rollups.hour THEN t.before_good ELSE t.good END AS cum_good,
+               CASE WHEN again THEN o.cum_failed WHEN t.hour = write_hourly_rollups.hour THEN t.before_failed ELSE t.failed END AS cum_failed,
+               CASE WHEN again THEN o.cum_maintenance WHEN t.hour = write_hourly_rollups.hour THEN t.before_maintenance ELSE t.maintenance END AS cum_maintenance,
+               CASE WHEN again THEN o.cum_histogram WHEN t.hour = write_hourly_rollups.hour THEN t.before_histogram ELSE t.latency_histogram END AS cum_histogram,
+               t.monitor_id IS NOT NULL AS has_totals
         FROM fresh f
-        UNION ALL
-        -- A later step of the hour: what the hour held so far.
-        SELECT o.monitor_id, o.region, o.checks, o.good, o.failed, o.maintenance, o.unmonitored, o.error_kinds,
-               o.responses, o.latency_min_ms, o.latency_max_ms, o.latency_sum_ms, o.latency_histogram, o.timeline
-        FROM old o
-        WHERE write_hourly_rollups.from_ts > write_hourly_rollups.hour
-    ), merged AS (
-        SELECT p.monitor_id, p.region, sum(p.checks)::int AS checks, sum(p.good)::int AS good,
-               sum(p.failed)::int AS failed, sum(p.maintenance)::int AS maintenance,
-               sum(p.unmonitored)::int AS unmonitored,
-               webmon.sum_error_kinds(array_agg(p.error_kinds) FILTER (WHERE p.error_kinds IS NOT NULL)) AS error_kinds,
-               sum(p.responses)::int AS responses, min(p.latency_min_ms) AS latency_min_ms,
-               max(p.latency_max_ms) AS latency_max_ms, sum(p.latency_sum_ms) AS latency_sum_ms,
-               webmon.latency_merge(p.latency_histogram) AS latency_histogram,
-               string_agg(p.timeline, ''::bytea) AS timeline
-        FROM parts p
-        GROUP BY p.monitor_id, p.region
-    ), changes AS (
-        SELECT coalesce(n.monitor_id, o.monitor_id) AS monitor_id, coalesce(n.region, o.region) AS region,
-               coalesce(n.good, 0) - coalesce(o.good, 0) AS good,
-               coalesce(n.failed, 0) - coalesce(o.failed, 0) AS failed,
-               coalesce(n.maintenance, 0) - coalesce(o.maintenance, 0) AS maintenance,
-               o.latency_histogram AS old_histogram, n.latency_histogram AS new_histogram,
-               o.monitor_id IS NOT NULL AS had_row, o.cum_good, o.cum_failed, o.cum_maintenance, o.cum_histogram
-        FROM merged n
-        FULL JOIN old o ON (o.monitor_id, o.region) = (n.monitor_id, n.region)
+        FULL JOIN old o ON (o.monitor_id, o.region) = (f.monitor_id, f.region)
+        -- Monitors whose steps in the hour added to the totals: they get its rows (or their
+        -- totals back, when the hour has none).
+        FULL JOIN (SELECT * FROM webmon.rollup_totals t
+                   WHERE NOT again AND t.hour = write_hourly_rollups.hour
+                     AND (monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids))) tt
+               ON (tt.monitor_id, tt.region) = (coalesce(f.monitor_id, o.monitor_id), coalesce(f.region, o.region))
+        LEFT JOIN webmon.rollup_totals t
+               ON (t.monitor_id, t.region) = (coalesce(f.monitor_id, o.monitor_id, tt.monitor_id), coalesce(f.region, o.region, tt.region))
     ), written AS (
         INSERT INTO webmon.rollups_hourly (monitor_id, region, hour, checks, good, failed, maintenance, unmonitored,
                                            error_kinds, responses, latency_min_ms, latency_max_ms, latency_sum_ms,
                                            latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
                                            cum_histogram)
-        -- The running totals before the hour: as they were; for a monitor and region new in the
-        -- hour, those of its next hour, or else its totals.
-        SELECT n.monitor_id, n.region, write_hourly_rollups.hour, n.checks, n.good, n.failed, n.maintenance,
-               n.unmonitored, n.error_kinds, n.responses, n.latency_min_ms, n.latency_max_ms, n.latency_sum_ms,
-               n.latency_histogram, n.timeline,
-               CASE WHEN c.had_row THEN c.cum_good ELSE coalesce(x.cum_good, t.good, 0) END,
-               CASE WHEN c.had_row THEN c.cum_failed ELSE coalesce(x.cum_failed, t.failed, 0) END,
-               CASE WHEN c.had_row THEN c.cum_maintenance ELSE coalesce(x.cum_maintenance, t.maintenance, 0) END,
-               CASE WHEN c.had_row THEN c.cum_histogram WHEN x.found THEN x.cum_histogram ELSE t.latency_histogram END
-        FROM merged n
-        JOIN changes c ON (c.monitor_id, c.region) = (n.monitor_id, n.region)
-        LEFT JOIN webmon.rollup_totals t ON NOT c.had_row AND (t.monitor_id, t.region) = (n.monitor_id, n.region)
+        -- A monitor and region new in an hour written again start from the running totals of
+        -- their next hour, or else from their totals.
+        SELECT f.monitor_id, f.region, write_hourly_rollups.hour, f.checks, f.good, f.failed, f.maintenance,
+               f.unmonitored, f.error_kinds, f.responses, f.latency_min_ms, f.latency_max_ms, f.latency_sum_ms,
+               f.latency_histogram, f.timeline,
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_good, 0) ELSE coalesce(x.cum_good, t.good, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_failed, 0) ELSE coalesce(x.cum_failed, t.failed, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_maintenance, 0) ELSE coalesce(x.cum_maintenance, t.maintenance, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN c.cum_histogram WHEN x.found THEN x.cum_histogram ELSE t.latency_histogram END
+        FROM fresh f
+        JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
+        LEFT JOIN webmon.rollup_totals t ON again AND NOT c.had_row AND (t.monitor_id, t.region) = (f.monitor_id, f.region)
         LEFT JOIN LATERAL (
             SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
             FROM webmon.rollups_hourly l
-            WHERE NOT c.had_row AND l.monitor_id = n.monitor_id AND l.region = n.region
+            WHERE again AND NOT c.had_row AND l.monitor_id = f.monitor_id AND l.region = f.region
               AND l.hour > write_hourly_rollups.hour
             ORDER BY l.hour LIMIT 1
         ) x ON true
         RETURNING 1
     ), later AS (
         UPDATE webmon.rollups_hourly l
-        SET cum_good = l.cum_good + c.good, cum_failed = l.cum_failed + c.failed,
-            cum_maintenance = l.cum_maintenance + c.maintenance,
+        SET cum_good = l.cum_good - coalesce(c.old_good, 0) + coalesce(f.good, 0),
+            cum_failed = l.cum_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0),
+            cum_maintenance = l.cum_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0),
             cum_histogram = webmon.latency_sum(webmon.latency_subtract(l.cum_histogram, c.old_histogram),
-                                               c.new_histogram)
-        FROM changes c
-        WHERE l.monitor_id = c.monitor_id AND l.region = c.region AND l.hour > write_hourly_rollups.hour
+                                               f.latency_histogram)
+        FROM start c
+        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
+        WHERE again AND l.monitor_id = c.monitor_id AND l.region = c.region AND l.hour > write_hourly_rollups.hour
         RETURNING 1
     ), totals AS (
         UPDATE webmon.rollup_totals t
-        SET good = t.good + c.good, failed = t.failed + c.failed, maintenance = t.maintenance + c.maintenance,
-            latency_histogram = webmon.latency_sum(webmon.latency_subtract(t.latency_histogram, c.old_histogram),
-                                                   c.new_histogram)
-        FROM changes c
+        -- Written again: the totals (and those before the hour in progress) change by as much
+        -- as the rows did. Just closed: the totals before the hour plus the hour.
+        SET good = CASE WHEN again THEN t.good - coalesce(c.old_good, 0) ELSE coalesce(c.cum_good, 0) END + coalesce(f.good, 0),
+            failed = CASE WHEN again THEN t.failed - coalesce(c.old_failed, 0) ELSE coalesce(c.cum_failed, 0) END + coalesce(f.failed, 0),
+            maintenance = CASE WHEN again THEN t.maintenance - coalesce(c.old_maintenance, 0) ELSE coalesce(c.cum_maintenance, 0) END
+                          + coalesce(f.maintenance, 0),
+            latency_histogram = webmon.latency_sum(CASE WHEN again THEN webmon.latency_subtract(t.latency_histogram, c.old_histogram)
+                                                        ELSE c.cum_histogram END, f.latency_histogram),
+            before_good = CASE WHEN again THEN t.before_good - coalesce(c.old_good, 0) + coalesce(f.good, 0) ELSE t.before_good END,
+            before_failed = CASE WHEN again THEN t.before_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0) ELSE t.before_failed END,
+            before_maintenance = CASE WHEN again THEN t.before_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0)
+                                      ELSE t.before_maintenance END,
+            before_histogram = CASE WHEN again THEN webmon.latency_sum(webmon.latency_subtract(t.before_histogram, c.old_histogram), f.latency_histogram)
+                                    ELSE t.before_histogram END
+        FROM start c
+        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
         WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region)
         RETURNING 1
     )
     INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
-    SELECT c.monitor_id, c.region, c.good, c.failed, c.maintenance, c.new_histogram
-    FROM changes c
-    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region))
-      -- A monitor deleted since (its totals go with it).
-      AND EXISTS (SELECT 1 FROM webmon.monitors m WHERE m.id = c.monitor_id);
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram
+    FROM fresh f
+    JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
+    WHERE NOT c.has_totals;
 END;
-COMMENT ON FUNCTION webmon.write_hourly_rollups(timestamptz, timestamptz, timestamptz, bigint[]) IS
-    'pg_webmon: write the hourly rollups of one UTC hour from its results in [from_ts, to_ts), for every monitor or those in monitor_ids: in place of the rows there when from_ts is the start of the hour, added to them otherwise; the running totals after them follow. Called by webmon.rollup_hour().';
+COMMENT ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) IS
+    'pg_webmon: write the hourly rollups of one UTC hour from its results, for every monitor or those in monitor_ids: once it has closed (starting from the totals before it), or again (in place of its rows; the running totals after them and the totals follow). Called by webmon.rollup_hour().';
 
--- (Re)writes the hourly rollups of one hour from its results in [from_ts, to_ts) (see
--- write_hourly_rollups), for every monitor or those in monitor_ids. When that fails (a row no
--- rule foresaw), each monitor is rolled up on its own, and those that fail are skipped with a
--- WARNING: one bad row never stops the others.
-CREATE FUNCTION webmon.rollup_hour(hour timestamptz, from_ts timestamptz, to_ts timestamptz,
-                                   monitor_ids bigint[] DEFAULT NULL)
+-- (Re)writes the hourly rollups of one hour (see write_hourly_rollups), for every monitor or
+-- those in monitor_ids. When that fails (a row no rule foresaw), each monitor is rolled up on
+-- its own, and those that fail are skipped with a WARNING: one bad row never stops the others.
+CREATE FUNCTION webmon.rollup_hour(hour timestamptz, monitor_ids bigint[] DEFAULT NULL, again boolean DEFAULT false)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     one bigint;
 BEGIN
     BEGIN
-        PERFORM webmon.write_hourly_rollups(rollup_hour.hour, from_ts, to_ts, monitor_ids);
+        PERFORM webmon.write_hourly_rollups(rollup_hour.hour, monitor_ids, again);
         RETURN;
     EXCEPTION WHEN OTHERS THEN
         IF webmon.transient_error(SQLSTATE) THEN
             RAISE;
         END IF;
-        RAISE WARNING 'pg_webmon: rolling up the results from % to % failed (%); rolling them up monitor by monitor',
-            from_ts, to_ts, SQLERRM;
+        RAISE WARNING 'pg_webmon: rolling up the hour from % failed (%); rolling it up monitor by monitor',
+            rollup_hour.hour, SQLERRM;
     END;
     FOR one IN SELECT m.id FROM webmon.monitors m WHERE monitor_ids IS NULL OR m.id = ANY (monitor_ids) LOOP
         BEGIN
-            PERFORM webmon.write_hourly_rollups(rollup_hour.hour, from_ts, to_ts, ARRAY[one]);
+            PERFORM webmon.write_hourly_rollups(rollup_hour.hour, ARRAY[one], again);
         EXCEPTION WHEN OTHERS THEN
             IF webmon.transient_error(SQLSTATE) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pg_webmon: monitor % left out of the rollups from % to %: %',
-                one, from_ts, to_ts, SQLERRM;
+            RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
+                one, rollup_hour.hour, SQLERRM;
         END;
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION webmon.rollup_hour(timestamptz, timestamptz, timestamptz, bigint[]) IS
-    'pg_webmon: (re)write the hourly rollups of one UTC hour from its results in [from_ts, to_ts), for every monitor or those in monitor_ids; a monitor whose results cannot be rolled up is left out with a WARNING. Called by webmon.run_rollups().';
+COMMENT ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) IS
+    'pg_webmon: write the hourly rollups of one UTC hour from its results, once it has closed or again, for every monitor or those in monitor_ids; a monitor whose results cannot be rolled up is left out with a WARNING. Called by webmon.run_rollups().';
 
 -- Results before this time are rolled up (and late from then on): the five-minute step that
 -- closed two minutes before `at_ts`.
@@ -581,9 +592,9 @@ BEGIN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
             WHERE (p.monitor_id, p.hour) IN (
-                -- Hours not rolled up yet wait for step 2 (which rolls them up anyway).
+                -- Hours not closed yet wait for step 2 (which reads them whole anyway).
                 SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
-                WHERE q.hour < state.rolled_up_to
+                WHERE q.hour < date_trunc('hour', state.rolled_up_to, 'UTC')
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
@@ -593,8 +604,7 @@ BEGIN
         WHERE t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
-        PERFORM webmon.rollup_hour(late.hour, late.hour, least(late.hour + interval '1 hour', state.rolled_up_to),
-                                   late.monitor_ids);
+        PERFORM webmon.rollup_hour(late.hour, late.monitor_ids, true);
         IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
             BEGIN
                 PERFORM webmon.rollup_day(date_trunc('day', late.hour, 'UTC'), late.monitor_ids);
@@ -614,13 +624,26 @@ BEGIN
         RETURN done;
     END IF;
 
-    -- 2. Closed steps, oldest first, each added to its hour (at most an hour at a time); a day
-    -- once its last hour is in.
+    -- 2. Closed steps, oldest first: added to the totals while their hour goes on; the rows of
+    -- an hour once it has closed (at most an hour at a time); a day once its last hour is in.
     WHILE state.rolled_up_to < state.flagged_before AND done < max_hours LOOP
         step_hour := date_trunc('hour', state.rolled_up_to, 'UTC');
         step_to := least(step_hour + interval '1 hour', state.flagged_before);
-        IF step_hour + interval '1 hour' > horizon THEN
-            PERFORM webmon.rollup_hour(step_hour, state.rolled_up_to, step_to);
+        IF step_hour + interval '1 hour' <= horizon THEN
+            NULL;
+        ELSIF step_to = step_hour + interval '1 hour' THEN
+            PERFORM webmon.rollup_hour(step_hour);
+        ELSE
+            BEGIN
+                PERFORM webmon.add_to_totals(state.rolled_up_to, step_to);
+            EXCEPTION WHEN OTHERS THEN
+                IF webmon.transient_error(SQLSTATE) THEN
+                    RAISE;
+                END IF;
+                -- The hour's rows are read whole from its results when it closes.
+                RAISE WARNING 'pg_webmon: the results from % to % count in uptime once their hour has closed: %',
+                    state.rolled_up_to, step_to, SQLERRM;
+            END;
         END IF;
         state.rolled_up_to := step_to;
         IF state.rolled_up_to = date_trunc('day', state.rolled_up_to, 'UTC') THEN
@@ -678,24 +701,6 @@ CREATE TRIGGER maintenance_rollups AFTER INSERT OR UPDATE OR DELETE ON webmon.ma
 -- ---------------------------------------------------------------------------------------------
 -- Reading them
 -- ---------------------------------------------------------------------------------------------
--- How long a monitor's slots in [from_ts, to_ts) went unchecked, given how many got a check:
--- the slots its interval fits in the range (per region), less those checked, times the
--- interval, averaged over its regions. The slot still in flight is not counted yet. In
--- seconds, so that no stored interval can overflow a timestamp. The interval and regions are
--- the monitor's current ones.
-CREATE FUNCTION webmon.unmonitored_time(check_interval interval, regions text[], from_ts timestamptz,
-                                        to_ts timestamptz, checked bigint)
-RETURNS interval
-LANGUAGE sql STABLE PARALLEL SAFE
-RETURN (SELECT make_interval(secs => greatest(0::float8,
-                   floor(greatest(0::float8, least(extract(epoch FROM to_ts)::float8, extract(epoch FROM now())::float8 - x.step)
-                                             - extract(epoch FROM from_ts)::float8)
-                         / x.step) * x.regions - checked)
-               * x.step / x.regions)
-        FROM (SELECT greatest(extract(epoch FROM check_interval)::float8, 1) AS step,
-                     greatest((SELECT count(DISTINCT r) FROM unnest(regions) r WHERE r <> ''), 1)::float8 AS regions) x);
-COMMENT ON FUNCTION webmon.unmonitored_time(interval, text[], timestamptz, timestamptz, bigint) IS
-    'pg_webmon: how long a monitor''s slots in a range went unchecked, given how many got a check: the slots that fit in it per region (the one in flight not yet), less those checked, times the interval, averaged over its regions.';
 
 -- Refuses a range the uptime functions cannot read (22023); true otherwise.
 CREATE FUNCTION webmon.checked_range(from_ts timestamptz, to_ts timestamptz) RETURNS boolean
@@ -713,9 +718,11 @@ COMMENT ON FUNCTION webmon.checked_range(timestamptz, timestamptz) IS
     'pg_webmon: true for a range the uptime functions can read; refuses (22023) a missing or infinite bound or a start after the end.';
 
 -- What the rollups of each monitor and region (those in monitor_ids, or all) hold before a
--- time no later than rolled_up_to: the running totals of the hour it falls in plus the part of
--- that hour's timeline before it. Without a row in that hour: the running totals of its next
--- hour, or else all its totals. One row per monitor and region, whatever the time.
+-- time: at rolled_up_to or later, the totals; before the hour in progress, the running totals
+-- of the hour the time falls in plus the part of that hour's timeline before it (without a row
+-- in that hour: the running totals of its next hour, or else the totals before the hour in
+-- progress). A time in the hour in progress but before rolled_up_to reads as the start of that
+-- hour. One row per monitor and region, whatever the time.
 CREATE FUNCTION webmon.rollups_before(at_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, region text, good bigint, failed bigint, maintenance bigint,
                latency_histogram bytea)
@@ -724,46 +731,52 @@ BEGIN ATOMIC
     SELECT t.monitor_id, t.region,
            CASE WHEN at_ts >= s.rolled_up_to THEN t.good
                 WHEN e.monitor_id IS NOT NULL THEN e.cum_good + coalesce(c.counts[1], r.good, 0)
-                ELSE coalesce(n.cum_good, t.good) END,
+                WHEN n.found THEN n.cum_good
+                WHEN t.hour = s.open_hour THEN t.before_good ELSE t.good END,
            CASE WHEN at_ts >= s.rolled_up_to THEN t.failed
                 WHEN e.monitor_id IS NOT NULL THEN e.cum_failed + coalesce(c.counts[2], r.failed, 0)
-                ELSE coalesce(n.cum_failed, t.failed) END,
+                WHEN n.found THEN n.cum_failed
+                WHEN t.hour = s.open_hour THEN t.before_failed ELSE t.failed END,
            CASE WHEN at_ts >= s.rolled_up_to THEN t.maintenance
                 WHEN e.monitor_id IS NOT NULL THEN e.cum_maintenance + coalesce(c.counts[3], r.maintenance, 0)
-                ELSE coalesce(n.cum_maintenance, t.maintenance) END,
+                WHEN n.found THEN n.cum_maintenance
+                WHEN t.hour = s.open_hour THEN t.before_maintenance ELSE t.maintenance END,
            CASE WHEN at_ts >= s.rolled_up_to THEN t.latency_histogram
                 WHEN e.monitor_id IS NOT NULL
                     THEN webmon.latency_sum(e.cum_histogram, CASE WHEN c.counts IS NOT NULL THEN c.histogram
                                                                   ELSE r.latency_histogram END)
                 WHEN n.found THEN n.cum_histogram
-                ELSE t.latency_histogram END
-    FROM webmon.rollup_state s
+                WHEN t.hour = s.open_hour THEN t.before_histogram ELSE t.latency_histogram END
+    FROM (SELECT r.rolled_up_to, date_trunc('hour', r.rolled_up_to, 'UTC') AS open_hour
+          FROM webmon.rollup_state r) s
     CROSS JOIN webmon.rollup_totals t
     LEFT JOIN webmon.rollups_hourly e
-           ON at_ts < s.rolled_up_to AND e.hour = date_trunc('hour', at_ts, 'UTC')
+           ON at_ts < s.open_hour AND e.hour = date_trunc('hour', at_ts, 'UTC')
           AND e.monitor_id = t.monitor_id AND e.region = t.region
     LEFT JOIN LATERAL (
         SELECT webmon.timeline_counts(e.timeline, webmon.microseconds_into_hour(at_ts)) AS counts,
                webmon.timeline_histogram(e.timeline, webmon.microseconds_into_hour(at_ts)) AS histogram
         WHERE e.timeline IS NOT NULL
     ) c ON true
-    -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results.
+    -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results
+    -- (OFFSET 0 keeps the test inside, so that other rows skip the read).
     LEFT JOIN LATERAL (
         SELECT x.good, x.failed, x.maintenance, x.latency_histogram
         FROM webmon.results_summary(e.hour, at_ts, ARRAY[t.monitor_id]) x
         WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL AND x.region = t.region
+        OFFSET 0
     ) r ON true
     LEFT JOIN LATERAL (
         SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
         FROM webmon.rollups_hourly l
-        WHERE at_ts < s.rolled_up_to AND e.monitor_id IS NULL
-          AND l.monitor_id = t.monitor_id AND l.region = t.region AND l.hour > date_trunc('hour', at_ts, 'UTC')
+        WHERE at_ts < s.open_hour AND e.monitor_id IS NULL AND l.monitor_id = t.monitor_id AND l.region = t.region
+          AND l.hour > date_trunc('hour', at_ts, 'UTC')
         ORDER BY l.hour LIMIT 1
     ) n ON true
     WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids);
 END;
 COMMENT ON FUNCTION webmon.rollups_before(timestamptz, bigint[]) IS
-    'pg_webmon: per monitor (those in monitor_ids, or all) and region, the good, failed and maintenance checks and the latency histogram of everything rolled up before at_ts (at most rollup_state.rolled_up_to), read from one hourly row.';
+    'pg_webmon: per monitor (those in monitor_ids, or all) and region, the good, failed and maintenance checks and the latency histogram of everything rolled up before at_ts (from rollup_state.rolled_up_to on: all of it; a time in the hour in progress before that reads as the start of that hour), from one hourly row.';
 
 CREATE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
@@ -773,34 +786,54 @@ RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, upti
 -- SECURITY DEFINER: it reads rollups, results and monitors for roles that may read uptime
 -- (webmon.grant_reader), whatever they were granted before the rollups existed.
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET jit = off
-SET plan_cache_mode = force_custom_plan AS $$
+SET plan_cache_mode = force_custom_plan SET work_mem = '64MB' AS $$
 #variable_conflict use_column
 DECLARE
     rolled timestamptz;
+    open_hour timestamptz;
+    -- Up to here from the rollups (none when the range starts in the hour in progress), then
+    -- from the results: rolled_up_to, or the start of the hour in progress.
+    split timestamptz;
 BEGIN
     PERFORM webmon.checked_range(from_ts, to_ts);
     rolled := coalesce((SELECT r.rolled_up_to FROM webmon.rollup_state r), '-infinity');
+    open_hour := date_trunc('hour', rolled, 'UTC');
+    split := CASE WHEN from_ts >= open_hour THEN from_ts
+                  WHEN to_ts >= rolled THEN rolled
+                  WHEN to_ts >= open_hour THEN open_hour
+                  ELSE to_ts END;
     RETURN QUERY
-    WITH parts AS (
-        -- Rolled up: what the rollups hold before the end, less what they hold before the start.
-        SELECT e.monitor_id, e.good - coalesce(b.good, 0) AS good, e.failed - coalesce(b.failed, 0) AS failed,
-               e.maintenance - coalesce(b.maintenance, 0) AS maintenance,
-               webmon.latency_subtract(e.latency_histogram, b.latency_histogram) AS latency_histogram
-        FROM webmon.rollups_before(least(to_ts, rolled), monitor_ids) e
-        LEFT JOIN webmon.rollups_before(least(from_ts, rolled), monitor_ids) b
-               ON (b.monitor_id, b.region) = (e.monitor_id, e.region)
-        WHERE from_ts < rolled
-        UNION ALL
+    -- Each part read once (MATERIALIZED) and joined by hashing: a plan that stays the same for
+    -- one monitor and for all of them.
+    WITH ends AS MATERIALIZED (
+        SELECT * FROM webmon.rollups_before(split, monitor_ids) WHERE from_ts < split
+    ), starts AS MATERIALIZED (
+        SELECT * FROM webmon.rollups_before(from_ts, monitor_ids) WHERE from_ts < split
+    ), rolled_up AS (
+        -- What the rollups hold before the end, less what they hold before the start.
+        SELECT e.monitor_id, sum(e.good - coalesce(b.good, 0)) AS good, sum(e.failed - coalesce(b.failed, 0)) AS failed,
+               sum(e.maintenance - coalesce(b.maintenance, 0)) AS maintenance,
+               webmon.latency_merge(webmon.latency_subtract(e.latency_histogram, b.latency_histogram)) AS histogram
+        FROM ends e
+        LEFT JOIN starts b ON (b.monitor_id, b.region) = (e.monitor_id, e.region)
+        GROUP BY e.monitor_id
+    ), recent AS (
         -- Not rolled up yet: the results themselves.
-        SELECT r.monitor_id, r.good, r.failed, r.maintenance, r.latency_histogram
-        FROM webmon.results_between(greatest(from_ts, rolled), to_ts, monitor_ids) r
-        WHERE greatest(from_ts, rolled) < to_ts
+        SELECT r.monitor_id, count(*) FILTER (WHERE r.status = 0) AS good,
+               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
+               webmon.latency_histogram(r.response_time_ms) AS histogram
+        FROM webmon.classified_results(split, to_ts, monitor_ids) r
+        WHERE split < to_ts
+        GROUP BY r.monitor_id
     ), totals AS (
-        SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
-               sum(p.maintenance) + sum(p.good) + sum(p.failed) AS checked,
-               webmon.latency_merge(p.latency_histogram) AS histogram
-        FROM parts p
-        GROUP BY p.monitor_id
+        SELECT coalesce(u.monitor_id, n.monitor_id) AS monitor_id,
+               coalesce(u.good, 0) + coalesce(n.good, 0) AS good,
+               coalesce(u.failed, 0) + coalesce(n.failed, 0) AS failed,
+               coalesce(u.good, 0) + coalesce(n.good, 0) + coalesce(u.failed, 0) + coalesce(n.failed, 0)
+                   + coalesce(u.maintenance, 0) + coalesce(n.maintenance, 0) AS checked,
+               webmon.latency_sum(u.histogram, n.histogram) AS histogram
+        FROM rolled_up u
+        FULL JOIN recent n ON n.monitor_id = u.monitor_id
     )
     SELECT m.id, m.url,
            coalesce(t.good + t.failed, 0)::bigint,
@@ -818,7 +851,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) IS
-    'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads two hourly rollup rows per monitor and region, whatever the range, and only the results of the last few minutes (not rolled up yet). For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
+    'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads two hourly rollup rows per monitor and region, whatever the range, and the results only of the minutes not rolled up yet (or of a range that starts in the hour in progress). For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
 
 CREATE FUNCTION webmon.uptime(since interval DEFAULT '1 day', monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
@@ -852,8 +885,9 @@ REVOKE ALL ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[])
 REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, timestamptz, timestamptz, bigint[]) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, timestamptz, timestamptz, bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;
 

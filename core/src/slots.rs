@@ -78,6 +78,30 @@ fn clamp(value: i128) -> i64 {
     i64::try_from(value).unwrap_or(if value < 0 { i64::MIN } else { i64::MAX })
 }
 
+/// How long a monitor's slots in [from, to) went unchecked, given how many results of its
+/// regions counted as checked: the slots its interval fits in the range per region, less those
+/// checked, times the interval, averaged over its regions. The slot still in flight at `now` is
+/// not counted yet; an interval below a second counts as a second. Microseconds, never
+/// negative.
+pub fn unmonitored_micros(
+    interval: i64,
+    regions: usize,
+    from: i64,
+    to: i64,
+    now: i64,
+    checked: i64,
+) -> i64 {
+    let step = i128::from(interval.max(1_000_000));
+    let regions = i128::try_from(regions.max(1)).unwrap_or(1);
+    let end = i128::from(to).min(i128::from(now) - step);
+    let slots = (end - i128::from(from)).max(0) / step * regions;
+    let missing = (slots - i128::from(checked)).max(0);
+    missing
+        .checked_mul(step)
+        .and_then(|total| i64::try_from(total / regions).ok())
+        .unwrap_or(i64::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +221,45 @@ mod tests {
         assert!(next_slot(i64::MIN, 60 * S, now) > now);
         assert_eq!(next_slot(i64::MAX - 1, i64::MAX, i64::MAX), i64::MAX);
         assert_eq!(slot_before(i64::MIN, 5), i64::MIN);
+    }
+
+    #[test]
+    fn unmonitored_time_counts_the_slots_without_a_check() {
+        const MIN: i64 = 60_000_000;
+        const HOUR: i64 = 60 * MIN;
+        // 50 hourly slots, 44 checked: 6 hours; the slot in flight at now is not counted.
+        assert_eq!(
+            unmonitored_micros(HOUR, 0, 0, 50 * HOUR, 51 * HOUR, 44),
+            6 * HOUR
+        );
+        assert_eq!(
+            unmonitored_micros(HOUR, 1, 0, 50 * HOUR, 50 * HOUR, 44),
+            5 * HOUR
+        );
+        // Two regions: their missing slots averaged.
+        assert_eq!(
+            unmonitored_micros(MIN, 2, 0, 10 * MIN, HOUR, 17),
+            MIN * 3 / 2
+        );
+        // More checks than slots, an empty or reversed range: nothing.
+        assert_eq!(unmonitored_micros(MIN, 1, 0, 10 * MIN, HOUR, 11), 0);
+        assert_eq!(unmonitored_micros(MIN, 1, 5 * MIN, 5 * MIN, HOUR, 0), 0);
+        assert_eq!(unmonitored_micros(MIN, 1, 5 * MIN, 0, HOUR, 0), 0);
+        // No interval below a second, no overflow.
+        assert_eq!(unmonitored_micros(0, 1, 0, 10_000_000, HOUR, 0), 10_000_000);
+        assert_eq!(
+            unmonitored_micros(i64::MAX, 1, i64::MIN, i64::MAX, i64::MAX, 0),
+            i64::MAX
+        );
+        assert!(
+            unmonitored_micros(
+                1_000_000,
+                usize::MAX,
+                i64::MIN,
+                i64::MAX,
+                i64::MAX,
+                i64::MIN
+            ) > 0
+        );
     }
 }

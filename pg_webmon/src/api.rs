@@ -169,6 +169,36 @@ fn slot_at(
     timestamp(slots::slot_at(micros(grid_start), interval, micros(at)), at)
 }
 
+/// How long a monitor's slots in [from_ts, to_ts) went unchecked, given how many results of
+/// its regions counted as checked (see `webmon_core::slots::unmonitored_micros`); its regions
+/// are the distinct non-empty ones of `regions` (none: one).
+#[pg_extern(stable, parallel_safe)]
+fn unmonitored_time(
+    check_interval: Interval,
+    regions: Option<Vec<Option<String>>>,
+    from_ts: TimestampWithTimeZone,
+    to_ts: TimestampWithTimeZone,
+    checked: i64,
+) -> Interval {
+    let interval = i64::try_from(check_interval.as_micros()).unwrap_or(i64::MAX);
+    let distinct: std::collections::HashSet<String> = regions
+        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter(|region| !region.is_empty())
+        .collect();
+    // SAFETY: reads the start time of the current transaction, always set inside one.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    Interval::from_micros(slots::unmonitored_micros(
+        interval,
+        distinct.len(),
+        micros(from_ts),
+        micros(to_ts),
+        now,
+        checked,
+    ))
+}
+
 /// Where a monitor's grid of slots starts (see `webmon_core::slots::grid_start`).
 #[pg_extern(immutable, parallel_safe)]
 fn grid_start(

@@ -67,6 +67,7 @@ extension_sql_file!(
         latency_percentile,
         latency_sum,
         latency_subtract,
+        unmonitored_time,
         timeline_add,
         timeline_combine,
         timeline_final,

@@ -1313,17 +1313,31 @@ mod tests {
                 OR r.cum_histogram IS DISTINCT FROM r.histogram_before",
         );
         assert_eq!(wrong, 0, "hourly rows whose running totals are wrong");
+        // The totals: the hourly rows and the steps of the hour in progress.
         let wrong_totals = one::<i64>(
             "SELECT count(*) FROM webmon.rollup_totals t
-             FULL JOIN (SELECT monitor_id, region, sum(good) AS good, sum(failed) AS failed, sum(maintenance) AS maintenance,
-                               webmon.latency_merge(latency_histogram) AS histogram
-                        FROM webmon.rollups_hourly GROUP BY 1, 2) h USING (monitor_id, region)
+             FULL JOIN (SELECT u.monitor_id, u.region, sum(u.good) AS good, sum(u.failed) AS failed,
+                               sum(u.maintenance) AS maintenance, webmon.latency_merge(u.latency_histogram) AS histogram
+                        FROM (SELECT h.monitor_id, h.region, h.good, h.failed, h.maintenance, h.latency_histogram
+                              FROM webmon.rollups_hourly h
+                              UNION ALL
+                              SELECT o.monitor_id, o.region, o.good, o.failed, o.maintenance, o.latency_histogram
+                              FROM webmon.rollup_state r,
+                                   webmon.results_summary(date_trunc('hour', r.rolled_up_to, 'UTC'), r.rolled_up_to) o) u
+                        GROUP BY 1, 2) h USING (monitor_id, region)
              WHERE (t.good, t.failed, t.maintenance, t.latency_histogram) IS DISTINCT FROM (h.good, h.failed, h.maintenance, h.histogram)",
         );
         assert_eq!(
             wrong_totals, 0,
-            "totals that are not what the hourly rows add up to"
+            "totals that are not what the hourly rows and the hour in progress add up to"
         );
+        // The hour in progress is in the totals: a test that sees the steps.
+        assert!(one::<bool>(
+            "SELECT (SELECT count(*) FROM webmon.rollup_state r,
+                            webmon.results_summary(date_trunc('hour', r.rolled_up_to, 'UTC'), r.rolled_up_to) o) = 0
+                    OR (SELECT count(*) FROM webmon.rollup_totals t, webmon.rollup_state r
+                        WHERE t.hour = date_trunc('hour', r.rolled_up_to, 'UTC')) > 0"
+        ));
     }
 
     /// Random results over the last 50 hours for monitors a, b (regions eu and us, a
@@ -1407,10 +1421,10 @@ mod tests {
         let wrong_hours = one::<i64>(&format!(
             "SELECT count(*) FROM webmon.rollups_hourly h
              FULL JOIN (SELECT s.*, g.hour FROM generate_series(date_trunc('hour', now() - interval '52 hours', 'UTC'),
-                                                                (SELECT rolled_up_to FROM webmon.rollup_state) - interval '1 microsecond',
+                                                                (SELECT date_trunc('hour', rolled_up_to, 'UTC') FROM webmon.rollup_state)
+                                                                    - interval '1 hour',
                                                                 interval '1 hour') g(hour),
-                               webmon.results_summary(g.hour, least(g.hour + interval '1 hour', (SELECT rolled_up_to FROM webmon.rollup_state)),
-                                                      ARRAY[{a}, {b}, {c}]) s) r
+                               webmon.results_summary(g.hour, g.hour + interval '1 hour', ARRAY[{a}, {b}, {c}]) s) r
                  ON (r.monitor_id, r.region, r.hour) = (h.monitor_id, h.region, h.hour)
              WHERE coalesce(h.monitor_id, r.monitor_id) IN ({a}, {b}, {c})
                AND (h.monitor_id IS NULL OR r.monitor_id IS NULL

@@ -220,9 +220,16 @@ async fn an_upgrade_from_0_8_0_keeps_rollups_gives_them_running_totals_and_equal
                          FROM webmon.rollups_hourly h
                          WINDOW w AS (PARTITION BY h.monitor_id, h.region ORDER BY h.hour)) x WHERE x.wrong),
                     (SELECT count(*) FROM webmon.rollup_totals t
-                     FULL JOIN (SELECT monitor_id, region, sum(good) AS good, sum(failed) AS failed,
-                                       webmon.latency_merge(latency_histogram) AS histogram
-                                FROM webmon.rollups_hourly GROUP BY 1, 2) h USING (monitor_id, region)
+                     FULL JOIN (SELECT u.monitor_id, u.region, sum(u.good) AS good, sum(u.failed) AS failed,
+                                       webmon.latency_merge(u.latency_histogram) AS histogram
+                                FROM (SELECT h.monitor_id, h.region, h.good, h.failed, h.latency_histogram
+                                      FROM webmon.rollups_hourly h
+                                      UNION ALL
+                                      -- The steps of the hour in progress.
+                                      SELECT o.monitor_id, o.region, o.good, o.failed, o.latency_histogram
+                                      FROM webmon.rollup_state r,
+                                           webmon.results_summary(date_trunc('hour', r.rolled_up_to, 'UTC'), r.rolled_up_to) o) u
+                                GROUP BY 1, 2) h USING (monitor_id, region)
                      WHERE (t.good, t.failed, t.latency_histogram) IS DISTINCT FROM (h.good, h.failed, h.histogram))",
             &[],
         )
@@ -272,9 +279,10 @@ async fn an_upgrade_from_0_7_0_keeps_leases_rolls_up_the_results_it_kept_and_equ
     assert!(rolled, "{}", cluster.server_log());
     let sums: (i64, i64) = db
         .query_one(
-            "SELECT (SELECT sum(checks) FROM webmon.rollups_hourly),
-                    (SELECT count(*) FROM webmon.metrics WHERE request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))
-                    + (SELECT count(*) FROM webmon.errors WHERE request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))",
+            "WITH closed AS (SELECT date_trunc('hour', rolled_up_to, 'UTC') AS before FROM webmon.rollup_state)
+             SELECT (SELECT sum(checks) FROM webmon.rollups_hourly),
+                    (SELECT count(*) FROM webmon.metrics, closed WHERE request_timestamp < closed.before)
+                    + (SELECT count(*) FROM webmon.errors, closed WHERE request_timestamp < closed.before)",
             &[],
         )
         .await

@@ -1,11 +1,12 @@
 //! `bench_rollups`: uptime over months at scale. 100,000 one-minute monitors with 30 days of
-//! history made with SQL (not by probing): hourly and daily rollups for the 30 days, raw
-//! results for the two edges a 30-day range reads (its first hour and the hour in progress),
-//! each monitor's job with its last result, a few open incidents; one monitor with a full
-//! year of rollups. Then, each the median of 5 runs after one to warm the cache:
-//! `uptime('30 days')` for all monitors, one monitor's 365-day `uptime_between`, all of
-//! `monitor_status`; the rollup of one live hour of raw results (µs per check); and the rows
-//! and bytes rollups take per monitor and year.
+//! history made with SQL (not by probing): the first hour of a 30-day range from one-minute
+//! results, rolled up by the maintenance steps (timed: the live cost of rollups); hourly rollups
+//! with running totals for the rest, daily rollups for the closed days; the hour in progress
+//! from results, rolled up to two minutes ago; each monitor's job with its last result, a few
+//! open incidents; one monitor with a full year of rollups. Then, each the median of 5 runs
+//! after one to warm the cache: `uptime('30 days')` and `uptime('1 day')` for all monitors, one
+//! monitor's 365-day `uptime_between`, all of `monitor_status`; and the bytes rollups take per
+//! monitor and year.
 //!
 //!   cargo run --release -p webmon-tests --bin bench_rollups -- [--monitors N]
 
@@ -105,7 +106,6 @@ async fn run() -> Result<()> {
     )
     .await?;
 
-    live_hour(&db, monitors).await?;
     sizes(&db).await?;
     Ok(())
 }
@@ -152,25 +152,102 @@ async fn make_history(db: &Client, monitors: i64) -> Result<()> {
          FROM unnest(ARRAY['webmon.rollups_hourly', 'webmon.rollups_daily']::regclass[]) p,
               LATERAL (SELECT min(range_start) AS first FROM webmon.partitions WHERE parent = p) f,
               generate_series(f.first - interval '390 days', f.first - interval '30 days', interval '30 days') s;
-         -- Sixteen hours of response times around 40 ms, to pick from.
+         -- Sixteen hours of one-minute results around 40 ms to pick from: what each adds up to,
+         -- and its timeline.
          CREATE TABLE hours AS
-         SELECT k, webmon.latency_histogram((30 + 20 * random() + CASE WHEN random() < 0.02 THEN 500 ELSE 0 END)::real) AS h
-         FROM generate_series(0, 15) k, generate_series(1, 60) g GROUP BY k;"
+         SELECT k, count(*) FILTER (WHERE s = 0)::int AS good, count(*) FILTER (WHERE s = 1)::int AS failed,
+                webmon.latency_histogram(ms) AS h, webmon.result_timeline(us, s, ms) AS timeline
+         FROM (SELECT k, g * 60000000::bigint + k * 1000 AS us, CASE WHEN (g + k) % 31 = 0 THEN 1 ELSE 0 END AS s,
+                      (30 + 20 * random() + CASE WHEN random() < 0.02 THEN 500 ELSE 0 END)::real AS ms
+               FROM generate_series(0, 15) k, generate_series(0, 59) g) r
+         GROUP BY k;
+         -- Running totals of n of those hours in turn, from hour k on.
+         CREATE TABLE sums (k int, n int, good bigint, failed bigint, h bytea, PRIMARY KEY (k, n));
+         DO $$
+         DECLARE
+             total_good bigint; total_failed bigint; total_h bytea; part record;
+         BEGIN
+             FOR first_k IN 0..15 LOOP
+                 total_good := 0; total_failed := 0; total_h := NULL;
+                 FOR i IN 0..8800 LOOP
+                     INSERT INTO sums VALUES (first_k, i, total_good, total_failed, total_h);
+                     SELECT * INTO part FROM hours WHERE hours.k = (first_k + i) % 16;
+                     total_good := total_good + part.good; total_failed := total_failed + part.failed;
+                     total_h := webmon.latency_sum(total_h, part.h);
+                 END LOOP;
+             END LOOP;
+         END
+         $$;
+         -- first: the hour a 30-day range starts in; rolled: the start of the hour in progress.
+         CREATE TABLE bounds AS
+         SELECT date_trunc('hour', now() - interval '30 days', 'UTC') AS first,
+                date_trunc('hour', now() - interval '1 day', 'UTC') AS day_ago,
+                date_trunc('hour', webmon.rollups_closed_before(now()), 'UTC') AS rolled;
+         -- Monitor 1: a year of history before that hour.
+         INSERT INTO webmon.rollups_hourly (monitor_id, region, hour, checks, good, failed, maintenance, unmonitored,
+                                            responses, latency_min_ms, latency_max_ms, latency_sum_ms,
+                                            latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
+                                            cum_histogram)
+         SELECT 1, '', hr, 60, hh.good, hh.failed, 0, 0, 60, 30, 530, 2400, hh.h, hh.timeline, s.good, s.failed, 0, s.h
+         FROM bounds b
+         CROSS JOIN generate_series(1, 366 * 24) g(n)
+         CROSS JOIN LATERAL (SELECT b.first - (366 * 24 - g.n + 1) * interval '1 hour' AS hr) t
+         JOIN hours hh ON hh.k = (g.n - 1) % 16
+         JOIN sums s ON s.k = 0 AND s.n = g.n - 1;
+         INSERT INTO webmon.rollup_totals SELECT 1, '', s.good, s.failed, 0, s.h FROM sums s WHERE s.k = 0 AND s.n = 366 * 24;
+         -- One-minute results of every monitor in the first hour (history: the late-result
+         -- trigger is off).
+         ALTER TABLE webmon.metrics DISABLE TRIGGER metrics_note_late;
+         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
+         SELECT b.first + k * interval '1 minute' + (m % 60) * interval '1 second',
+                m, (30 + 20 * random())::real, CASE WHEN random() < 0.01 THEN 503 ELSE 200 END, 1
+         FROM bounds b, generate_series(1, {monitors}) m, generate_series(0, 59) k;
+         ALTER TABLE webmon.metrics ENABLE TRIGGER metrics_note_late;
+         ANALYZE webmon.metrics;"
     ))
     .await?;
-    // Hourly rollups up to the last closed hour (as the maintenance worker leaves them), 30 days
-    // for each monitor and a full year for monitor 1; daily rollups for the closed days.
+    // That hour rolled up as the maintenance worker does, in twelve five-minute steps added to
+    // the hour: the live cost of rollups.
+    let start = Instant::now();
+    for step in 0..12 {
+        db.execute(
+            "SELECT webmon.rollup_hour(b.first, b.first + $1 * interval '5 minutes',
+                                       b.first + ($1 + 1) * interval '5 minutes') FROM bounds b",
+            &[&f64::from(step)],
+        )
+        .await?;
+    }
+    let elapsed = start.elapsed();
+    let checks = monitors * 60;
+    println!(
+        "Rollup of one live hour in twelve five-minute steps ({checks} results): {:.1} s, {:.2} µs per stored check (one backend).",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / checks as f64
+    );
+    // Hourly rollups of every monitor after it up to the hour in progress (as the maintenance
+    // worker leaves them, hour by hour) with their running totals; the hour a 1-day range
+    // starts in with its timeline (the others without: the disk of a test machine; no range
+    // measured here reads them). Daily rollups for the closed days.
     db.batch_execute(&format!(
-        "CREATE TABLE bounds AS SELECT date_trunc('hour', now() - interval '2 minutes', 'UTC') AS rolled;
-         INSERT INTO webmon.rollups_hourly
-         SELECT t.m, '', t.hr, 60, 59 - t.x % 2, t.x % 2, 0, 0,
-                CASE WHEN t.x % 2 = 1 THEN '{{\"timeout\": 1}}'::jsonb END, 60 - t.x % 2, 30, 530, 2400, h.h
-         -- Hour by hour, as the maintenance worker writes them (time order).
-         FROM (SELECT m, hr, m + extract(epoch FROM hr)::bigint / 3600 AS x
-               FROM bounds,
-                    generate_series(rolled - interval '366 days', rolled - interval '1 hour', interval '1 hour') hr,
-                    LATERAL generate_series(1, CASE WHEN hr >= rolled - interval '31 days' THEN {monitors} ELSE 1 END) m) t
-         JOIN hours h ON h.k = t.x % 16;
+        "INSERT INTO webmon.rollups_hourly (monitor_id, region, hour, checks, good, failed, maintenance, unmonitored,
+                                            responses, latency_min_ms, latency_max_ms, latency_sum_ms,
+                                            latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
+                                            cum_histogram)
+         SELECT t.m, '', t.hr, 60, hh.good, hh.failed, 0, 0, 60, 30, 530, 2400, hh.h,
+                CASE WHEN t.hr = b.day_ago THEN hh.timeline END,
+                tot.good + s.good, tot.failed + s.failed, 0, webmon.latency_sum(tot.latency_histogram, s.h)
+         FROM bounds b
+         CROSS JOIN LATERAL (SELECT hr, m, (extract(epoch FROM hr - b.first)::int / 3600) - 1 AS n
+                             FROM generate_series(b.first + interval '1 hour', b.rolled - interval '1 hour', interval '1 hour') hr,
+                                  generate_series(1, {monitors}) m) t
+         JOIN webmon.rollup_totals tot ON tot.monitor_id = t.m AND tot.region = ''
+         JOIN hours hh ON hh.k = (t.m % 16 + t.n) % 16
+         JOIN sums s ON s.k = t.m % 16 AND s.n = t.n
+         ORDER BY t.hr;
+         UPDATE webmon.rollup_totals t SET good = t.good + s.good, failed = t.failed + s.failed,
+                latency_histogram = webmon.latency_sum(t.latency_histogram, s.h)
+         FROM bounds b, sums s
+         WHERE s.k = t.monitor_id % 16 AND s.n = extract(epoch FROM b.rolled - b.first)::int / 3600 - 1;
          INSERT INTO webmon.rollups_daily
          SELECT h.monitor_id, h.region, date_trunc('day', h.hour, 'UTC') AS day, sum(h.checks), sum(h.good), sum(h.failed),
                 0, 0, webmon.sum_error_kinds(array_agg(h.error_kinds)), sum(h.responses), min(h.latency_min_ms),
@@ -181,19 +258,14 @@ async fn make_history(db: &Client, monitors: i64) -> Result<()> {
          ORDER BY 3;"
     ))
     .await?;
-    // Raw results at the edges of a 30-day range: its first hour, and from the last
-    // rolled-up hour to now; each monitor's job keeps its last one.
+    // The hour in progress: results up to now, rolled up by the maintenance steps up to two
+    // minutes ago; each monitor's job keeps its last one.
     db.batch_execute(&format!(
-        "-- History, not late results: the trigger that notes those is off while it is written.
-         ALTER TABLE webmon.metrics DISABLE TRIGGER metrics_note_late;
+        "ALTER TABLE webmon.metrics DISABLE TRIGGER metrics_note_late;
          INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
          SELECT t.t, m, (30 + 20 * random())::real, CASE WHEN random() < 0.01 THEN 503 ELSE 200 END, 1
          FROM bounds b, generate_series(1, {monitors}) m,
-              LATERAL (SELECT generate_series(now() - interval '30 days 5 minutes' + (m % 60) * interval '1 second',
-                                              date_trunc('hour', now() - interval '30 days', 'UTC') + interval '1 hour',
-                                              interval '1 minute') AS t
-                       UNION ALL
-                       SELECT generate_series(b.rolled + (m % 60) * interval '1 second', now(), interval '1 minute')) t;
+              LATERAL generate_series(b.rolled + (m % 60) * interval '1 second', now(), interval '1 minute') t(t);
          ALTER TABLE webmon.metrics ENABLE TRIGGER metrics_note_late;
          INSERT INTO webmon.rollup_state (rolled_up_to, flagged_before) SELECT rolled, rolled FROM bounds
          ON CONFLICT (only_row) DO UPDATE SET rolled_up_to = EXCLUDED.rolled_up_to, flagged_before = EXCLUDED.flagged_before;
@@ -203,93 +275,55 @@ async fn make_history(db: &Client, monitors: i64) -> Result<()> {
          SELECT m, 'down', now() - interval '1 hour', 'bench', 3, now() FROM generate_series(1, {monitors}, 1000) m;"
     ))
     .await?;
-    let edge: f64 = db
-        .query_one(
-            "SELECT extract(epoch FROM now() - rolled)::float8 / 60 FROM bounds",
-            &[],
-        )
-        .await?
-        .get(0);
-    println!("(the range's end reads {edge:.0} minutes of raw results, its start up to 65)");
-    Ok(())
-}
-
-/// One live hour of raw results (every monitor, every minute) rolled up by
-/// `webmon.run_rollups()`, as the maintenance worker does each hour.
-async fn live_hour(db: &Client, monitors: i64) -> Result<()> {
-    // The last rolled-up hour, rolled up again from a full hour of results: written first
-    // (history: the late-result trigger is off), then handed back to the rollups, then timed
-    // until it is rolled up (by this session or the maintenance worker, whichever comes first).
-    db.batch_execute(&format!(
-        "ALTER TABLE webmon.metrics DISABLE TRIGGER metrics_note_late;
-         INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code, probe_id)
-         SELECT b.rolled - interval '1 hour' + k * interval '1 minute' + (m % 60) * interval '1 second',
-                m, (30 + 20 * random())::real, CASE WHEN random() < 0.01 THEN 503 ELSE 200 END, 1
-         FROM bounds b, generate_series(1, {monitors}) m, generate_series(0, 59) k;
-         ALTER TABLE webmon.metrics ENABLE TRIGGER metrics_note_late;"
-    ))
-    .await?;
-    db.batch_execute("VACUUM ANALYZE webmon.metrics").await?;
-    db.batch_execute(
-        "DELETE FROM webmon.rollups_hourly WHERE hour = (SELECT rolled FROM bounds) - interval '1 hour';
-         UPDATE webmon.rollup_state SET rolled_up_to = (SELECT rolled FROM bounds) - interval '1 hour',
-                                        flagged_before = greatest(flagged_before, (SELECT rolled FROM bounds));",
-    )
-    .await?;
-    let start = Instant::now();
-    let done: i32 = loop {
-        // The maintenance worker may take the hour first: then it is timed here too.
-        let rolled: bool = db
+    loop {
+        let caught_up: bool = db
             .query_one(
-                "SELECT rolled_up_to >= (SELECT rolled FROM bounds)
-                        AND EXISTS (SELECT 1 FROM webmon.rollups_hourly WHERE hour = (SELECT rolled FROM bounds) - interval '1 hour')
-                 FROM webmon.rollup_state",
+                "SELECT rolled_up_to >= webmon.rollups_closed_before(now()) FROM webmon.rollup_state",
                 &[],
             )
             .await?
             .get(0);
-        if rolled {
-            break 1;
+        if caught_up {
+            break;
         }
-        let n: i32 = db
-            .query_one("SELECT webmon.run_rollups(1)", &[])
-            .await?
-            .get(0);
-        if n > 0 {
-            break n;
-        }
+        db.execute("SELECT webmon.run_rollups(1)", &[]).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let elapsed = start.elapsed();
-    let checks = monitors * 60;
-    println!(
-        "\nRollup of one live hour ({checks} results, {done} run): {:.1} s, {:.2} µs per stored check (one backend).",
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1e6 / checks as f64
-    );
+    }
+    let tail: f64 = db
+        .query_one(
+            "SELECT extract(epoch FROM now() - rolled_up_to)::float8 / 60 FROM webmon.rollup_state",
+            &[],
+        )
+        .await?
+        .get(0);
+    println!("(a range up to now reads the last {tail:.1} minutes from the results)");
     Ok(())
 }
 
+/// Bytes per row as the maintenance worker writes them: hourly rows of the hour rolled up
+/// live (with their timelines; the generated ones have none), daily rows as generated; each
+/// with its share of the indexes.
 async fn sizes(db: &Client) -> Result<()> {
     let row = db
         .query_one(
-            "SELECT (SELECT count(*) FROM webmon.rollups_hourly),
-                    (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
-                     WHERE inhparent = 'webmon.rollups_hourly'::regclass),
-                    (SELECT count(*) FROM webmon.rollups_daily),
-                    (SELECT sum(pg_total_relation_size(inhrelid))::bigint FROM pg_inherits
-                     WHERE inhparent = 'webmon.rollups_daily'::regclass)",
+            "SELECT (SELECT avg(pg_column_size(h.*) + 4)::float8 FROM webmon.rollups_hourly h, bounds b WHERE h.hour = b.first),
+                    (SELECT sum(pg_indexes_size(inhrelid))::float8 FROM pg_inherits
+                     WHERE inhparent = 'webmon.rollups_hourly'::regclass)
+                    / (SELECT count(*) FROM webmon.rollups_hourly),
+                    (SELECT avg(pg_column_size(t.timeline))::float8 FROM webmon.rollups_hourly t, bounds b WHERE t.hour = b.first),
+                    (SELECT sum(pg_total_relation_size(inhrelid))::float8 FROM pg_inherits
+                     WHERE inhparent = 'webmon.rollups_daily'::regclass)
+                    / (SELECT count(*) FROM webmon.rollups_daily)",
             &[],
         )
         .await?;
-    let (hours, hour_bytes, days, day_bytes): (i64, i64, i64, i64) =
+    let (tuple, index, timeline, per_day): (f64, f64, f64, f64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    let per_hour = hour_bytes as f64 / hours.max(1) as f64;
-    let per_day = day_bytes as f64 / days.max(1) as f64;
+    let per_hour = tuple + index;
     let year = 8760.0 * per_hour + 365.0 * per_day;
     println!(
-        "Rollups on disk (with indexes): {per_hour:.0} B per hourly row ({hours} rows), {per_day:.0} B per daily row ({days} rows); \
-         per monitor and region a year: 8,760 + 365 rows, {:.2} MiB.",
+        "Rollups on disk: {per_hour:.0} B per hourly row ({tuple:.0} B row, of which {timeline:.0} B timeline, + {index:.0} B of indexes), \
+         {per_day:.0} B per daily row with indexes; per monitor and region a year: 8,760 + 365 rows, {:.2} MiB.",
         year / 1_048_576.0
     );
     Ok(())
