@@ -86,8 +86,8 @@ COMMENT ON FUNCTION webmon.timeline_deserialize(bytea, internal) IS
     'pg_webmon: deserial function of webmon.result_timeline (parallel plans).';
 COMMENT ON FUNCTION webmon.timeline_counts(bytea, bigint) IS
     'pg_webmon: of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, how many were {good, failed, maintenance, unmonitored}.';
-COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint) IS
-    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start.';
+COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint, bytea) IS
+    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, added to a histogram (plus: the running totals before the hour).';
 REVOKE ALL ON FUNCTION webmon.run_maintenance() FROM PUBLIC;
 
 -- The scheduler's look for monitors it cannot run reads this index, empty in normal

@@ -122,10 +122,11 @@ IMMUTABLE STRICT PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'timeline_counts_wrapper';
 CREATE  FUNCTION "timeline_histogram"(
-	"timeline" bytea, /* & [u8] */
-	"before_us" bigint /* i64 */
+	"timeline" bytea, /* Option < & [u8] > */
+	"before_us" bigint, /* Option < i64 > */
+	"plus" bytea /* Option < & [u8] > */
 ) RETURNS bytea /* :: std :: option :: Option < Vec < u8 > > */
-IMMUTABLE STRICT PARALLEL SAFE
+IMMUTABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'timeline_histogram_wrapper';
 COMMENT ON FUNCTION webmon.unmonitored_time(interval, text[], timestamptz, timestamptz, bigint) IS
@@ -146,8 +147,8 @@ COMMENT ON FUNCTION webmon.timeline_deserialize(bytea, internal) IS
     'pg_webmon: deserial function of webmon.result_timeline (parallel plans).';
 COMMENT ON FUNCTION webmon.timeline_counts(bytea, bigint) IS
     'pg_webmon: of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, how many were {good, failed, maintenance, unmonitored}.';
-COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint) IS
-    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start.';
+COMMENT ON FUNCTION webmon.timeline_histogram(bytea, bigint, bytea) IS
+    'pg_webmon: the latency histogram of the results of an hour''s timeline earlier than before_us microseconds after the hour''s start, added to a histogram (plus: the running totals before the hour).';
 
 CREATE AGGREGATE webmon.result_timeline(bigint, int, real) (
     SFUNC = webmon.timeline_add,
@@ -213,7 +214,9 @@ BEGIN ATOMIC
         WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
           AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
     ) x
-    JOIN webmon.monitors m ON m.id = x.monitor_id;
+    JOIN webmon.monitors m ON m.id = x.monitor_id
+    -- Each result's status computed once, however many aggregates read it.
+    OFFSET 0;
 END;
 COMMENT ON FUNCTION webmon.classified_results(timestamptz, timestamptz, bigint[]) IS
     'pg_webmon: the results of monitors (all when monitor_ids is NULL) in [from_ts, to_ts), each with how it counts in rollups (webmon.result_status).';
@@ -252,10 +255,11 @@ COMMENT ON FUNCTION webmon.sum_error_kinds(jsonb[]) IS
 -- Adds the results in [from_ts, to_ts), a step of the hour in progress, to the totals of their
 -- monitors and regions; the first time in an hour, what the totals were before it is kept
 -- (before_*), for the hour's rows when it closes.
+-- PL/pgSQL (as write_hourly_rollups): planned for its own times, partitions pruned.
 CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz)
 RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
     WITH fresh AS (
         SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
                count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
@@ -280,7 +284,8 @@ BEGIN ATOMIC
            date_trunc('hour', add_to_totals.from_ts, 'UTC')
     FROM fresh f
     WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
-END;
+END
+$$;
 COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
     'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals. Called by webmon.run_rollups().';
 
@@ -289,10 +294,12 @@ COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
 -- totals become those plus the hour (late results of the hour included). With `again`, an hour
 -- rolled up before: its rows are replaced, and the running totals of the later hours and the
 -- totals change by as much as the rows did.
+-- PL/pgSQL: planned for its own hour and monitors (partitions pruned, the right index).
 CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, monitor_ids bigint[], again boolean)
 RETURNS void
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
-BEGIN ATOMIC
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+#variable_conflict use_column
+BEGIN
     WITH fresh AS (
         SELECT * FROM webmon.results_summary(write_hourly_rollups.hour, write_hourly_rollups.hour + interval '1 hour', monitor_ids)
     ), old AS (
@@ -329,14 +336,19 @@ BEGIN ATOMIC
                                            latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
                                            cum_histogram)
         -- A monitor and region new in an hour written again start from the running totals of
-        -- their next hour, or else from their totals.
+        -- their next hour, or else from their totals (before the steps of a later hour).
         SELECT f.monitor_id, f.region, write_hourly_rollups.hour, f.checks, f.good, f.failed, f.maintenance,
                f.unmonitored, f.error_kinds, f.responses, f.latency_min_ms, f.latency_max_ms, f.latency_sum_ms,
                f.latency_histogram, f.timeline,
-               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_good, 0) ELSE coalesce(x.cum_good, t.good, 0) END,
-               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_failed, 0) ELSE coalesce(x.cum_failed, t.failed, 0) END,
-               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_maintenance, 0) ELSE coalesce(x.cum_maintenance, t.maintenance, 0) END,
-               CASE WHEN NOT again OR c.had_row THEN c.cum_histogram WHEN x.found THEN x.cum_histogram ELSE t.latency_histogram END
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_good, 0)
+                    ELSE coalesce(x.cum_good, CASE WHEN t.hour > write_hourly_rollups.hour THEN t.before_good ELSE t.good END, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_failed, 0)
+                    ELSE coalesce(x.cum_failed, CASE WHEN t.hour > write_hourly_rollups.hour THEN t.before_failed ELSE t.failed END, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN coalesce(c.cum_maintenance, 0)
+                    ELSE coalesce(x.cum_maintenance, CASE WHEN t.hour > write_hourly_rollups.hour THEN t.before_maintenance
+                                                          ELSE t.maintenance END, 0) END,
+               CASE WHEN NOT again OR c.had_row THEN c.cum_histogram WHEN x.found THEN x.cum_histogram
+                    WHEN t.hour > write_hourly_rollups.hour THEN t.before_histogram ELSE t.latency_histogram END
         FROM fresh f
         JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
         LEFT JOIN webmon.rollup_totals t ON again AND NOT c.had_row AND (t.monitor_id, t.region) = (f.monitor_id, f.region)
@@ -385,7 +397,8 @@ BEGIN ATOMIC
     FROM fresh f
     JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
     WHERE NOT c.has_totals;
-END;
+END
+$$;
 COMMENT ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) IS
     'pg_webmon: write the hourly rollups of one UTC hour from its results, for every monitor or those in monitor_ids: once it has closed (starting from the totals before it), or again (in place of its rows; the running totals after them and the totals follow). Called by webmon.rollup_hour().';
 
@@ -590,58 +603,76 @@ COMMENT ON FUNCTION webmon.run_rollups(int, int) IS
 -- hour. One row per monitor and region, whatever the time.
 CREATE FUNCTION webmon.rollups_before(at_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, region text, good bigint, failed bigint, maintenance bigint,
-               latency_histogram bytea)
+               latency_histogram bytea, total_good bigint, total_failed bigint, total_maintenance bigint,
+               total_histogram bytea)
 LANGUAGE sql STABLE
 BEGIN ATOMIC
+    -- From rolled_up_to on: the totals; in the hour in progress before it: the totals before
+    -- that hour. (Each branch runs only for its times.)
     SELECT t.monitor_id, t.region,
-           CASE WHEN at_ts >= s.rolled_up_to THEN t.good
-                WHEN e.monitor_id IS NOT NULL THEN e.cum_good + coalesce(c.counts[1], r.good, 0)
+           CASE WHEN at_ts < s.rolled_up_to AND t.hour = s.open_hour THEN t.before_good ELSE t.good END,
+           CASE WHEN at_ts < s.rolled_up_to AND t.hour = s.open_hour THEN t.before_failed ELSE t.failed END,
+           CASE WHEN at_ts < s.rolled_up_to AND t.hour = s.open_hour THEN t.before_maintenance ELSE t.maintenance END,
+           CASE WHEN at_ts < s.rolled_up_to AND t.hour = s.open_hour THEN t.before_histogram ELSE t.latency_histogram END,
+           t.good, t.failed, t.maintenance, t.latency_histogram
+    FROM (SELECT r.rolled_up_to, date_trunc('hour', r.rolled_up_to, 'UTC') AS open_hour
+          FROM webmon.rollup_state r
+          WHERE at_ts >= date_trunc('hour', r.rolled_up_to, 'UTC')) s
+    CROSS JOIN webmon.rollup_totals t
+    WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids)
+    UNION ALL
+    -- Before the hour in progress: the running totals of the hour at_ts falls in, and its part.
+    SELECT t.monitor_id, t.region,
+           CASE WHEN e.monitor_id IS NOT NULL THEN e.cum_good + coalesce(c.counts[1], r.good, 0)
                 WHEN n.found THEN n.cum_good
                 WHEN t.hour = s.open_hour THEN t.before_good ELSE t.good END,
-           CASE WHEN at_ts >= s.rolled_up_to THEN t.failed
-                WHEN e.monitor_id IS NOT NULL THEN e.cum_failed + coalesce(c.counts[2], r.failed, 0)
+           CASE WHEN e.monitor_id IS NOT NULL THEN e.cum_failed + coalesce(c.counts[2], r.failed, 0)
                 WHEN n.found THEN n.cum_failed
                 WHEN t.hour = s.open_hour THEN t.before_failed ELSE t.failed END,
-           CASE WHEN at_ts >= s.rolled_up_to THEN t.maintenance
-                WHEN e.monitor_id IS NOT NULL THEN e.cum_maintenance + coalesce(c.counts[3], r.maintenance, 0)
+           CASE WHEN e.monitor_id IS NOT NULL THEN e.cum_maintenance + coalesce(c.counts[3], r.maintenance, 0)
                 WHEN n.found THEN n.cum_maintenance
                 WHEN t.hour = s.open_hour THEN t.before_maintenance ELSE t.maintenance END,
-           CASE WHEN at_ts >= s.rolled_up_to THEN t.latency_histogram
-                WHEN e.monitor_id IS NOT NULL
-                    THEN webmon.latency_sum(e.cum_histogram, CASE WHEN c.counts IS NOT NULL THEN c.histogram
-                                                                  ELSE r.latency_histogram END)
+           CASE WHEN e.timeline IS NOT NULL
+                    THEN webmon.timeline_histogram(e.timeline, webmon.microseconds_into_hour(at_ts), e.cum_histogram)
+                WHEN e.monitor_id IS NOT NULL THEN webmon.latency_sum(e.cum_histogram, r.latency_histogram)
                 WHEN n.found THEN n.cum_histogram
-                WHEN t.hour = s.open_hour THEN t.before_histogram ELSE t.latency_histogram END
-    FROM (SELECT r.rolled_up_to, date_trunc('hour', r.rolled_up_to, 'UTC') AS open_hour
-          FROM webmon.rollup_state r) s
+                WHEN t.hour = s.open_hour THEN t.before_histogram ELSE t.latency_histogram END,
+           t.good, t.failed, t.maintenance, t.latency_histogram
+    FROM (SELECT date_trunc('hour', r.rolled_up_to, 'UTC') AS open_hour
+          FROM webmon.rollup_state r
+          WHERE at_ts < date_trunc('hour', r.rolled_up_to, 'UTC')) s
     CROSS JOIN webmon.rollup_totals t
     LEFT JOIN webmon.rollups_hourly e
-           ON at_ts < s.open_hour AND e.hour = date_trunc('hour', at_ts, 'UTC')
-          AND e.monitor_id = t.monitor_id AND e.region = t.region
+           ON e.hour = date_trunc('hour', at_ts, 'UTC') AND e.monitor_id = t.monitor_id AND e.region = t.region
     LEFT JOIN LATERAL (
-        SELECT webmon.timeline_counts(e.timeline, webmon.microseconds_into_hour(at_ts)) AS counts,
-               webmon.timeline_histogram(e.timeline, webmon.microseconds_into_hour(at_ts)) AS histogram
+        SELECT webmon.timeline_counts(e.timeline, webmon.microseconds_into_hour(at_ts)) AS counts
         WHERE e.timeline IS NOT NULL
     ) c ON true
-    -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results
-    -- (OFFSET 0 keeps the test inside, so that other rows skip the read).
+    -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results.
+    -- (The tests on e stay outside the subqueries below, so that other rows skip them.)
     LEFT JOIN LATERAL (
-        SELECT x.good, x.failed, x.maintenance, x.latency_histogram
-        FROM webmon.results_summary(e.hour, at_ts, ARRAY[t.monitor_id]) x
-        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL AND x.region = t.region
-        OFFSET 0
+        SELECT q.* FROM (
+            SELECT x.good, x.failed, x.maintenance, x.latency_histogram
+            FROM webmon.results_summary(e.hour, at_ts, ARRAY[t.monitor_id]) x
+            WHERE x.region = t.region
+            LIMIT 1
+        ) q
+        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL
     ) r ON true
+    -- No row in that hour: the next hour's running totals.
     LEFT JOIN LATERAL (
-        SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
-        FROM webmon.rollups_hourly l
-        WHERE at_ts < s.open_hour AND e.monitor_id IS NULL AND l.monitor_id = t.monitor_id AND l.region = t.region
-          AND l.hour > date_trunc('hour', at_ts, 'UTC')
-        ORDER BY l.hour LIMIT 1
+        SELECT q.* FROM (
+            SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
+            FROM webmon.rollups_hourly l
+            WHERE l.monitor_id = t.monitor_id AND l.region = t.region AND l.hour > date_trunc('hour', at_ts, 'UTC')
+            ORDER BY l.hour LIMIT 1
+        ) q
+        WHERE e.monitor_id IS NULL
     ) n ON true
     WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids);
 END;
 COMMENT ON FUNCTION webmon.rollups_before(timestamptz, bigint[]) IS
-    'pg_webmon: per monitor (those in monitor_ids, or all) and region, the good, failed and maintenance checks and the latency histogram of everything rolled up before at_ts (from rollup_state.rolled_up_to on: all of it; a time in the hour in progress before that reads as the start of that hour), from one hourly row.';
+    'pg_webmon: per monitor (those in monitor_ids, or all) and region, the good, failed and maintenance checks and the latency histogram of everything rolled up before at_ts (from rollup_state.rolled_up_to on: all of it; a time in the hour in progress before that reads as the start of that hour), from one hourly row; and the same of everything rolled up (total_*).';
 
 CREATE OR REPLACE FUNCTION webmon.uptime_between(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS TABLE (monitor_id bigint, url text, checks bigint, failures bigint, uptime_pct numeric,
@@ -670,35 +701,38 @@ BEGIN
     RETURN QUERY
     -- Each part read once (MATERIALIZED) and joined by hashing: a plan that stays the same for
     -- one monitor and for all of them.
-    WITH ends AS MATERIALIZED (
-        SELECT * FROM webmon.rollups_before(split, monitor_ids) WHERE from_ts < split
-    ), starts AS MATERIALIZED (
+    WITH starts AS MATERIALIZED (
         SELECT * FROM webmon.rollups_before(from_ts, monitor_ids) WHERE from_ts < split
-    ), rolled_up AS (
-        -- What the rollups hold before the end, less what they hold before the start.
-        SELECT e.monitor_id, sum(e.good - coalesce(b.good, 0)) AS good, sum(e.failed - coalesce(b.failed, 0)) AS failed,
-               sum(e.maintenance - coalesce(b.maintenance, 0)) AS maintenance,
-               webmon.latency_merge(webmon.latency_subtract(e.latency_histogram, b.latency_histogram)) AS histogram
+    ), ends AS MATERIALIZED (
+        SELECT * FROM webmon.rollups_before(split, monitor_ids) WHERE from_ts < split AND split < rolled
+    ), parts AS (
+        -- Rolled up: what the rollups hold before the end, less what they hold before the start.
+        -- An end at rolled_up_to (the usual case) is the totals, read with the start.
+        SELECT b.monitor_id, b.total_good - b.good AS good, b.total_failed - b.failed AS failed,
+               b.total_maintenance - b.maintenance AS maintenance,
+               webmon.latency_subtract(b.total_histogram, b.latency_histogram) AS histogram
+        FROM starts b
+        WHERE split = rolled
+        UNION ALL
+        SELECT e.monitor_id, e.good - coalesce(b.good, 0), e.failed - coalesce(b.failed, 0),
+               e.maintenance - coalesce(b.maintenance, 0),
+               webmon.latency_subtract(e.latency_histogram, b.latency_histogram)
         FROM ends e
         LEFT JOIN starts b ON (b.monitor_id, b.region) = (e.monitor_id, e.region)
-        GROUP BY e.monitor_id
-    ), recent AS (
+        WHERE split < rolled
+        UNION ALL
         -- Not rolled up yet: the results themselves.
-        SELECT r.monitor_id, count(*) FILTER (WHERE r.status = 0) AS good,
-               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
-               webmon.latency_histogram(r.response_time_ms) AS histogram
+        SELECT r.monitor_id, count(*) FILTER (WHERE r.status = 0), count(*) FILTER (WHERE r.status = 1),
+               count(*) FILTER (WHERE r.status = 2), webmon.latency_histogram(r.response_time_ms)
         FROM webmon.classified_results(split, to_ts, monitor_ids) r
         WHERE split < to_ts
         GROUP BY r.monitor_id
     ), totals AS (
-        SELECT coalesce(u.monitor_id, n.monitor_id) AS monitor_id,
-               coalesce(u.good, 0) + coalesce(n.good, 0) AS good,
-               coalesce(u.failed, 0) + coalesce(n.failed, 0) AS failed,
-               coalesce(u.good, 0) + coalesce(n.good, 0) + coalesce(u.failed, 0) + coalesce(n.failed, 0)
-                   + coalesce(u.maintenance, 0) + coalesce(n.maintenance, 0) AS checked,
-               webmon.latency_sum(u.histogram, n.histogram) AS histogram
-        FROM rolled_up u
-        FULL JOIN recent n ON n.monitor_id = u.monitor_id
+        SELECT p.monitor_id, sum(p.good) AS good, sum(p.failed) AS failed,
+               sum(p.good) + sum(p.failed) + sum(p.maintenance) AS checked,
+               webmon.latency_merge(p.histogram) AS histogram
+        FROM parts p
+        GROUP BY p.monitor_id
     )
     SELECT m.id, m.url,
            coalesce(t.good + t.failed, 0)::bigint,

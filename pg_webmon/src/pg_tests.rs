@@ -1460,6 +1460,15 @@ mod tests {
                 "now() - interval '25 hours 58 minutes'",
             ),
             ("now() - interval '36 hours'", "now() - interval '36 hours'"),
+            // Ends just before how far the rollups go, and inside the hour in progress.
+            (
+                "now() - interval '30 hours 1 second'",
+                "(SELECT rolled_up_to - interval '1 minute' FROM webmon.rollup_state)",
+            ),
+            (
+                "(SELECT date_trunc('hour', rolled_up_to, 'UTC') - interval '10 minutes' FROM webmon.rollup_state)",
+                "(SELECT rolled_up_to + interval '1 second' FROM webmon.rollup_state)",
+            ),
         ];
         for (from, to) in ranges {
             for monitor in [a, b, c] {

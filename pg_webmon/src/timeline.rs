@@ -6,6 +6,7 @@
 
 use pgrx::prelude::*;
 use pgrx::{Internal, PgMemoryContexts};
+use webmon_core::latency::Histogram;
 use webmon_core::timeline::{self, InvalidTimeline, Part, Status};
 
 /// The timeline of an aggregate's state, made in the aggregate's memory context the first time.
@@ -134,9 +135,26 @@ fn timeline_counts(timeline: &[u8], before_us: i64) -> Vec<i64> {
 }
 
 /// The latency histogram of the results of a timeline earlier than `before_us` microseconds
-/// after its hour's start; NULL when none got a response.
-#[pg_extern(immutable, parallel_safe, strict)]
-fn timeline_histogram(timeline: &[u8], before_us: i64) -> Option<Vec<u8>> {
-    let histogram = part(timeline, before_us).histogram;
+/// after its hour's start, added to `plus` (the running totals before the hour): what the
+/// rollups hold before that time. NULL arguments count as empty; NULL when the sum is.
+#[pg_extern(immutable, parallel_safe)]
+fn timeline_histogram(
+    timeline: Option<&[u8]>,
+    before_us: Option<i64>,
+    plus: Option<&[u8]>,
+) -> Option<Vec<u8>> {
+    let mut histogram = match timeline {
+        Some(timeline) => part(timeline, before_us.unwrap_or(0)).histogram,
+        None => Histogram::new(),
+    };
+    if let Some(bytes) = plus {
+        if let Err(e) = histogram.merge_encoded(bytes) {
+            ereport!(
+                ERROR,
+                PgSqlErrorCode::ERRCODE_INVALID_BINARY_REPRESENTATION,
+                e.to_string()
+            );
+        }
+    }
     (histogram.total() > 0).then(|| histogram.encode())
 }
