@@ -51,7 +51,7 @@ CREATE TABLE webmon.rollup_totals (
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE webmon.rollup_totals IS
     'pg_webmon: per monitor and region, what every result rolled up so far (before rollup_state.rolled_up_to) adds up to: the closed hours and the five-minute steps of the hour in progress. Updated in place (fillfactor 50).';
-COMMENT ON COLUMN webmon.rollup_totals.hour IS 'The hour the before_* columns are the totals before: when it is the hour in progress, those are what its hourly rows will start from.';
+COMMENT ON COLUMN webmon.rollup_totals.hour IS 'The last hour with rows or steps of the monitor and region; the before_* columns are the totals before it (for the hour in progress: what its hourly rows will start from).';
 COMMENT ON COLUMN webmon.rollup_totals.before_good IS 'good before the start of `hour` (and likewise before_failed, before_maintenance, before_histogram).';
 
 -- New functions of the library.
@@ -203,16 +203,26 @@ BEGIN ATOMIC
                     THEN webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL
                     ELSE false END)
     FROM (
+        -- Every monitor by time, or those in monitor_ids through their index: separate branches
+        -- (one runs), so that each is planned for its own index even when monitor_ids comes
+        -- from another row.
         SELECT mt.monitor_id, mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
                mt.regex_matched, mt.request_timestamp
         FROM webmon.metrics mt
-        WHERE mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
-          AND (monitor_ids IS NULL OR mt.monitor_id = ANY (monitor_ids))
+        WHERE monitor_ids IS NULL AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+        UNION ALL
+        SELECT mt.monitor_id, mt.region, NULL::text, mt.response_time_ms, mt.http_status_code,
+               mt.regex_matched, mt.request_timestamp
+        FROM webmon.metrics mt
+        WHERE mt.monitor_id = ANY (monitor_ids) AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
         UNION ALL
         SELECT e.monitor_id, e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
         FROM webmon.errors e
-        WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
-          AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
+        WHERE monitor_ids IS NULL AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+        UNION ALL
+        SELECT e.monitor_id, e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+        FROM webmon.errors e
+        WHERE e.monitor_id = ANY (monitor_ids) AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
     ) x
     JOIN webmon.monitors m ON m.id = x.monitor_id
     -- Each result's status computed once, however many aggregates read it.
@@ -295,6 +305,45 @@ COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
 -- rolled up before: its rows are replaced, and the running totals of the later hours and the
 -- totals change by as much as the rows did.
 -- PL/pgSQL: planned for its own hour and monitors (partitions pruned, the right index).
+-- The totals of monitors that got a late result in the hour in progress: the totals before
+-- the hour plus what its results up to rolled_up_to add up to, read again.
+CREATE FUNCTION webmon.recount_hour_in_progress(hour timestamptz, rolled_up_to timestamptz, monitor_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    WITH fresh AS (
+        SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
+               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
+               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
+        FROM webmon.classified_results(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids) r
+        GROUP BY r.monitor_id, r.region
+    ), updated AS (
+        UPDATE webmon.rollup_totals t
+        SET before_good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END,
+            before_failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END,
+            before_maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END,
+            before_histogram = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram ELSE t.before_histogram END,
+            hour = recount_hour_in_progress.hour,
+            good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END + coalesce(f.good, 0),
+            failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END + coalesce(f.failed, 0),
+            maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END
+                          + coalesce(f.maintenance, 0),
+            latency_histogram = webmon.latency_sum(CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram
+                                                        ELSE t.before_histogram END, f.latency_histogram)
+        FROM webmon.rollup_totals t0
+        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (t0.monitor_id, t0.region)
+        WHERE (t.monitor_id, t.region) = (t0.monitor_id, t0.region) AND t0.monitor_id = ANY (monitor_ids)
+        RETURNING 1
+    )
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, recount_hour_in_progress.hour
+    FROM fresh f
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
+END
+$$;
+COMMENT ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: count again the hour in progress up to rolled_up_to in the totals of monitors in monitor_ids (after late results). Called by webmon.run_rollups().';
+
 CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, monitor_ids bigint[], again boolean)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
@@ -370,6 +419,9 @@ BEGIN
         FROM start c
         LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
         WHERE again AND l.monitor_id = c.monitor_id AND l.region = c.region AND l.hour > write_hourly_rollups.hour
+          -- Only rows that changed move the running totals after them.
+          AND (c.old_good, c.old_failed, c.old_maintenance, c.old_histogram)
+              IS DISTINCT FROM (f.good, f.failed, f.maintenance, f.latency_histogram)
         RETURNING 1
     ), totals AS (
         UPDATE webmon.rollup_totals t
@@ -381,19 +433,36 @@ BEGIN
                           + coalesce(f.maintenance, 0),
             latency_histogram = webmon.latency_sum(CASE WHEN again THEN webmon.latency_subtract(t.latency_histogram, c.old_histogram)
                                                         ELSE c.cum_histogram END, f.latency_histogram),
-            before_good = CASE WHEN again THEN t.before_good - coalesce(c.old_good, 0) + coalesce(f.good, 0) ELSE t.before_good END,
-            before_failed = CASE WHEN again THEN t.before_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0) ELSE t.before_failed END,
-            before_maintenance = CASE WHEN again THEN t.before_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0)
+            -- `hour` is the last hour with rows or steps, and before_* the totals before it:
+            -- closed, this hour and the totals before it; written again, a later hour's change
+            -- by as much, or this hour if it is the last one now.
+            hour = CASE WHEN NOT again OR t.hour IS NULL OR t.hour < write_hourly_rollups.hour
+                        THEN write_hourly_rollups.hour ELSE t.hour END,
+            before_good = CASE WHEN NOT again THEN coalesce(c.cum_good, 0)
+                               WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.good
+                               WHEN t.hour > write_hourly_rollups.hour THEN t.before_good - coalesce(c.old_good, 0) + coalesce(f.good, 0)
+                               ELSE t.before_good END,
+            before_failed = CASE WHEN NOT again THEN coalesce(c.cum_failed, 0)
+                                 WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.failed
+                                 WHEN t.hour > write_hourly_rollups.hour THEN t.before_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0)
+                                 ELSE t.before_failed END,
+            before_maintenance = CASE WHEN NOT again THEN coalesce(c.cum_maintenance, 0)
+                                      WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.maintenance
+                                      WHEN t.hour > write_hourly_rollups.hour
+                                          THEN t.before_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0)
                                       ELSE t.before_maintenance END,
-            before_histogram = CASE WHEN again THEN webmon.latency_sum(webmon.latency_subtract(t.before_histogram, c.old_histogram), f.latency_histogram)
+            before_histogram = CASE WHEN NOT again THEN c.cum_histogram
+                                    WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.latency_histogram
+                                    WHEN t.hour > write_hourly_rollups.hour
+                                        THEN webmon.latency_sum(webmon.latency_subtract(t.before_histogram, c.old_histogram), f.latency_histogram)
                                     ELSE t.before_histogram END
         FROM start c
         LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
         WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region)
         RETURNING 1
     )
-    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
-    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, write_hourly_rollups.hour
     FROM fresh f
     JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
     WHERE NOT c.has_totals;
@@ -430,6 +499,14 @@ BEGIN
             END IF;
             RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
                 one, rollup_hour.hour, SQLERRM;
+            -- Its steps of that hour leave the totals too: the hour has no row, and counts
+            -- nowhere (as unmonitored).
+            IF NOT again THEN
+                UPDATE webmon.rollup_totals t
+                SET good = t.before_good, failed = t.before_failed, maintenance = t.before_maintenance,
+                    latency_histogram = t.before_histogram
+                WHERE t.monitor_id = one AND t.hour = rollup_hour.hour;
+            END IF;
         END;
     END LOOP;
 END
@@ -518,9 +595,9 @@ BEGIN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
             WHERE (p.monitor_id, p.hour) IN (
-                -- Hours not closed yet wait for step 2 (which reads them whole anyway).
+                -- Hours not rolled up yet wait for step 2 (which reads them anyway).
                 SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
-                WHERE q.hour < date_trunc('hour', state.rolled_up_to, 'UTC')
+                WHERE q.hour < state.rolled_up_to
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
@@ -530,6 +607,20 @@ BEGIN
         WHERE t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
+        IF late.hour = date_trunc('hour', state.rolled_up_to, 'UTC') THEN
+            -- The hour in progress: its totals so far counted again (its rows come when it closes).
+            BEGIN
+                PERFORM webmon.recount_hour_in_progress(late.hour, state.rolled_up_to, late.monitor_ids);
+            EXCEPTION WHEN OTHERS THEN
+                IF webmon.transient_error(SQLSTATE) THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'pg_webmon: late results of the hour from % count in uptime once it has closed: %',
+                    late.hour, SQLERRM;
+            END;
+            done := done + 1;
+            CONTINUE;
+        END IF;
         PERFORM webmon.rollup_hour(late.hour, late.monitor_ids, true);
         IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
             BEGIN
@@ -649,7 +740,8 @@ BEGIN ATOMIC
         WHERE e.timeline IS NOT NULL
     ) c ON true
     -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results.
-    -- (The tests on e stay outside the subqueries below, so that other rows skip them.)
+    -- (The tests on e stay outside the subqueries below, and OFFSET 0 keeps them there, so that
+    -- other rows skip them.)
     LEFT JOIN LATERAL (
         SELECT q.* FROM (
             SELECT x.good, x.failed, x.maintenance, x.latency_histogram
@@ -657,9 +749,11 @@ BEGIN ATOMIC
             WHERE x.region = t.region
             LIMIT 1
         ) q
-        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL
+        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL AND at_ts > e.hour
+        OFFSET 0
     ) r ON true
-    -- No row in that hour: the next hour's running totals.
+    -- No row in that hour: the next hour's running totals, if it has rows after it (the totals
+    -- know its last hour with rows: a region no longer checked is not searched).
     LEFT JOIN LATERAL (
         SELECT q.* FROM (
             SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
@@ -667,7 +761,8 @@ BEGIN ATOMIC
             WHERE l.monitor_id = t.monitor_id AND l.region = t.region AND l.hour > date_trunc('hour', at_ts, 'UTC')
             ORDER BY l.hour LIMIT 1
         ) q
-        WHERE e.monitor_id IS NULL
+        WHERE e.monitor_id IS NULL AND (t.hour IS NULL OR t.hour > date_trunc('hour', at_ts, 'UTC'))
+        OFFSET 0
     ) n ON true
     WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids);
 END;
@@ -752,6 +847,39 @@ $$;
 COMMENT ON FUNCTION webmon.uptime_between(timestamptz, timestamptz, bigint[]) IS
     'pg_webmon: per monitor (those in monitor_ids, or all) over [from_ts, to_ts): checks (good + failed, outside maintenance windows), failures, uptime %, p50/p95/p99 response time in ms (within 4.4 %), and unmonitored_time: how long its slots went unchecked (no probe, lost, no result at all, paused), averaged over its regions. Reads two hourly rollup rows per monitor and region, whatever the range, and the results only of the minutes not rolled up yet (or of a range that starts in the hour in progress). For a few monitors pass monitor_ids: a WHERE on the result reads all of them first.';
 
+-- A new reason or name of a maintenance window changes no hour.
+-- Maintenance windows count for rollups: a one-off window added, changed or removed for a
+-- time already rolled up has those hours rolled up again (within pg_webmon.retention, while
+-- the results are kept). Weekly windows count from when they are added.
+CREATE OR REPLACE FUNCTION webmon.maintenance_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- A new reason or name changes no hour.
+    IF TG_OP = 'UPDATE' AND NEW.during IS NOT DISTINCT FROM OLD.during
+       AND NEW.monitor_id IS NOT DISTINCT FROM OLD.monitor_id THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO webmon.rollup_pending AS p (monitor_id, hour)
+    SELECT DISTINCT m.id, h.hour
+    FROM (SELECT NEW.monitor_id AS monitor_id, NEW.during AS during WHERE TG_OP <> 'DELETE'
+          UNION ALL
+          SELECT OLD.monitor_id, OLD.during WHERE TG_OP <> 'INSERT') w
+    CROSS JOIN webmon.rollup_state s
+    -- Whole hours after the horizon only: a window purged past retention changes nothing.
+    CROSS JOIN LATERAL generate_series(
+        greatest(date_trunc('hour', lower(w.during), 'UTC'),
+                 date_trunc('hour', now() - webmon.results_retention(), 'UTC') + interval '1 hour'),
+        least(upper(w.during), s.rolled_up_to) - interval '1 microsecond', interval '1 hour') h(hour)
+    JOIN webmon.monitors m ON w.monitor_id IS NULL OR m.id = w.monitor_id
+    WHERE w.during IS NOT NULL AND lower(w.during) < s.rolled_up_to
+    -- Locked until this transaction ends, as writers of results do (run_rollups skips it).
+    ON CONFLICT ON CONSTRAINT rollup_pending_pkey DO UPDATE SET hour = EXCLUDED.hour;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION webmon.maintenance_changed() IS
+    'pg_webmon: trigger of webmon.maintenance: a one-off window added, changed or removed for hours already rolled up has them rolled up again.';
+
 -- Readers read the totals too.
 CREATE OR REPLACE FUNCTION webmon.grant_reader(role_name name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -776,30 +904,32 @@ COMMENT ON FUNCTION webmon.grant_reader(name) IS
 
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_totals', '');
 
--- Running totals of the hourly rows kept, oldest hour first, and the totals after them.
-DO $$
-DECLARE
-    one_hour timestamptz;
-BEGIN
-    FOR one_hour IN SELECT DISTINCT r.hour FROM webmon.rollups_hourly r ORDER BY 1 LOOP
-        INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
-        SELECT r.monitor_id, r.region, 0, 0, 0, NULL
-        FROM webmon.rollups_hourly r
-        WHERE r.hour = one_hour AND EXISTS (SELECT 1 FROM webmon.monitors m WHERE m.id = r.monitor_id)
-        ON CONFLICT (monitor_id, region) DO NOTHING;
-        UPDATE webmon.rollups_hourly r
-        SET cum_good = t.good, cum_failed = t.failed, cum_maintenance = t.maintenance,
-            cum_histogram = t.latency_histogram
-        FROM webmon.rollup_totals t
-        WHERE r.hour = one_hour AND (t.monitor_id, t.region) = (r.monitor_id, r.region);
-        UPDATE webmon.rollup_totals t
-        SET good = t.good + r.good, failed = t.failed + r.failed, maintenance = t.maintenance + r.maintenance,
-            latency_histogram = webmon.latency_sum(t.latency_histogram, r.latency_histogram)
-        FROM webmon.rollups_hourly r
-        WHERE r.hour = one_hour AND (t.monitor_id, t.region) = (r.monitor_id, r.region);
-    END LOOP;
-END
-$$;
+-- Running totals of the hourly rows kept, in one pass: what the earlier rows of each monitor
+-- and region add up to.
+UPDATE webmon.rollups_hourly h
+SET cum_good = w.cum_good, cum_failed = w.cum_failed, cum_maintenance = w.cum_maintenance,
+    cum_histogram = w.cum_histogram
+FROM (SELECT r.monitor_id, r.region, r.hour,
+             coalesce(sum(r.good) OVER earlier, 0) AS cum_good,
+             coalesce(sum(r.failed) OVER earlier, 0) AS cum_failed,
+             coalesce(sum(r.maintenance) OVER earlier, 0) AS cum_maintenance,
+             webmon.latency_merge(r.latency_histogram) OVER earlier AS cum_histogram
+      FROM webmon.rollups_hourly r
+      WINDOW earlier AS (PARTITION BY r.monitor_id, r.region ORDER BY r.hour
+                         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) w
+WHERE (h.monitor_id, h.region, h.hour) = (w.monitor_id, w.region, w.hour);
+
+-- The totals after them: each monitor and region's last row, and the totals before it.
+INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour,
+                                  before_good, before_failed, before_maintenance, before_histogram)
+SELECT l.monitor_id, l.region, l.cum_good + l.good, l.cum_failed + l.failed, l.cum_maintenance + l.maintenance,
+       webmon.latency_sum(l.cum_histogram, l.latency_histogram), l.hour,
+       l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
+FROM (SELECT DISTINCT ON (r.monitor_id, r.region) r.*
+      FROM webmon.rollups_hourly r
+      ORDER BY r.monitor_id, r.region, r.hour DESC) l
+WHERE EXISTS (SELECT 1 FROM webmon.monitors m WHERE m.id = l.monitor_id);

@@ -110,7 +110,7 @@ CREATE TABLE webmon.rollup_totals (
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE webmon.rollup_totals IS
     'pg_webmon: per monitor and region, what every result rolled up so far (before rollup_state.rolled_up_to) adds up to: the closed hours and the five-minute steps of the hour in progress. Updated in place (fillfactor 50).';
-COMMENT ON COLUMN webmon.rollup_totals.hour IS 'The hour the before_* columns are the totals before: when it is the hour in progress, those are what its hourly rows will start from.';
+COMMENT ON COLUMN webmon.rollup_totals.hour IS 'The last hour with rows or steps of the monitor and region; the before_* columns are the totals before it (for the hour in progress: what its hourly rows will start from).';
 COMMENT ON COLUMN webmon.rollup_totals.before_good IS 'good before the start of `hour` (and likewise before_failed, before_maintenance, before_histogram).';
 
 CREATE TABLE webmon.rollup_state (
@@ -252,16 +252,26 @@ BEGIN ATOMIC
                     THEN webmon.maintenance_window(m.id, x.request_timestamp) IS NOT NULL
                     ELSE false END)
     FROM (
+        -- Every monitor by time, or those in monitor_ids through their index: separate branches
+        -- (one runs), so that each is planned for its own index even when monitor_ids comes
+        -- from another row.
         SELECT mt.monitor_id, mt.region, NULL::text AS error_kind, mt.response_time_ms, mt.http_status_code,
                mt.regex_matched, mt.request_timestamp
         FROM webmon.metrics mt
-        WHERE mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
-          AND (monitor_ids IS NULL OR mt.monitor_id = ANY (monitor_ids))
+        WHERE monitor_ids IS NULL AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
+        UNION ALL
+        SELECT mt.monitor_id, mt.region, NULL::text, mt.response_time_ms, mt.http_status_code,
+               mt.regex_matched, mt.request_timestamp
+        FROM webmon.metrics mt
+        WHERE mt.monitor_id = ANY (monitor_ids) AND mt.request_timestamp >= from_ts AND mt.request_timestamp < to_ts
         UNION ALL
         SELECT e.monitor_id, e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
         FROM webmon.errors e
-        WHERE e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
-          AND (monitor_ids IS NULL OR e.monitor_id = ANY (monitor_ids))
+        WHERE monitor_ids IS NULL AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
+        UNION ALL
+        SELECT e.monitor_id, e.region, e.error_kind, NULL::real, NULL::smallint, NULL::boolean, e.request_timestamp
+        FROM webmon.errors e
+        WHERE e.monitor_id = ANY (monitor_ids) AND e.request_timestamp >= from_ts AND e.request_timestamp < to_ts
     ) x
     JOIN webmon.monitors m ON m.id = x.monitor_id
     -- Each result's status computed once, however many aggregates read it.
@@ -381,6 +391,45 @@ COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
 -- rolled up before: its rows are replaced, and the running totals of the later hours and the
 -- totals change by as much as the rows did.
 -- PL/pgSQL: planned for its own hour and monitors (partitions pruned, the right index).
+-- The totals of monitors that got a late result in the hour in progress: the totals before
+-- the hour plus what its results up to rolled_up_to add up to, read again.
+CREATE FUNCTION webmon.recount_hour_in_progress(hour timestamptz, rolled_up_to timestamptz, monitor_ids bigint[])
+RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+BEGIN
+    WITH fresh AS (
+        SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
+               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
+               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
+        FROM webmon.classified_results(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids) r
+        GROUP BY r.monitor_id, r.region
+    ), updated AS (
+        UPDATE webmon.rollup_totals t
+        SET before_good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END,
+            before_failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END,
+            before_maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END,
+            before_histogram = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram ELSE t.before_histogram END,
+            hour = recount_hour_in_progress.hour,
+            good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END + coalesce(f.good, 0),
+            failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END + coalesce(f.failed, 0),
+            maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END
+                          + coalesce(f.maintenance, 0),
+            latency_histogram = webmon.latency_sum(CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram
+                                                        ELSE t.before_histogram END, f.latency_histogram)
+        FROM webmon.rollup_totals t0
+        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (t0.monitor_id, t0.region)
+        WHERE (t.monitor_id, t.region) = (t0.monitor_id, t0.region) AND t0.monitor_id = ANY (monitor_ids)
+        RETURNING 1
+    )
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, recount_hour_in_progress.hour
+    FROM fresh f
+    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
+END
+$$;
+COMMENT ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: count again the hour in progress up to rolled_up_to in the totals of monitors in monitor_ids (after late results). Called by webmon.run_rollups().';
+
 CREATE FUNCTION webmon.write_hourly_rollups(hour timestamptz, monitor_ids bigint[], again boolean)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
@@ -456,6 +505,9 @@ BEGIN
         FROM start c
         LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
         WHERE again AND l.monitor_id = c.monitor_id AND l.region = c.region AND l.hour > write_hourly_rollups.hour
+          -- Only rows that changed move the running totals after them.
+          AND (c.old_good, c.old_failed, c.old_maintenance, c.old_histogram)
+              IS DISTINCT FROM (f.good, f.failed, f.maintenance, f.latency_histogram)
         RETURNING 1
     ), totals AS (
         UPDATE webmon.rollup_totals t
@@ -467,19 +519,36 @@ BEGIN
                           + coalesce(f.maintenance, 0),
             latency_histogram = webmon.latency_sum(CASE WHEN again THEN webmon.latency_subtract(t.latency_histogram, c.old_histogram)
                                                         ELSE c.cum_histogram END, f.latency_histogram),
-            before_good = CASE WHEN again THEN t.before_good - coalesce(c.old_good, 0) + coalesce(f.good, 0) ELSE t.before_good END,
-            before_failed = CASE WHEN again THEN t.before_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0) ELSE t.before_failed END,
-            before_maintenance = CASE WHEN again THEN t.before_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0)
+            -- `hour` is the last hour with rows or steps, and before_* the totals before it:
+            -- closed, this hour and the totals before it; written again, a later hour's change
+            -- by as much, or this hour if it is the last one now.
+            hour = CASE WHEN NOT again OR t.hour IS NULL OR t.hour < write_hourly_rollups.hour
+                        THEN write_hourly_rollups.hour ELSE t.hour END,
+            before_good = CASE WHEN NOT again THEN coalesce(c.cum_good, 0)
+                               WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.good
+                               WHEN t.hour > write_hourly_rollups.hour THEN t.before_good - coalesce(c.old_good, 0) + coalesce(f.good, 0)
+                               ELSE t.before_good END,
+            before_failed = CASE WHEN NOT again THEN coalesce(c.cum_failed, 0)
+                                 WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.failed
+                                 WHEN t.hour > write_hourly_rollups.hour THEN t.before_failed - coalesce(c.old_failed, 0) + coalesce(f.failed, 0)
+                                 ELSE t.before_failed END,
+            before_maintenance = CASE WHEN NOT again THEN coalesce(c.cum_maintenance, 0)
+                                      WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.maintenance
+                                      WHEN t.hour > write_hourly_rollups.hour
+                                          THEN t.before_maintenance - coalesce(c.old_maintenance, 0) + coalesce(f.maintenance, 0)
                                       ELSE t.before_maintenance END,
-            before_histogram = CASE WHEN again THEN webmon.latency_sum(webmon.latency_subtract(t.before_histogram, c.old_histogram), f.latency_histogram)
+            before_histogram = CASE WHEN NOT again THEN c.cum_histogram
+                                    WHEN t.hour IS NULL OR t.hour < write_hourly_rollups.hour THEN t.latency_histogram
+                                    WHEN t.hour > write_hourly_rollups.hour
+                                        THEN webmon.latency_sum(webmon.latency_subtract(t.before_histogram, c.old_histogram), f.latency_histogram)
                                     ELSE t.before_histogram END
         FROM start c
         LEFT JOIN fresh f ON (f.monitor_id, f.region) = (c.monitor_id, c.region)
         WHERE (t.monitor_id, t.region) = (c.monitor_id, c.region)
         RETURNING 1
     )
-    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram)
-    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram
+    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
+    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, write_hourly_rollups.hour
     FROM fresh f
     JOIN start c ON (c.monitor_id, c.region) = (f.monitor_id, f.region)
     WHERE NOT c.has_totals;
@@ -516,6 +585,14 @@ BEGIN
             END IF;
             RAISE WARNING 'pg_webmon: monitor % left out of the rollups of the hour from %: %',
                 one, rollup_hour.hour, SQLERRM;
+            -- Its steps of that hour leave the totals too: the hour has no row, and counts
+            -- nowhere (as unmonitored).
+            IF NOT again THEN
+                UPDATE webmon.rollup_totals t
+                SET good = t.before_good, failed = t.before_failed, maintenance = t.before_maintenance,
+                    latency_histogram = t.before_histogram
+                WHERE t.monitor_id = one AND t.hour = rollup_hour.hour;
+            END IF;
         END;
     END LOOP;
 END
@@ -604,9 +681,9 @@ BEGIN
         WITH taken AS (
             DELETE FROM webmon.rollup_pending p
             WHERE (p.monitor_id, p.hour) IN (
-                -- Hours not closed yet wait for step 2 (which reads them whole anyway).
+                -- Hours not rolled up yet wait for step 2 (which reads them anyway).
                 SELECT q.monitor_id, q.hour FROM webmon.rollup_pending q
-                WHERE q.hour < date_trunc('hour', state.rolled_up_to, 'UTC')
+                WHERE q.hour < state.rolled_up_to
                 ORDER BY q.hour LIMIT max_late FOR UPDATE SKIP LOCKED)
             RETURNING p.*
         )
@@ -616,6 +693,20 @@ BEGIN
         WHERE t.hour + interval '1 hour' > horizon
         GROUP BY t.hour ORDER BY t.hour
     LOOP
+        IF late.hour = date_trunc('hour', state.rolled_up_to, 'UTC') THEN
+            -- The hour in progress: its totals so far counted again (its rows come when it closes).
+            BEGIN
+                PERFORM webmon.recount_hour_in_progress(late.hour, state.rolled_up_to, late.monitor_ids);
+            EXCEPTION WHEN OTHERS THEN
+                IF webmon.transient_error(SQLSTATE) THEN
+                    RAISE;
+                END IF;
+                RAISE WARNING 'pg_webmon: late results of the hour from % count in uptime once it has closed: %',
+                    late.hour, SQLERRM;
+            END;
+            done := done + 1;
+            CONTINUE;
+        END IF;
         PERFORM webmon.rollup_hour(late.hour, late.monitor_ids, true);
         IF date_trunc('day', late.hour, 'UTC') < date_trunc('day', state.rolled_up_to, 'UTC') THEN
             BEGIN
@@ -687,6 +778,11 @@ COMMENT ON FUNCTION webmon.run_rollups(int, int) IS
 CREATE FUNCTION webmon.maintenance_changed() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- A new reason or name changes no hour.
+    IF TG_OP = 'UPDATE' AND NEW.during IS NOT DISTINCT FROM OLD.during
+       AND NEW.monitor_id IS NOT DISTINCT FROM OLD.monitor_id THEN
+        RETURN NULL;
+    END IF;
     INSERT INTO webmon.rollup_pending AS p (monitor_id, hour)
     SELECT DISTINCT m.id, h.hour
     FROM (SELECT NEW.monitor_id AS monitor_id, NEW.during AS during WHERE TG_OP <> 'DELETE'
@@ -783,7 +879,8 @@ BEGIN ATOMIC
         WHERE e.timeline IS NOT NULL
     ) c ON true
     -- Rows written before 0.9.0 have no timeline: that part of the hour is read from the results.
-    -- (The tests on e stay outside the subqueries below, so that other rows skip them.)
+    -- (The tests on e stay outside the subqueries below, and OFFSET 0 keeps them there, so that
+    -- other rows skip them.)
     LEFT JOIN LATERAL (
         SELECT q.* FROM (
             SELECT x.good, x.failed, x.maintenance, x.latency_histogram
@@ -791,9 +888,11 @@ BEGIN ATOMIC
             WHERE x.region = t.region
             LIMIT 1
         ) q
-        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL
+        WHERE e.monitor_id IS NOT NULL AND e.timeline IS NULL AND at_ts > e.hour
+        OFFSET 0
     ) r ON true
-    -- No row in that hour: the next hour's running totals.
+    -- No row in that hour: the next hour's running totals, if it has rows after it (the totals
+    -- know its last hour with rows: a region no longer checked is not searched).
     LEFT JOIN LATERAL (
         SELECT q.* FROM (
             SELECT true AS found, l.cum_good, l.cum_failed, l.cum_maintenance, l.cum_histogram
@@ -801,7 +900,8 @@ BEGIN ATOMIC
             WHERE l.monitor_id = t.monitor_id AND l.region = t.region AND l.hour > date_trunc('hour', at_ts, 'UTC')
             ORDER BY l.hour LIMIT 1
         ) q
-        WHERE e.monitor_id IS NULL
+        WHERE e.monitor_id IS NULL AND (t.hour IS NULL OR t.hour > date_trunc('hour', at_ts, 'UTC'))
+        OFFSET 0
     ) n ON true
     WHERE monitor_ids IS NULL OR t.monitor_id = ANY (monitor_ids);
 END;
@@ -920,6 +1020,7 @@ REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.note_late_results() FROM PUBLIC;

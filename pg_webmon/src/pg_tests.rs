@@ -1543,10 +1543,10 @@ mod tests {
             "SELECT (SELECT sum(unmonitored) FROM webmon.rollups_hourly WHERE monitor_id IN ({a}, {b}, {c}))
                     = (SELECT count(*) FROM webmon.errors WHERE monitor_id IN ({a}, {b}, {c})
                        AND error_kind IN ('lost', 'no_probe')
-                       AND request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))
+                       AND request_timestamp < (SELECT date_trunc('hour', rolled_up_to, 'UTC') FROM webmon.rollup_state))
                 AND (SELECT sum((error_kinds ->> 'timeout')::int) FROM webmon.rollups_hourly WHERE monitor_id IN ({a}, {b}, {c}))
                     = (SELECT count(*) FROM webmon.errors WHERE monitor_id IN ({a}, {b}, {c}) AND error_kind = 'timeout'
-                       AND request_timestamp < (SELECT rolled_up_to FROM webmon.rollup_state))"
+                       AND request_timestamp < (SELECT date_trunc('hour', rolled_up_to, 'UTC') FROM webmon.rollup_state))"
         )));
     }
 
@@ -1598,6 +1598,22 @@ mod tests {
                 day_before + 3
             );
         }
+        // A late result just before how far the rollups go (in the hour in progress, or in the
+        // hour just closed) counts in uptime after the next run.
+        let checks = || {
+            one::<i64>(&format!(
+                "SELECT checks FROM webmon.uptime_between(now() - interval '1 day', now()) WHERE monitor_id = {a}"
+            ))
+        };
+        let before = checks();
+        Spi::run(&format!(
+            "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)
+             SELECT rolled_up_to - interval '1 microsecond', {a}, 5, 200 FROM webmon.rollup_state"
+        ))
+        .unwrap();
+        one::<i32>("SELECT webmon.run_rollups()");
+        assert_eq!(checks(), before + 1);
+        running_totals_add_up();
         // A result for an hour not rolled up yet is not late.
         Spi::run(&format!(
             "INSERT INTO webmon.metrics (request_timestamp, monitor_id, response_time_ms, http_status_code)

@@ -216,7 +216,11 @@ async fn an_upgrade_from_0_8_0_keeps_rollups_gives_them_running_totals_and_equal
         .query_one(
             "SELECT (SELECT count(*) FROM (
                          SELECT h.cum_good IS DISTINCT FROM coalesce(sum(h.good) OVER w - h.good, 0)
-                                OR h.cum_failed IS DISTINCT FROM coalesce(sum(h.failed) OVER w - h.failed, 0) AS wrong
+                                OR h.cum_failed IS DISTINCT FROM coalesce(sum(h.failed) OVER w - h.failed, 0)
+                                OR h.cum_maintenance IS DISTINCT FROM coalesce(sum(h.maintenance) OVER w - h.maintenance, 0)
+                                OR h.cum_histogram IS DISTINCT FROM
+                                   (SELECT webmon.latency_merge(e.latency_histogram) FROM webmon.rollups_hourly e
+                                    WHERE (e.monitor_id, e.region) = (h.monitor_id, h.region) AND e.hour < h.hour) AS wrong
                          FROM webmon.rollups_hourly h
                          WINDOW w AS (PARTITION BY h.monitor_id, h.region ORDER BY h.hour)) x WHERE x.wrong),
                     (SELECT count(*) FROM webmon.rollup_totals t
