@@ -227,16 +227,18 @@ async fn make_history(db: &Client, monitors: i64) -> Result<()> {
         elapsed.as_secs_f64() * 1e6 / checks as f64
     );
     // Hourly rollups of every monitor after it up to the hour in progress (as the maintenance
-    // worker leaves them, hour by hour) with their running totals; the hour a 1-day range
-    // starts in with its timeline (the others without: the disk of a test machine; no range
-    // measured here reads them). Daily rollups for the closed days.
+    // worker leaves them, hour by hour) with their running totals; the hours a 30-day or a
+    // 1-day range starts in while the benchmark runs with their timelines (the others without:
+    // the disk of a test machine; no range measured here reads them). Daily rollups for the
+    // closed days.
     db.batch_execute(&format!(
         "INSERT INTO webmon.rollups_hourly (monitor_id, region, hour, checks, good, failed, maintenance, unmonitored,
                                             responses, latency_min_ms, latency_max_ms, latency_sum_ms,
                                             latency_histogram, timeline, cum_good, cum_failed, cum_maintenance,
                                             cum_histogram)
          SELECT t.m, '', t.hr, 60, hh.good, hh.failed, 0, 0, 60, 30, 530, 2400, hh.h,
-                CASE WHEN t.hr = b.day_ago THEN hh.timeline END,
+                CASE WHEN t.hr < b.first + interval '4 hours' OR t.hr BETWEEN b.day_ago AND b.day_ago + interval '3 hours'
+                     THEN hh.timeline END,
                 tot.good + s.good, tot.failed + s.failed, 0, webmon.latency_sum(tot.latency_histogram, s.h)
          FROM bounds b
          CROSS JOIN LATERAL (SELECT hr, m, (extract(epoch FROM hr - b.first)::int / 3600) - 1 AS n
