@@ -263,10 +263,10 @@ COMMENT ON FUNCTION webmon.sum_error_kinds(jsonb[]) IS
     'pg_webmon: error kind counts added up, key by key.';
 
 -- Adds the results in [from_ts, to_ts), a step of the hour in progress, to the totals of their
--- monitors and regions; the first time in an hour, what the totals were before it is kept
--- (before_*), for the hour's rows when it closes.
+-- monitors and regions (those in monitor_ids, or all); the first time in an hour, what the
+-- totals were before it is kept (before_*), for the hour's rows when it closes.
 -- PL/pgSQL (as write_hourly_rollups): planned for its own times, partitions pruned.
-CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz)
+CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
@@ -274,7 +274,7 @@ BEGIN
         SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
                count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
                webmon.latency_histogram(r.response_time_ms) AS latency_histogram
-        FROM webmon.classified_results(add_to_totals.from_ts, add_to_totals.to_ts) r
+        FROM webmon.classified_results(add_to_totals.from_ts, add_to_totals.to_ts, monitor_ids) r
         GROUP BY r.monitor_id, r.region
     ), updated AS (
         UPDATE webmon.rollup_totals t
@@ -296,8 +296,8 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
 END
 $$;
-COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
-    'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals. Called by webmon.run_rollups().';
+COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals, for every monitor or those in monitor_ids. Called by webmon.run_rollups().';
 
 -- Writes the hourly rollups of one hour from its results, for every monitor or those in
 -- monitor_ids. An hour that has just closed: its rows start from the totals before it, and the
@@ -309,36 +309,22 @@ COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
 -- the hour plus what its results up to rolled_up_to add up to, read again.
 CREATE FUNCTION webmon.recount_hour_in_progress(hour timestamptz, rolled_up_to timestamptz, monitor_ids bigint[])
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    WITH fresh AS (
-        SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
-               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
-               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
-        FROM webmon.classified_results(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids) r
-        GROUP BY r.monitor_id, r.region
-    ), updated AS (
-        UPDATE webmon.rollup_totals t
-        SET before_good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END,
-            before_failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END,
-            before_maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END,
-            before_histogram = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram ELSE t.before_histogram END,
-            hour = recount_hour_in_progress.hour,
-            good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END + coalesce(f.good, 0),
-            failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END + coalesce(f.failed, 0),
-            maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END
-                          + coalesce(f.maintenance, 0),
-            latency_histogram = webmon.latency_sum(CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram
-                                                        ELSE t.before_histogram END, f.latency_histogram)
-        FROM webmon.rollup_totals t0
-        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (t0.monitor_id, t0.region)
-        WHERE (t.monitor_id, t.region) = (t0.monitor_id, t0.region) AND t0.monitor_id = ANY (monitor_ids)
-        RETURNING 1
-    )
-    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
-    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, recount_hour_in_progress.hour
-    FROM fresh f
-    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
+    -- Back to the totals before the hour (those of a monitor without steps in it yet are its
+    -- totals), then the hour so far added again.
+    UPDATE webmon.rollup_totals t
+    SET good = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_good ELSE t.good END,
+        failed = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_failed ELSE t.failed END,
+        maintenance = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_maintenance ELSE t.maintenance END,
+        latency_histogram = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_histogram ELSE t.latency_histogram END,
+        before_good = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_good ELSE t.good END,
+        before_failed = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_failed ELSE t.failed END,
+        before_maintenance = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_maintenance ELSE t.maintenance END,
+        before_histogram = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_histogram ELSE t.latency_histogram END,
+        hour = recount_hour_in_progress.hour
+    WHERE t.monitor_id = ANY (monitor_ids);
+    PERFORM webmon.add_to_totals(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids);
 END
 $$;
 COMMENT ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) IS
@@ -903,7 +889,7 @@ COMMENT ON FUNCTION webmon.grant_reader(name) IS
     'pg_webmon: grant a role read access to monitors (without headers and body, which can hold credentials), results, incidents, notifications, maintenance windows, channels (without their settings), probes, the queue, rollups, webmon.monitor_status, webmon.region_status, webmon.regions, webmon.uptime(), webmon.uptime_between() and webmon.sla(); nothing it can change.';
 
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('webmon.rollup_totals', '');

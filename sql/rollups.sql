@@ -349,10 +349,10 @@ COMMENT ON FUNCTION webmon.transient_error(text) IS
     'pg_webmon: whether an SQLSTATE is the moment''s (transaction rollback, resources, lock not available, operator intervention, system error): rollups retry those instead of leaving a row out.';
 
 -- Adds the results in [from_ts, to_ts), a step of the hour in progress, to the totals of their
--- monitors and regions; the first time in an hour, what the totals were before it is kept
--- (before_*), for the hour's rows when it closes.
+-- monitors and regions (those in monitor_ids, or all); the first time in an hour, what the
+-- totals were before it is kept (before_*), for the hour's rows when it closes.
 -- PL/pgSQL (as write_hourly_rollups): planned for its own times, partitions pruned.
-CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz)
+CREATE FUNCTION webmon.add_to_totals(from_ts timestamptz, to_ts timestamptz, monitor_ids bigint[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
 BEGIN
@@ -360,7 +360,7 @@ BEGIN
         SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
                count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
                webmon.latency_histogram(r.response_time_ms) AS latency_histogram
-        FROM webmon.classified_results(add_to_totals.from_ts, add_to_totals.to_ts) r
+        FROM webmon.classified_results(add_to_totals.from_ts, add_to_totals.to_ts, monitor_ids) r
         GROUP BY r.monitor_id, r.region
     ), updated AS (
         UPDATE webmon.rollup_totals t
@@ -382,8 +382,8 @@ BEGIN
     WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
 END
 $$;
-COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
-    'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals. Called by webmon.run_rollups().';
+COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz, bigint[]) IS
+    'pg_webmon: add the results in [from_ts, to_ts), a step of the hour in progress, to webmon.rollup_totals, for every monitor or those in monitor_ids. Called by webmon.run_rollups().';
 
 -- Writes the hourly rollups of one hour from its results, for every monitor or those in
 -- monitor_ids. An hour that has just closed: its rows start from the totals before it, and the
@@ -395,36 +395,22 @@ COMMENT ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) IS
 -- the hour plus what its results up to rolled_up_to add up to, read again.
 CREATE FUNCTION webmon.recount_hour_in_progress(hour timestamptz, rolled_up_to timestamptz, monitor_ids bigint[])
 RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_custom_plan AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    WITH fresh AS (
-        SELECT r.monitor_id, r.region, count(*) FILTER (WHERE r.status = 0) AS good,
-               count(*) FILTER (WHERE r.status = 1) AS failed, count(*) FILTER (WHERE r.status = 2) AS maintenance,
-               webmon.latency_histogram(r.response_time_ms) AS latency_histogram
-        FROM webmon.classified_results(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids) r
-        GROUP BY r.monitor_id, r.region
-    ), updated AS (
-        UPDATE webmon.rollup_totals t
-        SET before_good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END,
-            before_failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END,
-            before_maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END,
-            before_histogram = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram ELSE t.before_histogram END,
-            hour = recount_hour_in_progress.hour,
-            good = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.good ELSE t.before_good END + coalesce(f.good, 0),
-            failed = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.failed ELSE t.before_failed END + coalesce(f.failed, 0),
-            maintenance = CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.maintenance ELSE t.before_maintenance END
-                          + coalesce(f.maintenance, 0),
-            latency_histogram = webmon.latency_sum(CASE WHEN t.hour IS DISTINCT FROM recount_hour_in_progress.hour THEN t.latency_histogram
-                                                        ELSE t.before_histogram END, f.latency_histogram)
-        FROM webmon.rollup_totals t0
-        LEFT JOIN fresh f ON (f.monitor_id, f.region) = (t0.monitor_id, t0.region)
-        WHERE (t.monitor_id, t.region) = (t0.monitor_id, t0.region) AND t0.monitor_id = ANY (monitor_ids)
-        RETURNING 1
-    )
-    INSERT INTO webmon.rollup_totals (monitor_id, region, good, failed, maintenance, latency_histogram, hour)
-    SELECT f.monitor_id, f.region, f.good, f.failed, f.maintenance, f.latency_histogram, recount_hour_in_progress.hour
-    FROM fresh f
-    WHERE NOT EXISTS (SELECT 1 FROM webmon.rollup_totals t WHERE (t.monitor_id, t.region) = (f.monitor_id, f.region));
+    -- Back to the totals before the hour (those of a monitor without steps in it yet are its
+    -- totals), then the hour so far added again.
+    UPDATE webmon.rollup_totals t
+    SET good = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_good ELSE t.good END,
+        failed = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_failed ELSE t.failed END,
+        maintenance = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_maintenance ELSE t.maintenance END,
+        latency_histogram = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_histogram ELSE t.latency_histogram END,
+        before_good = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_good ELSE t.good END,
+        before_failed = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_failed ELSE t.failed END,
+        before_maintenance = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_maintenance ELSE t.maintenance END,
+        before_histogram = CASE WHEN t.hour = recount_hour_in_progress.hour THEN t.before_histogram ELSE t.latency_histogram END,
+        hour = recount_hour_in_progress.hour
+    WHERE t.monitor_id = ANY (monitor_ids);
+    PERFORM webmon.add_to_totals(recount_hour_in_progress.hour, recount_hour_in_progress.rolled_up_to, monitor_ids);
 END
 $$;
 COMMENT ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) IS
@@ -1019,7 +1005,7 @@ REVOKE ALL ON FUNCTION webmon.uptime(interval, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.sla(date, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_day(timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.rollup_hour(timestamptz, bigint[], boolean) FROM PUBLIC;
-REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION webmon.add_to_totals(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.recount_hour_in_progress(timestamptz, timestamptz, bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.write_hourly_rollups(timestamptz, bigint[], boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION webmon.maintenance_changed() FROM PUBLIC;

@@ -156,9 +156,6 @@ fn latency_sum(a: Option<&[u8]>, b: Option<&[u8]>) -> Option<Vec<u8>> {
 /// held between two times (NULL counts as empty; NULL when nothing is left).
 #[pg_extern(immutable, parallel_safe)]
 fn latency_subtract(total: Option<&[u8]>, earlier: Option<&[u8]>) -> Option<Vec<u8>> {
-    if earlier.is_none() {
-        return stored(&decoded(total));
-    }
     let mut rest = decoded(total);
     rest.subtract(&decoded(earlier));
     stored(&rest)
